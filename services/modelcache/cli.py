@@ -1,0 +1,248 @@
+"""The `modelcache` command line (typer). Every command reads the same settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelcache.errors import EXIT_INTERNAL, EXIT_VERIFY, ModelcacheError, VerificationError
+from modelcache.layout import Layout
+from modelcache.plan import Plan, build_plan
+from modelcache.progress import human_bytes
+from modelcache.settings import Settings
+
+app = typer.Typer(
+    name="modelcache",
+    help="Fill one volume with verified, pinned model caches; check and repair it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _context() -> tuple[Settings, Layout, Plan]:
+    settings = Settings.from_env()
+    return settings, Layout(settings.models_dir.absolute()), build_plan(settings)
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+@app.command()
+def fetch(
+    refresh: Annotated[bool, typer.Option(help="Re-resolve branches to their newest commit.")] = False,
+    deep: Annotated[bool, typer.Option(help="Re-hash every present file; re-fetch the ones that differ.")] = False,
+    plain: Annotated[bool, typer.Option(help="Plain log lines even on a terminal.")] = False,
+) -> None:
+    """Download what the plan needs into the volume (the downloader's default command)."""
+    from modelcache.fetch import run_fetch
+    from modelcache.progress import make_reporter
+
+    settings = Settings.from_env()
+    run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
+
+
+@app.command("plan")
+def plan_cmd(as_json: JsonOpt = False) -> None:
+    """Show what the configuration asks for and what the volume's lock holds of it (offline)."""
+    _settings, layout, plan = _context()
+    lock = _safe_lock(layout)
+    locked = {a.spec: a for a in lock.artifacts} if lock else {}
+    rows = []
+    for a in plan.artifacts:
+        held = locked.get(a.spec)
+        rows.append(
+            {
+                "name": a.name,
+                "role": a.role,
+                "kind": a.kind,
+                "source": a.source,
+                "revision": a.revision,
+                "sha256": a.sha256,
+                "include": list(a.include) if a.include else None,
+                "exclude": list(a.exclude),
+                "dest": a.dest,
+                "status": "locked" if held else "to fetch",
+                "commit": held.commit if held else None,
+                "files": len(held.files) if held else None,
+                "bytes": held.size if held else None,
+            }
+        )
+    if as_json:
+        _print_json({"digest": plan.digest, "artifacts": rows})
+        return
+    print(f"plan {plan.digest[:12]} ({len(rows)} artifact(s)) for {layout.root}")
+    for r in rows:
+        size = human_bytes(r["bytes"]) if r["bytes"] is not None else "?"
+        rev = f"@{r['revision']}" if r["revision"] else ""
+        print(f"  {r['role']:15} {r['kind']:8} {r['source']}{rev}  -> {r['dest']}  [{r['status']}, {size}]")
+
+
+def _safe_lock(layout: Layout):
+    from modelcache.lock import read_lock
+
+    try:
+        return read_lock(layout)
+    except VerificationError:
+        return None
+
+
+@app.command("verify")
+def verify_cmd(
+    deep: Annotated[bool, typer.Option(help="Hash every byte (sha256) instead of checking sizes.")] = False,
+    workers: Annotated[int, typer.Option(min=0, max=64, help="Files hashed in parallel (0: MODELCACHE_WORKERS).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the volume against the lock and the plan, offline. Exit 4 on any problem."""
+    from modelcache.verify import verify
+
+    settings, layout, plan = _context()
+    report = verify(layout, plan, deep=deep or settings.verify == "deep", workers=workers or settings.workers)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        mode = "deep (sha256)" if report.deep else "fast (size)"
+        for problem in report.problems:
+            print(f"PROBLEM {problem.line()}")
+        state = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"verify {mode}: {report.files} file(s), {human_bytes(report.bytes)} in {report.seconds:.2f}s: {state}")
+    if not report.ok:
+        raise typer.Exit(EXIT_VERIFY)
+
+
+@app.command("ls")
+def ls_cmd(as_json: JsonOpt = False) -> None:
+    """List the artifacts in the volume's lock."""
+    _settings, layout, _plan = _context()
+    lock = _safe_lock(layout)
+    artifacts = lock.artifacts if lock else ()
+    if as_json:
+        _print_json(
+            [
+                {
+                    "name": a.name,
+                    "kind": a.kind,
+                    "source": a.source,
+                    "revision": a.revision,
+                    "commit": a.commit,
+                    "dest": a.dest,
+                    "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in a.files],
+                    "bytes": a.size,
+                }
+                for a in artifacts
+            ]
+        )
+        return
+    if lock is None:
+        print(f"no lock in {layout.root}: run `modelcache fetch`")
+        raise typer.Exit(EXIT_VERIFY)
+    for a in artifacts:
+        pin = f"@{a.commit[:12]}" if a.commit else ""
+        print(f"{a.name:45} {a.kind:8} {len(a.files):4} file(s) {human_bytes(a.size):>10}  {a.source}{pin}")
+
+
+@app.command()
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Delete what was found (fetch then restores it).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find LFS pointer files, leftovers, orphan blobs, broken links, size mismatches, unknown files."""
+    from modelcache import doctor as doc
+
+    _settings, layout, _plan = _context()
+    findings = doc.diagnose(layout, _safe_lock(layout))
+    repaired = doc.fix(layout, findings) if fix else []
+    if as_json:
+        _print_json({"findings": doc.to_dicts(findings), "repaired": doc.to_dicts(repaired)})
+    else:
+        for finding in findings:
+            print(finding.line())
+        print(f"doctor: {len(findings)} finding(s)" + (f", {len(repaired)} repaired" if fix else ""))
+        if repaired:
+            print("run `modelcache fetch` to bring back what was removed")
+    if findings and not fix:
+        raise typer.Exit(EXIT_VERIFY)
+
+
+@app.command("rm")
+def rm_cmd(
+    name: Annotated[str, typer.Argument(help="Artifact name or repo id (see `modelcache ls`).")],
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,
+) -> None:
+    """Remove one artifact from the volume and from the lock."""
+    from modelcache.manage import remove
+
+    _settings, layout, plan = _context()
+    removed = remove(layout, plan, name, dry_run=dry_run)
+    _print_removals(removed, dry_run)
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,
+) -> None:
+    """Remove what the current plan no longer wants (other repos, old snapshots, orphan blobs)."""
+    from modelcache.manage import prune as do_prune
+
+    _settings, layout, plan = _context()
+    _print_removals(do_prune(layout, plan, dry_run=dry_run), dry_run)
+
+
+def _print_removals(removed, dry_run: bool) -> None:
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        print(f"{verb} {r.path} ({human_bytes(r.bytes)})")
+    print(f"{verb} {len(removed)} item(s), {human_bytes(sum(r.bytes for r in removed))}")
+
+
+@app.command()
+def mlx(
+    host_path: Annotated[
+        str, typer.Option(help="Where the models directory is on the macOS host (a bind mount).")
+    ] = "./models",
+) -> None:
+    """Print how a native macOS app (mlx_whisper, mlx_lm) uses the MLX repos in the volume."""
+    settings, layout, plan = _context()
+    repos = [a for a in plan.artifacts if a.kind == "mlx"]
+    if not repos:
+        print("no MLX repos are configured: set MODELCACHE_MLX, e.g. mlx-community/whisper-tiny")
+        raise typer.Exit(0)
+    hf_home = f"{host_path.rstrip('/')}/{layout.rel(layout.hf_home)}"
+    print("# Docker Desktop keeps named volumes inside its VM; macOS apps cannot read them.")
+    print("# Bind-mount a host folder as the models volume instead (see docs/runbook.md), then:")
+    print(f'export HF_HOME="{hf_home}"')
+    print("export HF_HUB_OFFLINE=1   # read the cache only, never the network")
+    for a in repos:
+        print(f"# {a.source}@{a.revision}")
+        if "whisper" in a.source.lower():
+            print(f'mlx_whisper audio.wav --model "{a.source}"')
+        else:
+            print(f'mlx_lm.generate --model "{a.source}" --prompt "hello"')
+
+
+def main() -> None:
+    try:
+        app()
+    except ModelcacheError as exc:
+        print(exc.render(), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("modelcache: interrupted; a re-run resumes where this one stopped", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly
+        import traceback
+
+        traceback.print_exc()
+        print(f"modelcache: internal error: {exc!r} (please report it)", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Hugging Face repos: resolve a revision to a commit and list the files with their hashes,
+through the real ``huggingface_hub`` client, then bring each file into the standard cache.
+
+Transfers: plain (non-Xet) files go through our resumable ranged transfer; Xet-backed
+files go through ``hf_hub_download`` (its Xet chunk cache, kept in the volume, is what
+makes those resumable). ``MODELCACHE_TRANSFER=client`` sends every file through
+``hf_hub_download``. Either way a blob is hashed against the Hub's metadata before its
+snapshot path appears.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import filter_repo_objects
+
+from modelcache.errors import ConfigError, NetworkError
+from modelcache.fetch.transfer import Policy
+from modelcache.layout import Layout, atomic_write_text
+from modelcache.plan import Artifact
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # inside the repo
+    size: int
+    oid: str  # the blob name in the cache: sha256 for LFS files, git blob sha1 otherwise
+    sha256: str | None  # known up front for LFS files
+    git_oid: str  # git blob sha1 (for LFS files: of the pointer, unused)
+    lfs: bool
+
+
+@dataclass(frozen=True)
+class ResolvedRepo:
+    artifact: Artifact
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+
+def is_commit(revision: str | None) -> bool:
+    return bool(revision and _COMMIT.match(revision))
+
+
+def recorded_commit(layout: Layout, artifact: Artifact) -> str | None:
+    """The commit an earlier run resolved this branch to (``refs/<branch>`` in the cache)."""
+    assert artifact.revision is not None
+    if is_commit(artifact.revision):
+        return artifact.revision
+    try:
+        value = layout.ref(artifact.source, artifact.revision).read_text().strip()
+    except OSError:
+        return None
+    return value if is_commit(value) else None
+
+
+def resolve(api: HfApi, layout: Layout, artifact: Artifact, policy: Policy, *, refresh: bool) -> ResolvedRepo:
+    """Pin the artifact to a commit (once: later runs reuse the recorded one) and list its files."""
+    assert artifact.revision is not None
+    pinned = None if refresh else recorded_commit(layout, artifact)
+    info = _with_retries(
+        lambda: api.model_info(artifact.source, revision=pinned or artifact.revision, files_metadata=True),
+        what=f"{artifact.source}@{pinned or artifact.revision}",
+        policy=policy,
+    )
+    commit = info.sha
+    if not commit or not is_commit(commit):
+        raise NetworkError(f"{artifact.source}: the server did not return a commit for {artifact.revision!r}")
+    files = select_files(artifact, [_remote(s) for s in info.siblings or []])
+    if not files:
+        raise ConfigError(
+            f"{artifact.source}@{artifact.revision}: no file in the repo matches the configured patterns",
+            remedy="check the include/exclude patterns in the manifest",
+        )
+    if not is_commit(artifact.revision):
+        atomic_write_text(layout.ref(artifact.source, artifact.revision), commit)
+    return ResolvedRepo(artifact, commit, tuple(files))
+
+
+def _remote(sibling) -> RemoteFile:
+    if sibling.size is None or sibling.blob_id is None:
+        raise NetworkError(f"the server gave no size/blob id for {sibling.rfilename}; it is not Hub-compatible")
+    if sibling.lfs is not None:
+        return RemoteFile(sibling.rfilename, sibling.lfs.size, sibling.lfs.sha256, sibling.lfs.sha256, sibling.blob_id, True)
+    return RemoteFile(sibling.rfilename, sibling.size, sibling.blob_id, None, sibling.blob_id, False)
+
+
+def select_files(artifact: Artifact, files: list[RemoteFile]) -> list[RemoteFile]:
+    """The files the artifact wants, with the same pattern semantics as snapshot_download."""
+    chosen = list(
+        filter_repo_objects(
+            files,
+            allow_patterns=list(artifact.include) if artifact.include else None,
+            ignore_patterns=list(artifact.exclude) or None,
+            key=lambda f: f.path,
+        )
+    )
+    if artifact.prefer_safetensors and any(f.path.endswith(".safetensors") for f in chosen):
+        chosen = [f for f in chosen if not fnmatch.fnmatch(f.path, "*pytorch_model*.bin")]
+    return sorted(chosen, key=lambda f: f.path)
+
+
+def _with_retries(call, *, what: str, policy: Policy):
+    last = ""
+    for attempt in range(policy.retries + 1):
+        if attempt:
+            time.sleep(policy.backoff(attempt - 1))
+        try:
+            return call()
+        except GatedRepoError:
+            raise ConfigError(
+                f"{what}: the repo is gated",
+                remedy="accept its licence on the Hub and give a token through MODELCACHE_HF_TOKEN_FILE",
+            ) from None
+        except RepositoryNotFoundError:
+            raise ConfigError(
+                f"{what}: repository not found (or private)",
+                remedy="check the repo id; for a private repo give a token through MODELCACHE_HF_TOKEN_FILE",
+            ) from None
+        except RevisionNotFoundError:
+            raise ConfigError(f"{what}: revision not found", remedy="check the branch, tag or commit after '@'") from None
+        except EntryNotFoundError as exc:
+            raise NetworkError(f"{what}: {exc}") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise ConfigError(f"{what}: HTTP {status}, not authorised", remedy="check the token file") from None
+            last = f"HTTP {status}"
+        except (httpx.HTTPError, OSError) as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+    raise NetworkError(
+        f"{what}: cannot reach the Hub after {policy.retries + 1} attempts ({last})",
+        remedy="check HF_ENDPOINT and the network; a re-run resumes where this one stopped",
+    )
+
+
+def file_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
+    return hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint)
+
+
+def is_xet(endpoint: str, repo_id: str, commit: str, remote: RemoteFile, token: str | None, policy: Policy) -> bool:
+    """One HEAD request (the real client's) tells whether an LFS file is stored on Xet."""
+    if not remote.lfs:
+        return False
+    url = file_url(endpoint, repo_id, commit, remote.path)
+    meta = _with_retries(lambda: get_hf_file_metadata(url, token=token), what=f"{repo_id}/{remote.path}", policy=policy)
+    return meta.xet_file_data is not None
+
+
+def client_download(layout: Layout, endpoint: str, repo_id: str, commit: str, remote: RemoteFile, token: str | None, policy: Policy) -> Path:
+    """Let huggingface_hub bring the file into the cache; return the blob it wrote."""
+    pointer = _with_retries(
+        lambda: hf_hub_download(
+            repo_id, remote.path, revision=commit, cache_dir=layout.hub, endpoint=endpoint, token=token
+        ),
+        what=f"{repo_id}/{remote.path}",
+        policy=policy,
+    )
+    return Path(pointer).resolve()

@@ -1,0 +1,259 @@
+"""Orchestrates one `modelcache fetch`: warm check, volume lock, resolve, plan the
+transfers, check disk space, transfer in parallel, write the lock last."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from modelcache.errors import (
+    ConfigError,
+    DiskFullError,
+    LockTimeoutError,
+    ModelcacheError,
+    NetworkError,
+    VerificationError,
+)
+from modelcache.fetch.jobs import ArtifactState, Job
+from modelcache.layout import Layout
+from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
+from modelcache.plan import Plan, build_plan
+from modelcache.progress import PlainReporter, Reporter, human_bytes
+from modelcache.settings import Settings
+from modelcache.verify import verify
+
+DISK_MARGIN = 16 * 1024 * 1024
+USER_AGENT = "modelcache/0.1"
+
+
+@dataclass
+class FetchResult:
+    lock: Lock
+    warm: bool
+    seconds: float
+    files_fetched: int = 0
+    bytes_transferred: int = 0
+    bytes_total: int = 0
+
+
+def run_fetch(
+    settings: Settings,
+    *,
+    refresh: bool = False,
+    deep: bool = False,
+    reporter: Reporter | None = None,
+) -> FetchResult:
+    started = time.monotonic()
+    reporter = reporter or PlainReporter()
+    layout = Layout(settings.models_dir)
+    plan = build_plan(settings)
+    _ensure_writable(layout)
+    deep = deep or settings.verify == "deep"
+    if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+        return _warm_result(lock, started, reporter)
+    with _volume_lock(layout, settings.lock_timeout, reporter):
+        if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+            return _warm_result(lock, started, reporter)
+        return _fetch_locked(settings, layout, plan, refresh=refresh, deep=deep, reporter=reporter, started=started)
+
+
+def _warm_lock(layout: Layout, plan: Plan, deep: bool, workers: int) -> Lock | None:
+    try:
+        lock = read_lock(layout)
+    except VerificationError:
+        return None
+    if lock is None or lock.plan_digest != plan.digest:
+        return None
+    report = verify(layout, plan, deep=deep, workers=workers, lock=lock)
+    return lock if report.ok else None
+
+
+def _warm_result(lock: Lock, started: float, reporter: Reporter) -> FetchResult:
+    total = sum(a.size for a in lock.artifacts)
+    reporter.note(
+        f"volume complete: {len(lock.artifacts)} artifact(s), {human_bytes(total)}; "
+        "the lock matches the plan, nothing to fetch"
+    )
+    return FetchResult(lock=lock, warm=True, seconds=time.monotonic() - started, bytes_total=total)
+
+
+def _ensure_writable(layout: Layout) -> None:
+    try:
+        layout.partial.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the models directory {layout.root} is not writable by uid {os.getuid()} ({exc.strerror})",
+            remedy="mount the volume read-write for the downloader, or chown it to the downloader's uid",
+        ) from None
+    if not os.access(layout.partial, os.W_OK):
+        raise ConfigError(
+            f"the models directory {layout.root} is not writable by uid {os.getuid()}",
+            remedy="mount the volume read-write for the downloader, or chown it to the downloader's uid",
+        )
+
+
+class _volume_lock:
+    """Cross-process lock on the volume: a second downloader waits, and says so."""
+
+    def __init__(self, layout: Layout, timeout: float, reporter: Reporter) -> None:
+        from filelock import FileLock
+
+        self.layout, self.timeout, self.reporter = layout, timeout, reporter
+        self.lock = FileLock(str(layout.fetch_lock))
+        self.owner = layout.state / "fetch.owner"
+
+    def __enter__(self) -> None:
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.owner.read_text().strip() if self.owner.exists() else "unknown"
+            self.reporter.note(
+                f"another downloader is filling this volume ({holder}); waiting up to {self.timeout:g}s for it"
+            )
+            try:
+                self.lock.acquire(timeout=self.timeout)
+            except Timeout:
+                raise LockTimeoutError(
+                    f"another downloader ({holder}) still holds {self.layout.fetch_lock} after {self.timeout:g}s",
+                    remedy="wait for it to finish, or stop it; raise MODELCACHE_LOCK_TIMEOUT to wait longer",
+                ) from None
+        self.owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner.unlink(missing_ok=True)
+        self.lock.release()
+
+
+def _fetch_locked(
+    settings: Settings, layout: Layout, plan: Plan, *, refresh: bool, deep: bool, reporter: Reporter, started: float
+) -> FetchResult:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_XET_CACHE", str(layout.xet_cache))
+    import httpx
+
+    from modelcache.fetch import sources
+    from modelcache.fetch.transfer import Policy
+
+    policy = Policy(
+        retries=settings.retries,
+        stall_timeout=settings.stall_timeout,
+        deadline=time.monotonic() + settings.fetch_timeout,
+    )
+    token = settings.hf_token()
+    previous = _previous_lock(layout)
+    states: list[ArtifactState] = []
+    jobs: list[tuple[ArtifactState, Job]] = []
+    with httpx.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
+        ctx = sources.Context(settings, layout, client, policy, token, deep, previous)
+        for artifact in plan.artifacts:
+            if artifact.is_repo:
+                state, planned = sources.plan_repo(ctx, artifact, refresh=refresh)
+            else:
+                state, planned = sources.plan_url(ctx, artifact)
+            states.append(state)
+            jobs += [(state, job) for job in planned]
+        _check_disk(layout, [job for _, job in jobs])
+        transferred = _run_jobs(jobs, settings.workers, reporter)
+    artifacts = tuple(
+        LockedArtifact(
+            name=s.artifact.name,
+            spec=s.artifact.spec,
+            kind=s.artifact.kind,
+            source=s.artifact.source,
+            dest=s.artifact.dest,
+            revision=s.artifact.revision,
+            commit=s.commit,
+            files=tuple(sorted(s.entries, key=lambda f: f.path)),
+        )
+        for s in states
+    )
+    lock = Lock(plan_digest=plan.digest, artifacts=artifacts)
+    write_lock(layout, lock)
+    total = sum(a.size for a in artifacts)
+    result = FetchResult(
+        lock=lock,
+        warm=False,
+        seconds=time.monotonic() - started,
+        files_fetched=len(jobs),
+        bytes_transferred=transferred,
+        bytes_total=total,
+    )
+    reporter.note(
+        f"volume complete: {len(artifacts)} artifact(s), {human_bytes(total)}; fetched {len(jobs)} file(s), "
+        f"{human_bytes(transferred)} transferred in {result.seconds:.1f}s; lock written"
+    )
+    return result
+
+
+def _previous_lock(layout: Layout) -> Lock | None:
+    try:
+        return read_lock(layout)
+    except VerificationError:
+        return None
+
+
+def _check_disk(layout: Layout, jobs: list[Job]) -> None:
+    need = 0
+    for job in jobs:
+        if job.size is None:
+            continue
+        have = job.partial.stat().st_size if job.partial is not None and job.partial.exists() else 0
+        need += max(0, job.size - have)
+    free = shutil.disk_usage(layout.root).free
+    if need + DISK_MARGIN > free:
+        raise DiskFullError(
+            f"{layout.root} has {human_bytes(free)} free but the plan needs {human_bytes(need)} more",
+            remedy="free space or enlarge the volume, or choose smaller models; nothing was downloaded",
+        )
+
+
+def _run_jobs(jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Reporter) -> int:
+    if not jobs:
+        return 0
+    failures: list[tuple[str, BaseException]] = []
+    transferred = 0
+
+    def one(state: ArtifactState, job: Job) -> int:
+        task = reporter.start(job.label, job.size or 0)
+        entry, got = job.run(lambda n: reporter.advance(task, n))
+        state.entries.append(entry)
+        reporter.finish(task, transferred=got, note="resumed" if got < entry.size else "")
+        return got
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+            futures = {pool.submit(one, state, job): job for state, job in jobs}
+            for future in as_completed(futures):
+                try:
+                    transferred += future.result()
+                except Exception as exc:  # collected and reported together below
+                    failures.append((futures[future].label, exc))
+    finally:
+        reporter.close()
+    if failures:
+        raise _combine(failures)
+    return transferred
+
+
+def _combine(failures: list[tuple[str, BaseException]]) -> ModelcacheError:
+    order = (DiskFullError, ConfigError, VerificationError, NetworkError)
+    typed = [exc for _, exc in failures if isinstance(exc, ModelcacheError)]
+    for kind in order:
+        first = next((e for e in typed if isinstance(e, kind)), None)
+        if first is not None:
+            break
+    else:
+        label, exc = failures[0]
+        raise exc
+    details = [f"{label}: {getattr(exc, 'message', None) or exc}" for label, exc in failures]
+    return type(first)(
+        f"{len(failures)} file(s) could not be fetched; the lock was not written",
+        remedy=first.remedy,
+        details=details,
+    )

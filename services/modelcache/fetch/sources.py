@@ -1,0 +1,180 @@
+"""Turn each planned artifact into the list of files still to transfer.
+
+A file already present and intact costs no transfer: Hub blobs are named by their hash
+and only ever appear after verification, so a blob with the right size is reused (and
+re-hashed in deep mode); a whisper/URL file is checked against its pinned sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from modelcache.errors import VerificationError
+from modelcache.fetch import hub
+from modelcache.fetch.jobs import ArtifactState, Job, Progress
+from modelcache.fetch.transfer import Expected, Policy, download, publish
+from modelcache.hashing import hash_file
+from modelcache.layout import Layout, link_snapshot_file
+from modelcache.lock import Lock, LockedFile
+from modelcache.plan import Artifact
+from modelcache.settings import Settings
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    layout: Layout
+    client: httpx.Client
+    policy: Policy
+    token: str | None
+    deep: bool
+    previous: Lock | None
+
+    def hub_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+# --- Hub repos ----------------------------------------------------------------------------
+
+
+def plan_repo(ctx: Context, artifact: Artifact, *, refresh: bool) -> tuple[ArtifactState, list[Job]]:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=ctx.settings.hf_endpoint, token=ctx.token, user_agent="modelcache")
+    resolved = hub.resolve(api, ctx.layout, artifact, ctx.policy, refresh=refresh)
+    state = ArtifactState(artifact, resolved.commit)
+    jobs: list[Job] = []
+    for remote in resolved.files:
+        entry = _present_hub_file(ctx, artifact.source, resolved.commit, remote)
+        if entry is not None:
+            state.entries.append(entry)
+        else:
+            jobs.append(_hub_job(ctx, artifact.source, resolved.commit, remote))
+    return state, jobs
+
+
+def _pointer(layout: Layout, repo_id: str, commit: str, remote: hub.RemoteFile) -> Path:
+    return layout.snapshot(repo_id, commit) / remote.path
+
+
+def _entry(layout: Layout, repo_id: str, commit: str, remote: hub.RemoteFile, sha256: str) -> LockedFile:
+    return LockedFile(
+        path=layout.rel(_pointer(layout, repo_id, commit, remote)),
+        size=remote.size,
+        sha256=sha256,
+        blob=layout.rel(layout.blob(repo_id, remote.oid)),
+    )
+
+
+def _present_hub_file(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile) -> LockedFile | None:
+    """The lock entry of an intact blob already in the cache (linking its snapshot path), or None."""
+    blob = ctx.layout.blob(repo_id, remote.oid)
+    try:
+        if blob.is_symlink() or not blob.is_file() or blob.stat().st_size != remote.size:
+            _discard(blob)
+            return None
+    except OSError:
+        return None
+    if remote.lfs and not ctx.deep:
+        sha256 = remote.oid  # the blob is named by its verified sha256
+    else:
+        hashed = hash_file(blob, git_size=None if remote.lfs else remote.size)
+        good = hashed.sha256 == remote.sha256 if remote.lfs else hashed.git_oid == remote.git_oid
+        if not good:
+            _discard(blob)
+            return None
+        sha256 = hashed.sha256
+    link_snapshot_file(blob, _pointer(ctx.layout, repo_id, commit, remote))
+    return _entry(ctx.layout, repo_id, commit, remote, sha256)
+
+
+def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile) -> Job:
+    layout, settings = ctx.layout, ctx.settings
+    part = layout.partial / f"{remote.oid}.part"
+    label = f"{repo_id}/{remote.path}"
+
+    def run(progress: Progress) -> tuple[LockedFile, int]:
+        blob = layout.blob(repo_id, remote.oid)
+        use_client = settings.transfer == "client" or hub.is_xet(
+            settings.hf_endpoint, repo_id, commit, remote, ctx.token, ctx.policy
+        )
+        if use_client:
+            written = hub.client_download(layout, settings.hf_endpoint, repo_id, commit, remote, ctx.token, ctx.policy)
+            hashed = hash_file(written, git_size=None if remote.lfs else remote.size)
+            good = hashed.sha256 == remote.sha256 if remote.lfs else hashed.git_oid == remote.git_oid
+            if not good or written != blob.resolve():
+                _discard(written)
+                raise VerificationError(f"{label}: the downloaded bytes do not match the Hub's hash")
+            sha256, got = hashed.sha256, remote.size
+        else:
+            expected = Expected(
+                size=remote.size,
+                sha256=remote.sha256,
+                git_oid=None if remote.lfs else remote.git_oid,
+            )
+            url = hub.file_url(settings.hf_endpoint, repo_id, commit, remote.path)
+            result = download(
+                ctx.client, url, part, expected, ctx.policy, label=label, headers=ctx.hub_headers(), progress=progress
+            )
+            publish(part, blob)
+            sha256, got = result.sha256, result.transferred
+        link_snapshot_file(blob, _pointer(layout, repo_id, commit, remote))
+        return _entry(layout, repo_id, commit, remote, sha256), got
+
+    return Job(label=label, size=remote.size, partial=part, run=run)
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except IsADirectoryError:
+        pass
+
+
+# --- whisper checkpoints and plain URLs -----------------------------------------------------
+
+
+def plan_url(ctx: Context, artifact: Artifact) -> tuple[ArtifactState, list[Job]]:
+    assert artifact.sha256 is not None
+    layout = ctx.layout
+    final = layout.abs(artifact.dest)
+    state = ArtifactState(artifact, None)
+    if final.is_file() and not final.is_symlink():
+        size = final.stat().st_size
+        known = _previous_entry(ctx.previous, artifact.dest)
+        if not ctx.deep and known is not None and known.size == size and known.sha256 == artifact.sha256:
+            state.entries.append(known)
+            return state, []
+        if hash_file(final).sha256 == artifact.sha256:
+            state.entries.append(LockedFile(artifact.dest, size, artifact.sha256))
+            return state, []
+        _discard(final)
+    part = layout.partial / f"{artifact.sha256}.part"
+    size = _remote_size(ctx, artifact.source)
+
+    def run(progress: Progress) -> tuple[LockedFile, int]:
+        expected = Expected(size=size, sha256=artifact.sha256)
+        result = download(ctx.client, artifact.source, part, expected, ctx.policy, label=artifact.name, progress=progress)
+        publish(part, final)
+        return LockedFile(artifact.dest, result.size, result.sha256), result.transferred
+
+    return state, [Job(label=artifact.name, size=size, partial=part, run=run)]
+
+
+def _previous_entry(lock: Lock | None, path: str) -> LockedFile | None:
+    if lock is None:
+        return None
+    return next((f for f in lock.files if f.path == path), None)
+
+
+def _remote_size(ctx: Context, url: str) -> int | None:
+    """Content-Length from a HEAD request (for the disk check and resume); None if unknown."""
+    try:
+        response = ctx.client.head(url, headers={"Accept-Encoding": "identity"}, timeout=ctx.policy.stall_timeout)
+    except httpx.HTTPError:
+        return None  # the transfer itself retries and reports
+    length = response.headers.get("content-length")
+    return int(length) if response.status_code == 200 and length and length.isdigit() else None

@@ -1,0 +1,100 @@
+"""Removing things from the volume: `rm` one artifact, `prune` what the plan no longer wants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from modelcache.errors import ConfigError
+from modelcache.layout import Layout
+from modelcache.lock import Lock, read_lock, write_lock
+from modelcache.plan import Plan
+
+
+@dataclass(frozen=True)
+class Removal:
+    path: str  # relative to the volume root
+    bytes: int
+
+
+def _size(path: Path) -> int:
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _delete(layout: Layout, path: Path, dry_run: bool) -> Removal:
+    removal = Removal(layout.rel(path), _size(path))
+    if not dry_run:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return removal
+
+
+def remove(layout: Layout, plan: Plan, name: str, *, dry_run: bool = False) -> list[Removal]:
+    """Delete one artifact (by name, repo id or URL) and drop it from the lock."""
+    lock = read_lock(layout)
+    held = lock.get(name) if lock else None
+    planned = plan.get(name)
+    dest = held.dest if held else planned.dest if planned else None
+    if dest is None:
+        known = sorted({a.name for a in (lock.artifacts if lock else ())} | {a.name for a in plan.artifacts})
+        raise ConfigError(f"no artifact named {name!r}", remedy=f"use one of: {', '.join(known) or '(none)'}")
+    path = layout.abs(dest)
+    removed = [_delete(layout, path, dry_run)] if path.exists() or path.is_symlink() else []
+    if lock and held and not dry_run:
+        write_lock(layout, replace(lock, artifacts=tuple(a for a in lock.artifacts if a.name != held.name)))
+    return removed
+
+
+def prune(layout: Layout, plan: Plan, *, dry_run: bool = False) -> list[Removal]:
+    """Delete repos, snapshots, blobs, checkpoints and partial files the plan does not want."""
+    lock = read_lock(layout)
+    wanted_dests = {a.dest for a in plan.artifacts}
+    kept: Lock | None = None
+    if lock is not None:
+        specs = {a.spec for a in plan.artifacts}
+        kept = replace(lock, artifacts=tuple(a for a in lock.artifacts if a.spec in specs))
+    wanted_files = {f.path for f in kept.files} if kept else set()
+    wanted_blobs = {f.blob for f in kept.files if f.blob} if kept else set()
+    removals: list[Removal] = []
+    if layout.hub.is_dir():
+        for repo in sorted(layout.hub.iterdir()):
+            if layout.rel(repo) not in wanted_dests:
+                if repo.name.startswith("models--"):
+                    removals.append(_delete(layout, repo, dry_run))
+                continue
+            if kept is None:
+                continue  # without a lock we cannot tell which snapshot is the wanted one
+            for path in sorted((repo / "snapshots").rglob("*")):
+                if (path.is_file() or path.is_symlink()) and layout.rel(path) not in wanted_files:
+                    removals.append(_delete(layout, path, dry_run))
+            for blob in sorted((repo / "blobs").glob("*")):
+                if layout.rel(blob) not in wanted_blobs:
+                    removals.append(_delete(layout, blob, dry_run))
+    for root in (layout.whisper, layout.files):
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            if (path.is_file() or path.is_symlink()) and layout.rel(path) not in wanted_dests:
+                removals.append(_delete(layout, path, dry_run))
+    if layout.partial.is_dir():
+        for part in sorted(layout.partial.iterdir()):
+            removals.append(_delete(layout, part, dry_run))
+    if not dry_run:
+        _remove_empty_dirs(layout.root)
+        if lock is not None and kept is not None and kept.artifacts != lock.artifacts:
+            write_lock(layout, kept)
+    return removals
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    for dirpath, dirs, files in os.walk(root, topdown=False):
+        path = Path(dirpath)
+        if path != root and not dirs and not files and path.name not in (".modelcache", "partial"):
+            try:
+                path.rmdir()
+            except OSError:
+                pass

@@ -1,0 +1,100 @@
+"""Progress output: rich bars on a terminal, one plain line per file otherwise (logs, CI)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Protocol
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+class Reporter(Protocol):
+    def start(self, label: str, total: int) -> object: ...
+    def advance(self, task: object, n: int) -> None: ...
+    def finish(self, task: object, *, transferred: int, note: str = "") -> None: ...
+    def note(self, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class PlainReporter:
+    """One line per finished file: name, size, time, speed. Thread-safe."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def start(self, label: str, total: int) -> object:
+        return (label, total, time.monotonic())
+
+    def advance(self, task: object, n: int) -> None:
+        pass
+
+    def finish(self, task: object, *, transferred: int, note: str = "") -> None:
+        label, total, started = task  # type: ignore[misc]
+        seconds = max(time.monotonic() - started, 1e-6)
+        speed = human_bytes(transferred / seconds) + "/s"
+        extra = f" ({note})" if note else ""
+        self.note(f"fetched {label} {human_bytes(total)} in {seconds:.1f}s at {speed}{extra}")
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """Live progress bars (only used when stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.progress.start()
+
+    def start(self, label: str, total: int) -> object:
+        return self.progress.add_task(label, total=total)
+
+    def advance(self, task: object, n: int) -> None:
+        self.progress.advance(task, n)  # type: ignore[arg-type]
+
+    def finish(self, task: object, *, transferred: int, note: str = "") -> None:
+        total = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].total  # type: ignore[arg-type]
+        self.progress.update(task, completed=total)  # type: ignore[arg-type]
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(force_plain: bool = False) -> Reporter:
+    if not force_plain and sys.stderr.isatty():
+        return RichReporter()
+    return PlainReporter()

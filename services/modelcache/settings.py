@@ -1,0 +1,211 @@
+"""Every setting of modelcache, read from the environment in this one place.
+
+Both the downloader and the service build their :class:`Settings` here, from the same
+variables (compose passes the same ``.env`` to both), so both derive the same plan.
+Nothing here imports a third-party library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelcache.errors import ConfigError
+
+#: openai-whisper checkpoint names (the keys of its URL table) and faster-whisper's too.
+WHISPER_NAMES = (
+    "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+    "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo",
+)  # fmt: skip
+ASR_ENGINES = ("openai-whisper", "faster-whisper")
+FACE_MODELS = ("yunet", "none")
+VERIFY_MODES = ("fast", "deep")
+TRANSFER_MODES = ("auto", "client")
+DEVICES = ("auto", "cpu", "cuda")
+
+DEFAULT_TEXT_EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_VISION = "google/siglip-base-patch16-224"
+DEFAULT_WHISPER = "base"
+
+# A Hub repo id: "org/name" (letters, digits, '-', '_', '.'), at most 96 characters,
+# no '--' or '..' and not starting or ending with '-' or '.' (the Hub's own rules).
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NONE = {"", "none", "off", "false", "0", "disabled"}
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A Hub repo id with an optional requested revision (branch, tag or commit)."""
+
+    repo_id: str
+    revision: str = "main"
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+
+def parse_repo(value: str, *, where: str) -> RepoRef:
+    """Parse ``org/name`` or ``org/name@revision``; ``where`` names the variable or line."""
+    text = value.strip()
+    repo_id, sep, revision = text.partition("@")
+    if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or len(repo_id) > 96:
+        raise ConfigError(
+            f"{where}: {value!r} is not a Hugging Face repo id",
+            remedy=f"use the form 'org/name' or 'org/name@revision', e.g. {DEFAULT_TEXT_EMBEDDING!r}",
+        )
+    if sep and not revision:
+        raise ConfigError(
+            f"{where}: {value!r} has an '@' but no revision after it",
+            remedy="write the branch, tag or 40-character commit after '@', or drop the '@'",
+        )
+    if sep and not _REVISION.match(revision):
+        raise ConfigError(f"{where}: revision {revision!r} in {value!r} is not a valid git revision")
+    return RepoRef(repo_id, revision if sep else "main")
+
+
+def parse_sha256(value: str, *, where: str) -> str:
+    text = value.strip().lower()
+    if not _SHA256.match(text):
+        raise ConfigError(f"{where}: {value!r} is not a sha256 (64 hexadecimal characters)")
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The typed, validated configuration. Build it with :meth:`from_env`."""
+
+    models_dir: Path = Path("/models")
+    whisper: str | None = DEFAULT_WHISPER
+    asr_engine: str = "openai-whisper"
+    whisper_url: str | None = None
+    whisper_sha256: str | None = None
+    text_embedding: RepoRef | None = RepoRef(DEFAULT_TEXT_EMBEDDING)
+    vision: RepoRef | None = RepoRef(DEFAULT_VISION)
+    face: str | None = "yunet"
+    mlx: tuple[RepoRef, ...] = ()
+    manifest: Path | None = None
+    hf_endpoint: str = "https://huggingface.co"
+    hf_token_file: Path = Path("/run/secrets/hf_token")
+    verify: str = "fast"
+    workers: int = 4
+    retries: int = 5
+    stall_timeout: float = 60.0
+    fetch_timeout: float = 6 * 3600.0
+    lock_timeout: float = 1800.0
+    transfer: str = "auto"
+    device: str = "auto"
+    extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        get = _Reader(env)
+        whisper = get.choice("MODELCACHE_WHISPER", DEFAULT_WHISPER, WHISPER_NAMES, allow_none=True)
+        whisper_url = get.text("MODELCACHE_WHISPER_URL", None)
+        whisper_sha = get.text("MODELCACHE_WHISPER_SHA256", None)
+        if whisper_sha is not None:
+            whisper_sha = parse_sha256(whisper_sha, where="MODELCACHE_WHISPER_SHA256")
+        if whisper_url is not None and not whisper_url.startswith(("http://", "https://")):
+            raise ConfigError(f"MODELCACHE_WHISPER_URL: {whisper_url!r} is not an http(s) URL")
+        manifest = get.text("MODELCACHE_MANIFEST", None)
+        return cls(
+            models_dir=Path(get.text("MODELCACHE_DIR", "/models") or "/models"),
+            whisper=whisper,
+            asr_engine=get.choice("MODELCACHE_ASR_ENGINE", "openai-whisper", ASR_ENGINES),
+            whisper_url=whisper_url,
+            whisper_sha256=whisper_sha,
+            text_embedding=get.repo("MODELCACHE_TEXT_EMBEDDING", DEFAULT_TEXT_EMBEDDING),
+            vision=get.repo("MODELCACHE_VISION", DEFAULT_VISION),
+            face=get.choice("MODELCACHE_FACE", "yunet", FACE_MODELS, allow_none=True),
+            mlx=get.repo_list("MODELCACHE_MLX"),
+            manifest=Path(manifest) if manifest else None,
+            hf_endpoint=(get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
+            hf_token_file=Path(get.text("MODELCACHE_HF_TOKEN_FILE", "/run/secrets/hf_token") or ""),
+            verify=get.choice("MODELCACHE_VERIFY", "fast", VERIFY_MODES),
+            workers=int(get.number("MODELCACHE_WORKERS", 4, minimum=1, maximum=64)),
+            retries=int(get.number("MODELCACHE_RETRIES", 5, minimum=0, maximum=100)),
+            stall_timeout=get.number("MODELCACHE_STALL_TIMEOUT", 60.0, minimum=0.1),
+            fetch_timeout=get.number("MODELCACHE_FETCH_TIMEOUT", 6 * 3600.0, minimum=1.0),
+            lock_timeout=get.number("MODELCACHE_LOCK_TIMEOUT", 1800.0, minimum=0.0),
+            transfer=get.choice("MODELCACHE_TRANSFER", "auto", TRANSFER_MODES),
+            device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
+            extra_env=env,
+        )
+
+    def hf_token(self) -> str | None:
+        """The Hub token from the secret file (never baked into an image), if any."""
+        path = self.hf_token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        except OSError as exc:
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from exc
+        return token or None
+
+
+class _Reader:
+    """Reads and validates one variable at a time; every error names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return default
+        value = value.strip()
+        return value if value else default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], *, allow_none: bool = False) -> str | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        value = value.strip()
+        if allow_none and value.lower() in _NONE:
+            return None
+        if value not in allowed:
+            extra = " or 'none'" if allow_none else ""
+            raise ConfigError(
+                f"{name}={value!r} is not one of: {', '.join(allowed)}{extra}",
+                remedy=f"set {name} to one of the listed values (see docs/configuration.md)",
+            )
+        return value
+
+    def repo(self, name: str, default: str) -> RepoRef | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            value = default
+        if value.strip().lower() in _NONE:
+            return None
+        return parse_repo(value, where=name)
+
+    def repo_list(self, name: str) -> tuple[RepoRef, ...]:
+        value = self.env.get(name, "")
+        items = [v for v in re.split(r"[\s,]+", value) if v]
+        if len(items) == 1 and items[0].lower() in _NONE:
+            return ()
+        refs = tuple(parse_repo(v, where=f"{name} (item {i + 1})") for i, v in enumerate(items))
+        seen: set[str] = set()
+        for ref in refs:
+            if ref.repo_id in seen:
+                raise ConfigError(f"{name}: {ref.repo_id!r} is listed twice")
+            seen.add(ref.repo_id)
+        return refs
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float | None = None) -> float:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a number") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
+            raise ConfigError(f"{name}={value!r} must be {bound}")
+        return number

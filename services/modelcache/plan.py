@@ -251,20 +251,27 @@ def load_manifest(path: Path, layout: Layout) -> list[Artifact]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}", remedy="see the example in docs/configuration.md") from None
-    unknown = set(data) - {"model", "file"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; expected [[model]] or [[file]]")
     lines = text.splitlines()
+    for key in sorted(set(data) - {"model", "file"}):
+        line = _key_line(lines, key)
+        raise ConfigError(f"{path}:{line}: unknown section or key {key!r}; expected [[model]] or [[file]] tables")
     items: list[Artifact] = []
     for section, parse in (("model", _manifest_model), ("file", _manifest_file)):
         entries = data.get(section, [])
         if not isinstance(entries, list):
-            raise ConfigError(f"{where}: '{section}' must be written as [[{section}]] tables")
-        starts = [i + 1 for i, line in enumerate(lines) if line.strip().startswith(f"[[{section}]]")]
+            raise ConfigError(f"{path}:{_key_line(lines, section)}: '{section}' must be written as [[{section}]] tables")
+        header = re.compile(rf"^\s*\[\[\s*{section}\s*\]\]")
+        starts = [i + 1 for i, line in enumerate(lines) if header.match(line)]
         for index, entry in enumerate(entries):
             line = starts[index] if index < len(starts) else "?"
             items.append(parse(entry, f"{path}:{line} [[{section}]] #{index + 1}", layout))
     return items
+
+
+def _key_line(lines: list[str], key: str) -> int | str:
+    """The line where a top-level table or key named ``key`` starts ("?" if not found)."""
+    pattern = re.compile(rf"^\s*(\[+\s*{re.escape(key)}\s*[\].]|{re.escape(key)}\s*[=.])")
+    return next((i + 1 for i, line in enumerate(lines) if pattern.match(line)), "?")
 
 
 def _manifest_model(entry: dict, where: str, layout: Layout) -> Artifact:
@@ -274,7 +281,9 @@ def _manifest_model(entry: dict, where: str, layout: Layout) -> Artifact:
     ref = parse_repo(entry["repo"], where=where)
     include = _patterns(entry, "include", where)
     exclude = _patterns(entry, "exclude", where) or ()
-    kind: Kind = "mlx" if entry.get("mlx") is True else "hf"
+    if not isinstance(entry.get("mlx", False), bool):
+        raise ConfigError(f"{where}: 'mlx' must be true or false")
+    kind: Kind = "mlx" if entry.get("mlx") else "hf"
     return _repo(ref, "mlx" if kind == "mlx" else "extra", kind, layout, include=include, exclude=exclude)
 
 
@@ -316,6 +325,6 @@ def _patterns(entry: dict, key: str, where: str) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}: '{key}' must be a list of glob patterns")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list of glob patterns (leave it out for none)")
     return tuple(value)

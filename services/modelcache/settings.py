@@ -7,6 +7,7 @@ Nothing here imports a third-party library.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ DEFAULT_WHISPER = "base"
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+# git's ref-name rules that the character class above does not already enforce
+_BAD_REF = re.compile(r"\.\.|//|/$|/\.|\.lock$|\.$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NONE = {"", "none", "off", "false", "0", "disabled"}
 
@@ -64,7 +67,7 @@ def parse_repo(value: str, *, where: str) -> RepoRef:
             f"{where}: {value!r} has an '@' but no revision after it",
             remedy="write the branch, tag or 40-character commit after '@', or drop the '@'",
         )
-    if sep and not _REVISION.match(revision):
+    if sep and (not _REVISION.match(revision) or _BAD_REF.search(revision)):
         raise ConfigError(f"{where}: revision {revision!r} in {value!r} is not a valid git revision")
     return RepoRef(repo_id, revision if sep else "main")
 
@@ -128,8 +131,8 @@ class Settings:
             hf_endpoint=(get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
             hf_token_file=Path(get.text("MODELCACHE_HF_TOKEN_FILE", "/run/secrets/hf_token") or ""),
             verify=get.choice("MODELCACHE_VERIFY", "fast", VERIFY_MODES),
-            workers=int(get.number("MODELCACHE_WORKERS", 4, minimum=1, maximum=64)),
-            retries=int(get.number("MODELCACHE_RETRIES", 5, minimum=0, maximum=100)),
+            workers=int(get.number("MODELCACHE_WORKERS", 4, minimum=1, maximum=64, integer=True)),
+            retries=int(get.number("MODELCACHE_RETRIES", 5, minimum=0, maximum=100, integer=True)),
             stall_timeout=get.number("MODELCACHE_STALL_TIMEOUT", 60.0, minimum=0.1),
             fetch_timeout=get.number("MODELCACHE_FETCH_TIMEOUT", 6 * 3600.0, minimum=1.0),
             lock_timeout=get.number("MODELCACHE_LOCK_TIMEOUT", 1800.0, minimum=0.0),
@@ -197,7 +200,9 @@ class _Reader:
             seen.add(ref.repo_id)
         return refs
 
-    def number(self, name: str, default: float, *, minimum: float, maximum: float | None = None) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float, maximum: float | None = None, integer: bool = False
+    ) -> float:
         value = self.env.get(name)
         if value is None or not value.strip():
             return default
@@ -205,6 +210,10 @@ class _Reader:
             number = float(value)
         except ValueError:
             raise ConfigError(f"{name}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not a finite number")
+        if integer and not number.is_integer():
+            raise ConfigError(f"{name}={value!r} must be a whole number")
         if number < minimum or (maximum is not None and number > maximum):
             bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
             raise ConfigError(f"{name}={value!r} must be {bound}")

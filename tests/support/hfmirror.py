@@ -66,10 +66,15 @@ _HASH_BLOCK = 1024 * 1024
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class RequestRecord:
     """One request as the server saw it. ``path`` is URL-decoded and has no query string;
-    ``body_bytes`` counts the body bytes actually written to the socket."""
+    ``body_bytes`` counts the body bytes written to the socket.
+
+    The record is appended to :attr:`HFMirror.requests` when the response headers go out and
+    ``body_bytes`` is raised before each block is written, so whatever a client has received is
+    already accounted for when it looks at the log (a failed write is taken back out).
+    """
 
     method: str
     path: str
@@ -250,10 +255,6 @@ class _Static:
     etag: str
 
 
-class _Abort(Exception):
-    """Raised to stop handling the current connection without a traceback."""
-
-
 # --------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------
@@ -263,9 +264,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, address, handler, mirror: "HFMirror"):
         self.mirror = mirror
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
 
     def server_bind(self):
@@ -277,7 +280,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, _Abort)) or (
+        if isinstance(exc, (ConnectionError, TimeoutError)) or (
             isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTCONN, errno.EPIPE)
         ):
             return
@@ -287,7 +290,6 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "HFMirror/1.0"
-    sys_version = ""
     timeout = 300  # idle keep-alive connections
 
     server: _Server
@@ -306,6 +308,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.mirror._track(self.connection, False)
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, format, *args):  # noqa: A002 - signature from the base class
         if os.environ.get("MIRROR_VERBOSE") == "1":
             sys.stderr.write("hfmirror: %s - %s\n" % (self.address_string(), format % args))
@@ -313,7 +318,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self):
         try:
             super().handle_one_request()
-        except (ConnectionError, TimeoutError, _Abort):
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
         except OSError as e:
             if e.errno not in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
@@ -337,8 +342,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._method = method
         self._logged_path = urllib.parse.unquote(raw_path)
         self._range = self.headers.get("Range")
-        self._status = 0
-        self._body_bytes = 0
+        self._record: RequestRecord | None = None
         self._request_body = b""
         length = int(self.headers.get("Content-Length") or 0)
         if length:
@@ -347,14 +351,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if mirror.token is not None:
                 auth = self.headers.get("Authorization")
                 if auth is None:
-                    return self._error(401, "Unauthorized", "Authorization header is required")
+                    return self._error(401, None, "Authorization header is required")
                 if auth != f"Bearer {mirror.token}":
-                    return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+                    return self._error(401, None, "Invalid credentials in Authorization header")
             self._route(method, raw_path, urllib.parse.parse_qs(query, keep_blank_values=True))
         finally:
-            mirror._log(
-                RequestRecord(method, self._logged_path, self._status, self._range, self._body_bytes)
-            )
+            if self._record is not None:
+                mirror._notify(self._record)
 
     def _route(self, method: str, raw_path: str, query: dict[str, list[str]]) -> None:
         mirror = self.server.mirror
@@ -362,9 +365,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         static = mirror._static_get(urllib.parse.unquote(raw_path).lstrip("/"))
         if static is not None and method in ("GET", "HEAD"):
-            return self._send_content(
-                static.content, {"ETag": f'"{static.etag}"'}, allow_faults=True
-            )
+            return self._send_content(static.content, {"ETag": f'"{static.etag}"'}, allow_faults=True)
 
         if len(segs) >= 4 and segs[0] == "api" and segs[1] == "models":
             repo_id = urllib.parse.unquote(f"{segs[2]}/{segs[3]}")
@@ -372,17 +373,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             repo = mirror._repo_get(repo_id)
             if repo is None:
                 return self._error(404, "RepoNotFound", "Repository not found")
-            if method == "GET" and not rest:
+            get = method in ("GET", "HEAD")
+            if get and not rest:
                 return self._model_info(repo, None, query)
-            if method == "GET" and len(rest) >= 2 and rest[0] == "revision":
+            if get and len(rest) >= 2 and rest[0] == "revision":
                 return self._model_info(repo, urllib.parse.unquote("/".join(rest[1:])), query)
-            if method == "GET" and len(rest) >= 2 and rest[0] == "tree":
+            if get and len(rest) >= 2 and rest[0] == "tree":
                 rev = urllib.parse.unquote(rest[1])
                 sub = urllib.parse.unquote("/".join(rest[2:])).strip("/")
                 return self._tree(repo, rev, sub, query)
             if method == "POST" and len(rest) >= 2 and rest[0] == "paths-info":
                 return self._paths_info(repo, urllib.parse.unquote("/".join(rest[1:])))
-            if method == "GET" and rest == ["refs"]:
+            if get and rest == ["refs"]:
                 return self._refs(repo)
             return self._error(404, None, "Not found")
 
@@ -492,7 +494,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # ---- responses -----------------------------------------------------------------------
 
     def _start(self, status: int, headers: dict[str, str]) -> None:
-        self._status = status
+        self._record = RequestRecord(self._method, self._logged_path, status, self._range, 0)
+        self.server.mirror._append(self._record)
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -504,8 +507,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         hdrs.update(headers or {})
         self._start(status, hdrs)
         if self._method != "HEAD":
-            self.wfile.write(body)
-            self._body_bytes += len(body)
+            self._write(body)
 
     def _error(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> None:
         hdrs = {"X-Error-Message": message}
@@ -562,9 +564,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             if flip is not None:
                 block = _flip(block, start + sent, flip)
-            self.wfile.write(block)
+            self._write(block)
             sent += len(block)
-            self._body_bytes = sent
             throttle = mirror.throttle_bps
             if throttle:
                 delay = sent / throttle - (time.monotonic() - t0)
@@ -582,6 +583,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._close_connection()
         elif fault.kind == "truncate":
             self._close_connection()
+
+    def _write(self, block: bytes) -> None:
+        record = self._record
+        assert record is not None
+        record.body_bytes += len(block)
+        try:
+            self.wfile.write(block)
+        except BaseException:
+            record.body_bytes -= len(block)
+            raise
 
     def _close_connection(self) -> None:
         """Close cleanly (FIN) once this handler returns."""
@@ -661,7 +672,9 @@ class HFMirror:
         self._stopping.clear()
         self._server = _Server((self.host, self.port), _Handler, self)
         port = self._server.server_address[1]
-        shown = self.host if ":" not in self.host else f"[{self.host}]"
+        # Wildcard binds are reached through loopback from this machine.
+        shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        shown = f"[{shown}]" if ":" in shown else shown
         self.url = f"http://{shown}:{port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="hfmirror", daemon=True
@@ -750,7 +763,8 @@ class HFMirror:
         return commit
 
     def add_file(self, url_path: str, content: bytes | pathlib.Path) -> str:
-        """Serve ``content`` at ``/<url_path>`` (HEAD, GET, Range). Returns the full URL."""
+        """Serve ``content`` at ``/<url_path>`` (HEAD, GET, Range). Returns the full URL (only the
+        path when called before :meth:`start`, as the port is not known yet)."""
         url_path = url_path.lstrip("/")
         c = _Content(content)
         if c.data is not None:
@@ -809,9 +823,11 @@ class HFMirror:
             records = list(self.requests)
         return sum(r.body_bytes for r in records if fnmatch.fnmatchcase(r.path, path_glob))
 
-    def _log(self, record: RequestRecord) -> None:
+    def _append(self, record: RequestRecord) -> None:
         with self._lock:
             self.requests.append(record)
+
+    def _notify(self, record: RequestRecord) -> None:
         callback = self.on_request
         if callback is not None:
             try:
@@ -898,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     mirror.start()  # bind first so that the URL has the real port; content is served once loaded
     try:
         _load_root(mirror, args.root)
+        print(f"bound to {args.host}:{mirror._server.server_address[1]}", file=sys.stderr, flush=True)
         print(f"listening on {mirror.url}", flush=True)
         while not stop.wait(0.5):
             pass

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -140,7 +140,7 @@ def _with_retries(call, *, what: str, policy: Policy):
             if status in (401, 403):
                 raise ConfigError(f"{what}: HTTP {status}, not authorised", remedy="check the token file") from None
             last = f"HTTP {status}"
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx2.HTTPError, OSError) as exc:
             last = f"{exc.__class__.__name__}: {exc}"
     raise NetworkError(
         f"{what}: cannot reach the Hub after {policy.retries + 1} attempts ({last})",

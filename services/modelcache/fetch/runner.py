@@ -135,7 +135,7 @@ def _fetch_locked(
 ) -> FetchResult:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_XET_CACHE", str(layout.xet_cache))
-    import httpx
+    import httpx2
 
     from modelcache.fetch import sources
     from modelcache.fetch.transfer import Policy
@@ -149,7 +149,7 @@ def _fetch_locked(
     previous = _previous_lock(layout)
     states: list[ArtifactState] = []
     jobs: list[tuple[ArtifactState, Job]] = []
-    with httpx.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
+    with httpx2.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
         ctx = sources.Context(settings, layout, client, policy, token, deep, previous)
         for artifact in plan.artifacts:
             if artifact.is_repo:

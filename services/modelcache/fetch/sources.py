@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from modelcache.errors import VerificationError
 from modelcache.fetch import hub
@@ -27,7 +27,7 @@ from modelcache.settings import Settings
 class Context:
     settings: Settings
     layout: Layout
-    client: httpx.Client
+    client: httpx2.Client
     policy: Policy
     token: str | None
     deep: bool
@@ -174,7 +174,7 @@ def _remote_size(ctx: Context, url: str) -> int | None:
     """Content-Length from a HEAD request (for the disk check and resume); None if unknown."""
     try:
         response = ctx.client.head(url, headers={"Accept-Encoding": "identity"}, timeout=ctx.policy.stall_timeout)
-    except httpx.HTTPError:
+    except httpx2.HTTPError:
         return None  # the transfer itself retries and reports
     length = response.headers.get("content-length")
     return int(length) if response.status_code == 200 and length and length.isdigit() else None

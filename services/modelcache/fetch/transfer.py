@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from modelcache.errors import ConfigError, DiskFullError, NetworkError
 from modelcache.hashing import Hasher, hash_file
@@ -65,7 +65,7 @@ def _new_hasher(expected: Expected) -> Hasher:
 
 
 def download(
-    client: httpx.Client,
+    client: httpx2.Client,
     url: str,
     part: Path,
     expected: Expected,
@@ -114,7 +114,7 @@ def download(
         except _Retry as exc:
             transferred += exc.transferred
             last_error = exc.reason
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             last_error = f"{exc.__class__.__name__}: {exc or 'no detail'}"
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -142,7 +142,7 @@ def _retry_after(reason: str) -> str | None:
 
 
 def _stream(
-    client: httpx.Client,
+    client: httpx2.Client,
     url: str,
     part: Path,
     offset: int,
@@ -156,7 +156,7 @@ def _stream(
     request_headers["Accept-Encoding"] = "identity"
     if offset:
         request_headers["Range"] = f"bytes={offset}-"
-    timeout = httpx.Timeout(connect=min(30.0, policy.stall_timeout), read=policy.stall_timeout, write=30.0, pool=30.0)
+    timeout = httpx2.Timeout(connect=min(30.0, policy.stall_timeout), read=policy.stall_timeout, write=30.0, pool=30.0)
     got = 0
     with client.stream("GET", url, headers=request_headers, timeout=timeout) as response:
         status = response.status_code
@@ -193,9 +193,9 @@ def _stream(
                         progress(len(chunk))
                     if time.monotonic() >= policy.deadline:
                         raise _Retry("fetch time limit reached mid-file", got)
-            except httpx.ReadTimeout:
+            except httpx2.ReadTimeout:
                 raise _Retry(f"stalled: no byte for {policy.stall_timeout:g}s", got) from None
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 raise _Retry(f"connection lost: {exc.__class__.__name__}", got) from None
     return got, hashes
 

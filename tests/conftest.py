@@ -1,0 +1,101 @@
+"""Shared fixtures: one HF-compatible mirror on 127.0.0.1 filled with real and stand-in models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelcache.fetch import FetchResult, run_fetch
+from modelcache.progress import PlainReporter
+from modelcache.settings import Settings
+from tests.support.fixtures import MirrorModels, fill_mirror
+from tests.support.hfmirror import HFMirror
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def _mirror_models() -> Iterator[MirrorModels]:
+    with HFMirror() as mirror:
+        yield fill_mirror(mirror)
+
+
+@pytest.fixture
+def models(_mirror_models: MirrorModels) -> Iterator[MirrorModels]:
+    """The shared mirror, with a clean request log and no faults or throttling."""
+    mirror = _mirror_models.mirror
+    mirror.clear_faults()
+    mirror.throttle_bps = None
+    mirror.reset_log()
+    yield _mirror_models
+    mirror.clear_faults()
+    mirror.throttle_bps = None
+
+
+@dataclass
+class Volume:
+    """A models directory plus the environment that points the downloader at the mirror."""
+
+    root: Path
+    env: dict[str, str]
+
+    def settings(self, **overrides: str) -> Settings:
+        return Settings.from_env({**self.env, **overrides})
+
+    def fetch(self, *, refresh: bool = False, deep: bool = False, **overrides: str) -> FetchResult:
+        return run_fetch(self.settings(**overrides), refresh=refresh, deep=deep, reporter=PlainReporter())
+
+    def cli(self, *args: str, timeout: float = 120, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env={**self.env, **overrides}, timeout=timeout)
+
+    def popen(self, *args: str, **overrides: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "modelcache", *args],
+            env=_cli_env({**self.env, **overrides}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def _cli_env(env: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MODELCACHE_", "HF_"))}
+    return {**base, "PYTHONPATH": str(ROOT / "services"), **env}
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelcache", *args],
+        env=_cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def volume(tmp_path: Path, models: MirrorModels) -> Volume:
+    root = tmp_path / "models"
+    return Volume(root, models.env(root))
+
+
+@pytest.fixture(scope="session")
+def _warm_template(tmp_path_factory: pytest.TempPathFactory, _mirror_models: MirrorModels) -> Path:
+    """One complete volume, fetched once per session; tests get copies of it."""
+    root = tmp_path_factory.mktemp("template") / "models"
+    run_fetch(Settings.from_env(_mirror_models.env(root)), reporter=PlainReporter())
+    return root
+
+
+@pytest.fixture
+def warm(tmp_path: Path, models: MirrorModels, _warm_template: Path) -> Volume:
+    """A complete, locked volume (a copy, symlinks kept), ready to be damaged."""
+    root = tmp_path / "models"
+    subprocess.run(["cp", "-a", str(_warm_template), str(root)], check=True)
+    return Volume(root, models.env(root))

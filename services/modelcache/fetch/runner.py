@@ -9,6 +9,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelcache.errors import (
     ConfigError,
@@ -54,11 +55,32 @@ def run_fetch(
     _ensure_writable(layout)
     deep = deep or settings.verify == "deep"
     if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+        if leftovers(layout):  # only with the lock held: a running downloader owns its partial files
+            with _volume_lock(layout, 0, reporter, quiet=True) as held:
+                if held:
+                    _sweep(layout, reporter)
         return _warm_result(lock, started, reporter)
     with _volume_lock(layout, settings.lock_timeout, reporter):
         if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+            _sweep(layout, reporter)
             return _warm_result(lock, started, reporter)
-        return _fetch_locked(settings, layout, plan, refresh=refresh, deep=deep, reporter=reporter, started=started)
+        result = _fetch_locked(settings, layout, plan, refresh=refresh, deep=deep, reporter=reporter, started=started)
+        _sweep(layout, reporter)
+        return result
+
+
+def leftovers(layout: Layout) -> list[Path]:
+    """Partial files of ours and huggingface_hub's; stale once the volume is complete."""
+    found = list(layout.partial.glob("*.part")) if layout.partial.is_dir() else []
+    if layout.hub.is_dir():
+        found += layout.hub.glob("models--*/blobs/*.incomplete")
+    return found
+
+
+def _sweep(layout: Layout, reporter: Reporter) -> None:
+    for path in leftovers(layout):
+        path.unlink(missing_ok=True)
+        reporter.note(f"removed stale partial file {layout.rel(path)}")
 
 
 def _warm_lock(layout: Layout, plan: Plan, deep: bool, workers: int) -> Lock | None:
@@ -97,21 +119,26 @@ def _ensure_writable(layout: Layout) -> None:
 
 
 class _volume_lock:
-    """Cross-process lock on the volume: a second downloader waits, and says so."""
+    """Cross-process lock on the volume: a second downloader waits, and says so.
 
-    def __init__(self, layout: Layout, timeout: float, reporter: Reporter) -> None:
+    ``quiet``: only try once; the context value says whether the lock was taken.
+    """
+
+    def __init__(self, layout: Layout, timeout: float, reporter: Reporter, *, quiet: bool = False) -> None:
         from filelock import FileLock
 
-        self.layout, self.timeout, self.reporter = layout, timeout, reporter
+        self.layout, self.timeout, self.reporter, self.quiet = layout, timeout, reporter, quiet
         self.lock = FileLock(str(layout.fetch_lock))
         self.owner = layout.state / "fetch.owner"
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> bool:
         from filelock import Timeout
 
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
+            if self.quiet:
+                return False
             holder = self.owner.read_text().strip() if self.owner.exists() else "unknown"
             self.reporter.note(
                 f"another downloader is filling this volume ({holder}); waiting up to {self.timeout:g}s for it"
@@ -124,10 +151,12 @@ class _volume_lock:
                     remedy="wait for it to finish, or stop it; raise MODELCACHE_LOCK_TIMEOUT to wait longer",
                 ) from None
         self.owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        return True
 
     def __exit__(self, *exc: object) -> None:
-        self.owner.unlink(missing_ok=True)
-        self.lock.release()
+        if self.lock.is_locked:
+            self.owner.unlink(missing_ok=True)
+            self.lock.release()
 
 
 def _fetch_locked(

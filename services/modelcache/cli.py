@@ -227,6 +227,14 @@ def mlx(
             print(f'mlx_lm.generate --model "{a.source}" --prompt "hello"')
 
 
+@app.command()
+def serve() -> None:
+    """Run the model service: verify the volume, load every model, then listen (see MODELCACHE_HOST/PORT)."""
+    from modelcache.service.main import serve as run_service
+
+    run_service()
+
+
 def main() -> None:
     try:
         app()

@@ -102,7 +102,16 @@ class Settings:
     fetch_timeout: float = 6 * 3600.0
     lock_timeout: float = 1800.0
     transfer: str = "auto"
+    # the service
     device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_file: Path | None = None
+    max_body_bytes: int = 25 * 1024 * 1024
+    batch_max: int = 32
+    batch_wait_ms: float = 2.0
+    queue_size: int = 64
+    request_timeout: float = 120.0
     extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -138,6 +147,14 @@ class Settings:
             lock_timeout=get.number("MODELCACHE_LOCK_TIMEOUT", 1800.0, minimum=0.0),
             transfer=get.choice("MODELCACHE_TRANSFER", "auto", TRANSFER_MODES),
             device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
+            host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
+            port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),
+            api_key_file=Path(key_file) if (key_file := get.text("MODELCACHE_API_KEY_FILE", None)) else None,
+            max_body_bytes=int(get.number("MODELCACHE_MAX_BODY_MB", 25, minimum=0.001, maximum=4096) * 1024 * 1024),
+            batch_max=int(get.number("MODELCACHE_BATCH_MAX", 32, minimum=1, maximum=4096, integer=True)),
+            batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 2.0, minimum=0.0, maximum=10_000),
+            queue_size=int(get.number("MODELCACHE_QUEUE_SIZE", 64, minimum=1, maximum=100_000, integer=True)),
+            request_timeout=get.number("MODELCACHE_REQUEST_TIMEOUT", 120.0, minimum=0.1),
             extra_env=env,
         )
 
@@ -149,6 +166,21 @@ class Settings:
         except OSError as exc:
             raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from exc
         return token or None
+
+    def api_key(self) -> str | None:
+        """The bearer key clients must send (from a secret file); None: no auth."""
+        if self.api_key_file is None:
+            return None
+        try:
+            key = self.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"MODELCACHE_API_KEY_FILE: cannot read {self.api_key_file}: {exc.strerror}",
+                remedy="mount the API key secret, or unset MODELCACHE_API_KEY_FILE to disable auth",
+            ) from None
+        if not key:
+            raise ConfigError(f"MODELCACHE_API_KEY_FILE: {self.api_key_file} is empty")
+        return key
 
 
 class _Reader:

@@ -1,0 +1,104 @@
+"""What every engine offers, whatever library runs it. No HTTP, no downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+class InputError(ValueError):
+    """The input cannot be processed (undecodable, empty, too long): the caller's fault."""
+
+    def __init__(self, message: str, *, unsupported_media: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported_media = unsupported_media
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    duration: float
+    segments: list[Segment]
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+
+@dataclass(frozen=True)
+class Face:
+    x: float
+    y: float
+    width: float
+    height: float
+    landmarks: list[tuple[float, float]]  # right eye, left eye, nose tip, right mouth corner, left mouth corner
+    score: float
+
+
+class SpeechToText(Protocol):
+    engine: str
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        task: str = "transcribe",
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        word_timestamps: bool = False,
+    ) -> Transcript: ...
+
+
+class TextEmbedder(Protocol):
+    dimensions: int
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """L2-normalised (if the model says so) float32 [n, d], and tokens used per text."""
+        ...
+
+
+class ImageEmbedder(TextEmbedder, Protocol):
+    def embed_images(self, images: list) -> np.ndarray: ...
+
+
+class FaceDetector(Protocol):
+    def detect(self, image_bgr: np.ndarray, *, score_threshold: float, nms_threshold: float, top_k: int) -> list[Face]: ...
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Where a model is, from the lock: a snapshot directory or a file in the volume."""
+
+    name: str
+    path: Path
+    device: str
+    engine: str | None = None
+    variant: str | None = None  # e.g. the Whisper model name (for its alignment heads)

@@ -1,0 +1,109 @@
+"""Text embeddings with transformers, pooled the way the model declares.
+
+A sentence-transformers repo says how to pool in ``modules.json`` and its Pooling module's
+``config.json``, and whether to L2-normalise (a Normalize module). A plain transformers
+repo gets mean pooling and normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelcache.service.engines.base import LoadSpec
+
+# the order sentence-transformers concatenates pooling modes in
+POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    modes: tuple[str, ...]
+    normalize: bool
+    max_length: int | None
+
+
+class UnsupportedModel(RuntimeError):
+    pass
+
+
+def read_pooling(path: Path) -> Pooling:
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return Pooling(("mean_tokens",), True, None)
+    modules = json.loads(modules_file.read_text())
+    modes: tuple[str, ...] = ("mean_tokens",)
+    normalize = False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith(".Pooling"):
+            config = json.loads((path / module["path"] / "config.json").read_text())
+            modes = tuple(m for m in POOLING_MODES if config.get(f"pooling_mode_{m}"))
+            if config.get("pooling_mode_weightedmean_tokens"):
+                raise UnsupportedModel("weighted-mean pooling is not supported")
+            if not modes:
+                raise UnsupportedModel(f"{module['path']}/config.json enables no pooling mode")
+        elif kind.endswith(".Normalize"):
+            normalize = True
+        elif not kind.endswith(".Transformer"):
+            raise UnsupportedModel(f"sentence-transformers module {kind!r} is not supported")
+    max_length = None
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        max_length = json.loads(st_config.read_text()).get("max_seq_length")
+    return Pooling(modes, normalize, max_length)
+
+
+def pool(hidden, mask, modes: tuple[str, ...]):
+    import torch
+
+    mask_f = mask.unsqueeze(-1).to(hidden.dtype)
+    parts = []
+    for mode in modes:
+        if mode == "cls_token":
+            parts.append(hidden[:, 0])
+        elif mode == "max_tokens":
+            parts.append(hidden.masked_fill(mask_f == 0, torch.finfo(hidden.dtype).min).max(dim=1).values)
+        elif mode in ("mean_tokens", "mean_sqrt_len_tokens"):
+            summed = (hidden * mask_f).sum(dim=1)
+            counts = mask_f.sum(dim=1).clamp(min=1e-9)
+            parts.append(summed / (counts if mode == "mean_tokens" else counts.sqrt()))
+        elif mode == "lasttoken":
+            last = mask.sum(dim=1) - 1
+            parts.append(hidden[torch.arange(hidden.shape[0]), last])
+    return torch.cat(parts, dim=-1)
+
+
+class TransformersTextEmbedder:
+    def __init__(self, spec: LoadSpec) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from modelcache.service.engines.device import torch_dtype
+
+        self.pooling = read_pooling(spec.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(spec.path, local_files_only=True, dtype=torch_dtype(spec.device))
+        self.model.to(spec.device).eval()
+        self.device = spec.device
+        limit = self.pooling.max_length or self.tokenizer.model_max_length
+        positions = getattr(self.model.config, "max_position_embeddings", None) or limit
+        self.max_length = int(min(limit, positions, 8192))
+        with torch.inference_mode():
+            self.dimensions = int(self.embed(["dimension probe"])[0].shape[1])
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        import torch
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+            vectors = pool(hidden, enc["attention_mask"], self.pooling.modes)
+            if self.pooling.normalize:
+                vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+        tokens = enc["attention_mask"].sum(dim=1).tolist()
+        return vectors.float().cpu().numpy(), [int(t) for t in tokens]

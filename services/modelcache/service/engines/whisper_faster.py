@@ -1,0 +1,70 @@
+"""faster-whisper (CTranslate2), loaded from the repo's snapshot directory in the volume."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from modelcache.service.engines.base import LoadSpec, Segment, Transcript, Word
+
+BEAM_SIZE = 5
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class FasterWhisper:
+    engine = "faster-whisper"
+
+    def __init__(self, spec: LoadSpec) -> None:
+        from faster_whisper import WhisperModel
+
+        compute_type = "float16" if spec.device == "cuda" else "int8"
+        self.model = WhisperModel(
+            str(spec.path), device=spec.device, compute_type=compute_type, cpu_threads=os.cpu_count() or 1,
+            local_files_only=True,
+        )  # fmt: skip
+        self.multilingual = self.model.model.is_multilingual
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        task: str = "transcribe",
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        word_timestamps: bool = False,
+    ) -> Transcript:
+        if not self.multilingual:
+            task, language = "transcribe", "en"
+        pieces, info = self.model.transcribe(
+            audio,
+            task=task,
+            language=language,
+            initial_prompt=prompt or None,
+            temperature=list(FALLBACK_TEMPERATURES) if temperature == 0 else temperature,
+            word_timestamps=word_timestamps,
+            beam_size=BEAM_SIZE,
+            vad_filter=False,
+        )
+        segments = [
+            Segment(
+                id=i,
+                start=float(s.start),
+                end=float(s.end),
+                text=s.text,
+                tokens=list(s.tokens),
+                temperature=float(s.temperature or 0.0),
+                avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio),
+                no_speech_prob=float(s.no_speech_prob),
+                words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
+            )
+            for i, s in enumerate(pieces)
+        ]
+        return Transcript(
+            text="".join(s.text for s in segments).strip(),
+            language=info.language or language or "en",
+            duration=float(info.duration),
+            segments=segments,
+        )

@@ -1,0 +1,80 @@
+"""openai-whisper, loaded by path from the volume (never by name: that path re-hashes the
+file on every load and tries to download on a mismatch). The checkpoint is read with
+``weights_only=True``; the alignment heads of the named model are set for word timestamps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelcache.service.engines.base import LoadSpec, Segment, Transcript, Word
+
+# openai-whisper's own defaults for its command-line tool: beam search of 5, best of 5,
+# and temperature fallback when a decode looks like a failure.
+BEAM_SIZE = 5
+BEST_OF = 5
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class OpenAIWhisper:
+    engine = "openai-whisper"
+
+    def __init__(self, spec: LoadSpec) -> None:
+        import torch
+        import whisper
+        from whisper.model import ModelDimensions, Whisper
+
+        checkpoint = torch.load(spec.path, map_location="cpu", weights_only=True)
+        model = Whisper(ModelDimensions(**checkpoint["dims"]))
+        model.load_state_dict(checkpoint["model_state_dict"])
+        heads = whisper._ALIGNMENT_HEADS.get(spec.variant or "")
+        if heads is not None:
+            model.set_alignment_heads(heads)
+        self.model = model.to(spec.device).eval()
+        self.device = spec.device
+        self.multilingual = model.is_multilingual
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        task: str = "transcribe",
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+        word_timestamps: bool = False,
+    ) -> Transcript:
+        if not self.multilingual:
+            task, language = "transcribe", "en"  # an English-only model does not translate
+        result = self.model.transcribe(
+            audio,
+            task=task,
+            language=language,
+            initial_prompt=prompt or None,
+            temperature=FALLBACK_TEMPERATURES if temperature == 0 else temperature,
+            word_timestamps=word_timestamps,
+            beam_size=BEAM_SIZE if temperature == 0 else None,
+            best_of=BEST_OF,
+            fp16=self.device == "cuda",
+            verbose=None,
+        )
+        segments = [
+            Segment(
+                id=int(s["id"]),
+                start=float(s["start"]),
+                end=float(s["end"]),
+                text=s["text"],
+                tokens=[int(t) for t in s["tokens"]],
+                temperature=float(s["temperature"]),
+                avg_logprob=float(s["avg_logprob"]),
+                compression_ratio=float(s["compression_ratio"]),
+                no_speech_prob=float(s["no_speech_prob"]),
+                words=[Word(w["word"], float(w["start"]), float(w["end"])) for w in s.get("words", [])],
+            )
+            for s in result["segments"]
+        ]
+        return Transcript(
+            text=result["text"].strip(),
+            language=result.get("language") or language or "en",
+            duration=len(audio) / 16_000,
+            segments=segments,
+        )

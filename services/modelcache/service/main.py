@@ -1,0 +1,44 @@
+"""`modelcache serve`: gate -> load -> bind -> serve. Exits non-zero on any startup problem."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from modelcache.errors import ModelcacheError
+from modelcache.settings import Settings
+
+
+def log(message: str) -> None:
+    print(f"modelcache: {message}", file=sys.stderr, flush=True)
+
+
+def serve(settings: Settings | None = None) -> None:
+    started = time.perf_counter()
+    from modelcache.service.startup import run_gate  # standard library only
+
+    try:
+        settings = settings or Settings.from_env()
+    except ModelcacheError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    gate = run_gate(settings)
+    mode = "deep" if gate.report.deep else "fast"
+    log(f"volume verified ({mode}): {gate.report.files} files, {gate.report.bytes / 2**20:.1f} MiB "
+        f"in {gate.report.seconds:.2f}s")  # fmt: skip
+    from modelcache.service.registry import load_all  # the heavy imports start here
+
+    try:
+        registry = load_all(gate, log=log)
+        from modelcache.service.app import create_app
+
+        app = create_app(settings, registry)
+    except ModelcacheError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    import uvicorn
+
+    log(f"{len(registry.entries)} model(s) ready in {time.perf_counter() - started:.1f}s; "
+        f"listening on http://{settings.host}:{settings.port}")  # fmt: skip
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=10)  # fmt: skip

@@ -1,0 +1,31 @@
+"""Prometheus metrics, in a registry of the app's own (several apps may live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "modelcache_requests_total", "HTTP requests by route and status", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "modelcache_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("modelcache_queue_depth", "Requests waiting or running per model", ["model"], registry=r)
+        self.batch_size = Histogram(
+            "modelcache_batch_size", "Inputs per inference call", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference = Histogram(
+            "modelcache_inference_seconds", "Time in the model per call", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.load_seconds = Gauge("modelcache_model_load_seconds", "Time to load each model", ["model"], registry=r)
+        self.rejected = Counter(
+            "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r
+        )

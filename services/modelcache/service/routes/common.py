@@ -1,0 +1,60 @@
+"""Helpers every router uses: find a model for a task, read uploads, decode base64."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import UploadFile
+
+from modelcache.service.app import State
+from modelcache.service.errors import ApiError
+from modelcache.service.registry import ModelEntry
+
+
+def find_model(state: State, name: str | None, task: str | tuple[str, ...], *, param: str = "model") -> ModelEntry:
+    """The model called ``name`` (404 if unknown) that can do ``task`` (400 if not).
+
+    With no name and exactly one model for the task, that model.
+    """
+    tasks = (task,) if isinstance(task, str) else task
+    registry = state.registry
+    if not name:
+        candidates = [e for t in tasks for e in registry.by_task(t)]
+        if len(candidates) == 1:
+            return candidates[0]
+        raise ApiError(400, f"'{param}' is required", param=param, code="missing_model")
+    entry = registry.get(name)
+    if entry is None:
+        known = ", ".join(e.id for e in registry.entries)
+        raise ApiError(404, f"the model '{name}' does not exist here; models: {known}", param=param,
+                       code="model_not_found")  # fmt: skip
+    if entry.task not in tasks:
+        raise ApiError(400, f"the model '{name}' is a {entry.task} model; this endpoint needs {' or '.join(tasks)}",
+                       param=param, code="wrong_task")  # fmt: skip
+    return entry
+
+
+async def read_upload(upload: UploadFile | None, *, param: str = "file") -> bytes:
+    if upload is None:
+        raise ApiError(400, f"'{param}' is required", param=param)
+    data = await upload.read()
+    if not data:
+        raise ApiError(400, f"the uploaded '{param}' is empty", param=param, code="empty_file")
+    return data
+
+
+def decode_base64(value: str, *, param: str) -> bytes:
+    text = value.strip()
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    if text.startswith(("http://", "https://")):
+        raise ApiError(400, f"'{param}': URLs are not fetched (the service is offline); send the bytes", param=param,
+                       code="url_not_supported")  # fmt: skip
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"'{param}' is not valid base64", param=param, code="invalid_base64") from None
+    if not data:
+        raise ApiError(400, f"'{param}' is empty", param=param, code="empty_file")
+    return data

@@ -1,0 +1,70 @@
+"""OpenAI-compatible /v1/embeddings (text models, and the text tower of SigLIP/CLIP)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from modelcache.service.app import get_state
+from modelcache.service.errors import ApiError
+from modelcache.service.routes.common import find_model
+
+router = APIRouter(tags=["embeddings"])
+
+MAX_INPUTS = 2048
+MAX_CHARS = 100_000
+
+
+class EmbeddingRequest(BaseModel):
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
+    if fmt == "base64":
+        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode()
+    return vector.astype(np.float32).tolist()
+
+
+def texts_of(value) -> list[str]:
+    texts = [value] if isinstance(value, str) else value
+    if not texts:
+        raise ApiError(400, "'input' is empty", param="input", code="empty_input")
+    if not all(isinstance(t, str) for t in texts):
+        raise ApiError(400, "token arrays are not supported: send the text", param="input", code="unsupported_input")
+    if len(texts) > MAX_INPUTS:
+        raise ApiError(400, f"at most {MAX_INPUTS} inputs per request", param="input")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ApiError(400, f"input[{i}] is empty", param="input", code="empty_input")
+        if len(text) > MAX_CHARS:
+            raise ApiError(400, f"input[{i}] is longer than {MAX_CHARS} characters", param="input")
+    return texts
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
+    state = get_state(request)
+    entry = find_model(state, body.model, ("text-embedding", "image-embedding"))
+    texts = texts_of(body.input)
+    dims = entry.engine.dimensions
+    if body.dimensions is not None and body.dimensions != dims:
+        raise ApiError(400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out",
+                       param="dimensions")  # fmt: skip
+    vectors, tokens = await state.batcher(entry).submit(texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": entry.id,
+        "usage": {"prompt_tokens": int(sum(tokens)), "total_tokens": int(sum(tokens))},
+    }

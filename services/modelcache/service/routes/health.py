@@ -1,0 +1,50 @@
+"""Health: /health (details), /health/live (process up), /health/ready (every model loaded)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from modelcache.service.app import get_state
+
+router = APIRouter(tags=["health"])
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@router.get("/health")
+def health(request: Request) -> JSONResponse:
+    state = get_state(request)
+    ready = state.ready and state.registry.loaded
+    body = {
+        "status": "ok" if ready else "loading",
+        "models_loaded": [e.id for e in state.registry.entries if e.engine is not None],
+        "device": state.registry.device,
+        "memory_used_gb": round(rss_bytes() / 1024**3, 3),
+        "uptime_seconds": round(time.time() - state.started, 1),
+        "load_seconds": {e.id: round(e.load_seconds, 3) for e in state.registry.entries},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/health/live")
+def live() -> dict:
+    return {"status": "alive"}
+
+
+@router.get("/health/ready")
+def ready(request: Request) -> JSONResponse:
+    state = get_state(request)
+    ok = state.ready and state.registry.loaded
+    return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

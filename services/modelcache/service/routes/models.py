@@ -1,0 +1,23 @@
+"""The model registry in OpenAI's list shape, plus task, engine, revision, bytes, load time."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from modelcache.service.app import get_state
+from modelcache.service.errors import ApiError
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+def list_models(request: Request) -> dict:
+    return {"object": "list", "data": [e.describe() for e in get_state(request).registry.entries]}
+
+
+@router.get("/v1/models/{model_id:path}")
+def get_model(model_id: str, request: Request) -> dict:
+    entry = get_state(request).registry.get(model_id)
+    if entry is None:
+        raise ApiError(404, f"the model '{model_id}' does not exist here", param="model", code="model_not_found")
+    return entry.describe()

@@ -1,0 +1,96 @@
+"""The fail-fast gate. Runs before any heavy import; the standard library only.
+
+1. Point every library at offline mode and every cache or temp dir at /tmp, before
+   anything imports huggingface_hub, transformers, torch or numba.
+2. Rebuild the plan from the environment, read the lock, verify the volume (fast by
+   default, deep with MODELCACHE_VERIFY=deep). Config drift is a failure too.
+3. On any problem: one message naming every problem and the remedy; exit non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from modelcache.errors import ModelcacheError, VerificationError
+from modelcache.layout import Layout
+from modelcache.lock import Lock
+from modelcache.plan import Plan, build_plan
+from modelcache.settings import Settings
+from modelcache.verify import Report, verify
+
+REMEDY = (
+    "fill the volume with the downloader using the same .env: `docker compose run --rm model-downloader` "
+    "(outside Docker: `modelcache fetch`); if files are damaged, add `--deep`, or reset the models volume "
+    "(`scripts/reset-models-volume --yes`) and run `docker compose up --wait` again"
+)
+
+
+def offline_environment(layout: Layout, scratch: str | None = None) -> dict[str, str]:
+    """The variables that keep every library offline and its writes off the volume."""
+    tmp = scratch or tempfile.gettempdir()
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HOME": str(layout.hf_home),
+        "HF_HUB_CACHE": str(layout.hub),
+        "HF_XET_CACHE": f"{tmp}/xet",
+        "HF_MODULES_CACHE": f"{tmp}/hf_modules",
+        "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/torchinductor",
+        "TORCH_HOME": f"{tmp}/torch",
+        "TRITON_CACHE_DIR": f"{tmp}/triton",
+        "NUMBA_CACHE_DIR": f"{tmp}/numba",
+        "MPLCONFIGDIR": f"{tmp}/matplotlib",
+        "XDG_CACHE_HOME": f"{tmp}/cache",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+@dataclass(frozen=True)
+class Gate:
+    settings: Settings
+    layout: Layout
+    plan: Plan
+    lock: Lock
+    report: Report
+
+
+class StartupError(VerificationError):
+    title = "cannot start"
+
+
+def check(settings: Settings) -> Gate:
+    """Everything the service needs is in the volume, as the lock says, or StartupError."""
+    layout = Layout(settings.models_dir.absolute())
+    os.environ.update(offline_environment(layout))
+    plan = build_plan(settings)
+    if not plan.artifacts:
+        raise StartupError("no model is configured", remedy="set at least one of the MODELCACHE_* model variables")
+    try:
+        report = verify(layout, plan, deep=settings.verify == "deep", workers=settings.workers)
+    except VerificationError as exc:  # damaged lock
+        raise StartupError(exc.message, remedy=REMEDY) from None
+    if not report.ok or report.lock is None:
+        raise StartupError(
+            f"the models volume at {layout.root} does not hold what this configuration needs "
+            f"({len(report.problems)} problem(s), {'deep' if report.deep else 'fast'} check)",
+            details=[p.line() for p in report.problems],
+            remedy=REMEDY,
+        )
+    return Gate(settings, layout, plan, report.lock, report)
+
+
+def run_gate(settings: Settings | None = None) -> Gate:
+    """check(), printing the error and exiting non-zero on failure (the service entry point)."""
+    try:
+        return check(settings or Settings.from_env())
+    except ModelcacheError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None

@@ -91,7 +91,7 @@ def bench(repeat: int) -> dict:
     results: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"}
     work = Path(tempfile.mkdtemp(prefix="mc-bench-"))
     with HFMirror() as mirror:
-        models = fixtures.fill_mirror(mirror)
+        models = fixtures.fill_mirror(mirror, work)
         modelcache = [sys.executable, "-m", "modelcache"]
 
         # 1. cold download ---------------------------------------------------------------

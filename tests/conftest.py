@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def _mirror_models() -> Iterator[MirrorModels]:
+def _mirror_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorModels]:
     with HFMirror() as mirror:
-        yield fill_mirror(mirror)
+        yield fill_mirror(mirror, tmp_path_factory.mktemp("mirror-files"))
 
 
 @pytest.fixture

@@ -15,11 +15,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import tiny_models, whisper_ckpt
 from tests.support.hfmirror import HFMirror
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FW_TINY_EN = "Systran/faster-whisper-tiny.en"
 SIGLIP = "google/siglip-base-patch16-224"
+CLIP = "openai/clip-vit-base-patch32"
 YUNET = "opencv/face_detection_yunet"
 MLX_WHISPER = "mlx-community/whisper-tiny"
 
@@ -73,27 +75,23 @@ class MirrorModels:
         return env
 
 
-def siglip_standin() -> dict[str, bytes]:
-    """A SigLIP-shaped repo: configs, safetensors weights, and foreign exports to leave out."""
-    return {
-        "config.json": b'{"model_type": "siglip", "architectures": ["SiglipModel"]}\n',
-        "preprocessor_config.json": b'{"image_processor_type": "SiglipImageProcessor", "size": {"height": 224}}\n',
-        "tokenizer_config.json": b'{"model_max_length": 64}\n',
-        "special_tokens_map.json": b'{"pad_token": "</s>"}\n',
-        "spiece.model": noise(200_000, 11),
-        "model.safetensors": noise(3_000_000, 12),
-        "pytorch_model.bin": noise(1_500_000, 13),  # superseded by safetensors: not fetched
-        "onnx/model.onnx": noise(700_000, 14),  # another framework's export: not fetched
-        "tf_model.h5": noise(400_000, 15),  # idem
-        "README.md": b"# stand-in SigLIP for tests\n",
-    }
+FOREIGN_EXPORTS = {
+    "pytorch_model.bin": noise(1_500_000, 13),  # superseded by safetensors: not fetched
+    "onnx/model.onnx": noise(700_000, 14),  # another framework's export: not fetched
+    "tf_model.h5": noise(400_000, 15),  # idem
+}
 
 
-def yunet_standin() -> dict[str, bytes]:
+def siglip_repo() -> dict[str, bytes]:
+    """A tiny random SigLIP that transformers loads, plus foreign exports the plan leaves out."""
+    return {**tiny_models.tiny_siglip_repo(), **FOREIGN_EXPORTS, "README.md": b"# tiny SigLIP for tests\n"}
+
+
+def yunet_repo() -> dict[str, bytes]:
     return {
-        "face_detection_yunet_2023mar.onnx": noise(232_589, 21),
+        "face_detection_yunet_2023mar.onnx": tiny_models.yunet_like_onnx(None),
         "face_detection_yunet_2023mar_int8.onnx": noise(100_000, 22),  # not wanted by the plan
-        "README.md": b"# stand-in YuNet repo\n",
+        "README.md": b"# YuNet-shaped test graph\n",
     }
 
 
@@ -105,15 +103,26 @@ def mlx_whisper_standin() -> dict[str, bytes]:
     }
 
 
-def fill_mirror(mirror: HFMirror, *, whisper_size: int = 4_000_000) -> MirrorModels:
+def openai_whisper_tiny_en(workdir: Path) -> Path:
+    """Whisper tiny.en as an openai-whisper checkpoint, converted from the CTranslate2 weights."""
+    out = workdir / "tiny.en.pt"
+    if not out.exists():
+        whisper_ckpt.convert_to_openai_whisper(faster_whisper_tiny_en_dir(), out, name="tiny.en")
+    return out
+
+
+def fill_mirror(mirror: HFMirror, workdir: Path) -> MirrorModels:
+    """Every model the default plan names, loadable: real weights where a package ships them."""
     commits = {
         MINILM: mirror.add_repo(MINILM, minilm_dir()),
         FW_TINY_EN: mirror.add_repo(FW_TINY_EN, faster_whisper_tiny_en_dir()),
-        SIGLIP: mirror.add_repo(SIGLIP, siglip_standin()),
-        YUNET: mirror.add_repo(YUNET, yunet_standin()),
+        SIGLIP: mirror.add_repo(SIGLIP, siglip_repo()),
+        CLIP: mirror.add_repo(CLIP, {**tiny_models.tiny_clip_repo(), "README.md": b"# tiny CLIP for tests\n"}),
+        YUNET: mirror.add_repo(YUNET, yunet_repo()),
         MLX_WHISPER: mirror.add_repo(MLX_WHISPER, mlx_whisper_standin()),
     }
-    data = noise(whisper_size, 41)
+    checkpoint = openai_whisper_tiny_en(workdir)
+    data = checkpoint.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    url = mirror.add_file(f"whisper/models/{sha}/tiny.en.pt", data)
+    url = mirror.add_file(f"whisper/models/{sha}/tiny.en.pt", checkpoint)
     return MirrorModels(mirror, url, sha, data, commits)

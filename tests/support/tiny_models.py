@@ -156,13 +156,23 @@ def tiny_siglip_repo() -> dict[str, bytes]:
     Architecture: text and vision towers with hidden size 32, 2 layers, 2 heads, MLP 64; text
     vocabulary ``SIGLIP_VOCAB_SIZE`` with 16 positions (the tokenizer's ``model_max_length`` is 16,
     so ``padding="max_length"`` works as with the real checkpoints); 32x32 images in 8x8 patches.
-    ``get_image_features`` / ``get_text_features`` give ``pooler_output`` of shape ``(N, 32)``.
-    Files: config.json, model.safetensors, preprocessor_config.json / processor config, spiece.model,
-    tokenizer_config.json, special_tokens_map.json (whatever this transformers version writes).
+    ``get_image_features`` / ``get_text_features`` give ``pooler_output`` of shape ``(N, 32)``
+    (transformers 5 returns a ``BaseModelOutputWithPooling`` there, not a tensor).
+
+    The image processor is built with the PIL backend (the default one needs torchvision) but is
+    saved as ``SiglipImageProcessor``, like the real checkpoints; loading picks whichever backend
+    is installed. Files, as transformers 5.23 writes them: config.json, model.safetensors,
+    processor_config.json (the image processor nested inside; no preprocessor_config.json),
+    spiece.model, tokenizer_config.json (no special_tokens_map.json). About 250 KB.
     """
     import torch
-    from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from transformers import (
+        SiglipConfig,
+        SiglipImageProcessorPil,
+        SiglipModel,
+        SiglipProcessor,
+        SiglipTokenizer,
+    )
 
     with _quiet(), tempfile.TemporaryDirectory(prefix="tiny-siglip-") as tmp:
         root = Path(tmp)
@@ -267,10 +277,13 @@ def tiny_clip_repo() -> dict[str, bytes]:
     16 positions (``model_max_length`` 16); 30x30 images (shortest edge 30, centre crop 30) in
     10x10 patches. ``get_image_features`` / ``get_text_features`` give ``pooler_output`` of shape
     ``(N, 16)``.
+
+    Files, as transformers 5.23 writes them: config.json, model.safetensors, processor_config.json,
+    tokenizer.json, tokenizer_config.json; transformers 5 writes no vocab.json / merges.txt (it
+    would read them, merges header-only included, if tokenizer.json were absent). About 270 KB.
     """
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     vocab, merges = _clip_vocab_and_merges()
     with _quiet(), tempfile.TemporaryDirectory(prefix="tiny-clip-") as tmp:
@@ -342,11 +355,18 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
     Input ``input``: float32 ``[1, 3, H, W]``, the raw 0..255 BGR pixels that
     ``cv2.FaceDetectorYN`` feeds (it pads the image with black up to multiples of 32 first).
     ``input_size`` is ``(width, height)`` as in ``FaceDetectorYN.create``; it only sets the shape
-    the file *declares*. Every operator is shape-agnostic, so the graph runs at any size that is a
-    multiple of 32 and ``setInputSize`` works; ``None`` declares symbolic ``height``/``width``.
+    the file *declares* (the real 2023mar file declares a static 640 x 640; ``None`` declares
+    symbolic ``height``/``width`` like the 2026may re-export). Every operator is shape-agnostic,
+    so the graph runs at any size that is a multiple of 32, and with OpenCV 5.0's default (new)
+    DNN engine ``setInputSize`` works whatever is declared. Under the classic engine
+    (``OPENCV_FORCE_DNN_ENGINE=1``) ``create`` fails on a static declaration and ``setInputSize``
+    fails on any model ("Input shape redefinition is not allowed"), the real YuNet included.
+    Opset 13, IR version 8, about 2.5 KB.
 
     Outputs, for each stride s in 8, 16, 32, with N = (H/s) * (W/s) cells in row-major order:
-    ``cls_s`` and ``obj_s`` ``[1, N, 1]``, ``bbox_s`` ``[1, N, 4]``, ``kps_s`` ``[1, N, 10]``.
+    ``cls_s`` and ``obj_s`` ``[1, N, 1]``, ``bbox_s`` ``[1, N, 4]``, ``kps_s`` ``[1, N, 10]``
+    (N declared as a number for a static ``input_size``, which must then be multiples of 32, and
+    left unnamed for ``None``).
 
     What it "detects": every s x s cell of the padded image whose brightness b (the mean of all
     its B, G, R values) is high. ``cls = obj = sigmoid((b - 127.5) / 8)``, so the score that
@@ -355,8 +375,9 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
     constant ``(0.5, 0.5, 0, 0)``, which FaceDetectorYN decodes to the cell itself
     (x = col*s, y = row*s, w = h = s); ``kps`` are the constant cell fractions in
     ``YUNET_LANDMARKS``. So a white square on black gives one face per 8-, 16- and 32-pixel grid
-    cell that it covers enough of (cells of different strides overlap with IoU <= 0.25, so NMS
-    at YuNet's usual 0.3 keeps them all), and an all-black image gives none.
+    cell that it covers enough of (at least 57% of the cell for score_threshold 0.9); cells of one
+    stride do not overlap and nested ones have IoU <= 0.25, so NMS at YuNet's usual 0.3 keeps them
+    all (a grid-aligned 64 x 64 white square: 64 + 16 + 4 = 84 faces). All black gives none.
     """
     import numpy as np
     import onnx
@@ -366,6 +387,11 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
         height, width = "height", "width"
     else:
         width, height = (int(v) for v in input_size)
+        if width <= 0 or height <= 0 or width % 32 or height % 32:
+            raise ValueError(f"declared input size must be positive multiples of 32, got {input_size!r}")
+
+    def cells(stride: int) -> int | None:
+        return None if input_size is None else (height // stride) * (width // stride)
 
     def const(name: str, values) -> onnx.TensorProto:
         array = np.asarray(values)
@@ -398,7 +424,7 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
                 helper.make_node("Sigmoid", [logit], [f"{head}_map_{s}"]),
                 helper.make_node("Reshape", [f"{head}_map_{s}", "shape_1"], [f"{head}_{s}"]),
             ]
-            outputs[head].append(helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, [1, None, 1]))
+            outputs[head].append(helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, [1, cells(s), 1]))
         for head, channels in (("bbox", 4), ("kps", 10)):
             nodes += [
                 helper.make_node("Conv", [pooled, f"{head}_w", f"{head}_b"], [f"{head}_map_{s}"]),
@@ -406,7 +432,7 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
                 helper.make_node("Reshape", [f"{head}_nhwc_{s}", f"shape_{channels}"], [f"{head}_{s}"]),
             ]
             outputs[head].append(
-                helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, [1, None, channels])
+                helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, [1, cells(s), channels])
             )
 
     graph = helper.make_graph(

@@ -39,7 +39,8 @@ def test_ls_json_lists_files_with_hashes(warm: Volume) -> None:
 
 def test_ls_without_a_lock_says_what_to_do(volume: Volume) -> None:
     proc = volume.cli("ls")
-    assert proc.returncode == EXIT_VERIFY and "modelcache fetch" in proc.stdout
+    assert proc.returncode == EXIT_VERIFY and "modelcache fetch" in proc.stderr
+    assert volume.cli("ls", "--json").returncode == EXIT_VERIFY
 
 
 def test_bad_configuration_exits_2_naming_the_variable(volume: Volume) -> None:

@@ -41,7 +41,8 @@ def test_prune_removes_what_the_plan_no_longer_wants(warm: Volume) -> None:
     old_snapshot = layout.snapshot(MINILM, "0" * 40)
     old_snapshot.mkdir(parents=True)
     (old_snapshot / "config.json").write_text("{}")
-    (layout.partial / ("ef" * 32 + ".part")).write_bytes(b"stale")
+    stale = layout.partial / ("ef" * 32 + ".part")
+    stale.write_bytes(b"stale")
     dry = warm.cli("prune", "--dry-run", **env)
     assert dry.returncode == 0
     assert layout.repo_dir(MLX_WHISPER).exists() and (layout.whisper / "tiny.en.pt").exists()
@@ -51,10 +52,24 @@ def test_prune_removes_what_the_plan_no_longer_wants(warm: Volume) -> None:
     assert not layout.repo_dir(MLX_WHISPER).exists()
     assert not (layout.whisper / "tiny.en.pt").exists()
     assert not old_snapshot.exists()
-    assert not list(layout.partial.iterdir())
+    assert stale.exists()  # the new plan is not complete yet: a partial file may be its resumable download
     assert layout.repo_dir(MINILM).exists() and layout.repo_dir(SIGLIP).exists()
     lock = read_lock(layout)
     assert lock is not None and lock.get(MLX_WHISPER) is None and lock.get(MINILM) is not None
     # what is left is exactly the (smaller) plan, intact
     assert warm.cli("verify", "--deep", **env).returncode == 0
+    assert warm.cli("fetch", **env).returncode == 0  # completes the smaller plan (a new lock)...
+    assert not stale.exists()  # ...and sweeps leftover partial files
     assert warm.cli("doctor", **env).returncode == 0
+
+
+def test_writers_refuse_while_a_downloader_holds_the_volume(warm: Volume) -> None:
+    from filelock import FileLock
+
+    layout = Layout(warm.root)
+    with FileLock(str(layout.fetch_lock)):
+        for args in (("rm", SIGLIP), ("prune",), ("doctor", "--fix")):
+            proc = warm.cli(*args)
+            assert proc.returncode == 6, (args, proc.stderr)
+            assert "still holds" in proc.stderr
+    assert layout.repo_dir(SIGLIP).exists()

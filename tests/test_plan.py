@@ -442,7 +442,7 @@ def test_model_written_as_plain_table_is_rejected(tmp_path: Path) -> None:
 def test_same_repo_in_mlx_and_manifest_is_rejected(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, '[[model]]\nrepo = "mlx-community/a@v2"\nmlx = true\n')
     err = plan_error({"MODELCACHE_MANIFEST": str(path), "MODELCACHE_MLX": "mlx-community/a"})
-    assert "mlx-community/a" in err.message and "same place" in err.message
+    assert "mlx-community/a" in err.message and "both land in" in err.message
 
 
 def test_same_repo_twice_in_manifest_is_rejected(tmp_path: Path) -> None:
@@ -466,7 +466,7 @@ def test_same_file_path_twice_is_rejected(tmp_path: Path) -> None:
     )
     path = write_manifest(tmp_path, text)
     err = plan_error({"MODELCACHE_MANIFEST": str(path)})
-    assert "same place" in err.message
+    assert "both land in" in err.message
 
 
 def test_artifact_describe() -> None:

@@ -126,10 +126,8 @@ def test_broken_symlink_is_relinked_without_any_download(warm: Volume, models: M
     pointer.unlink()
     os.symlink("../../blobs/0000000000000000000000000000000000000000", pointer)
     code, doc = doctor_json(warm)
-    assert {(f["kind"], f["path"]) for f in doc["findings"]} == {
-        ("broken-symlink", rel),
-        ("orphan-blob", Layout(warm.root).rel(blob)),
-    }
+    # the blob is still in the lock: not an orphan, so `doctor --fix` would not delete it
+    assert {(f["kind"], f["path"]) for f in doc["findings"]} == {("broken-symlink", rel)}
     models.mirror.reset_log()
     assert not warm.fetch().warm
     assert transferred(models) == set()  # the blob was still there: relinked, not re-downloaded
@@ -177,6 +175,16 @@ def test_doctor_fix_repairs_only_what_it_found(warm: Volume, models: MirrorModel
     code, report = verify_json(warm)  # what was deleted is now simply missing...
     assert code == EXIT_VERIFY and [(p["issue"], p["path"]) for p in report["problems"]] == [("missing", rel)]
     assert_repaired_only(warm, models, before, rel)  # ...and fetch brings it back
+
+
+def test_a_directory_where_the_checkpoint_belongs_is_replaced(warm: Volume, models: MirrorModels) -> None:
+    checkpoint = Layout(warm.root).whisper / "tiny.en.pt"
+    checkpoint.unlink()
+    (checkpoint / "junk").mkdir(parents=True)
+    code, doc = doctor_json(warm)
+    assert ("size-mismatch", "whisper/tiny.en.pt") in {(f["kind"], f["path"]) for f in doc["findings"]}
+    warm.fetch()
+    assert checkpoint.is_file() and checkpoint.read_bytes() == models.whisper_bytes
 
 
 def test_config_drift_is_a_verification_failure(warm: Volume) -> None:

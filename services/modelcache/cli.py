@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,15 +46,27 @@ def fetch(
     from modelcache.fetch import run_fetch
     from modelcache.progress import make_reporter
 
+    from modelcache.fetch.policy import Cancelled
+
     settings = Settings.from_env()
-    run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
+    try:
+        run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
+    except (KeyboardInterrupt, Cancelled):
+        print("modelcache: interrupted; partial files are kept and a re-run resumes them", file=sys.stderr)
+        raise typer.Exit(130) from None
 
 
 @app.command("plan")
 def plan_cmd(as_json: JsonOpt = False) -> None:
     """Show what the configuration asks for and what the volume's lock holds of it (offline)."""
+    from modelcache.lock import read_lock
+
     _settings, layout, plan = _context()
-    lock = _safe_lock(layout)
+    try:
+        lock = read_lock(layout)
+    except VerificationError as exc:
+        print(f"warning: {exc.message}; showing every artifact as to fetch", file=sys.stderr)
+        lock = None
     locked = {a.spec: a for a in lock.artifacts} if lock else {}
     rows = []
     for a in plan.artifacts:
@@ -85,13 +98,13 @@ def plan_cmd(as_json: JsonOpt = False) -> None:
         print(f"  {r['role']:15} {r['kind']:8} {r['source']}{rev}  -> {r['dest']}  [{r['status']}, {size}]")
 
 
-def _safe_lock(layout: Layout):
-    from modelcache.lock import read_lock
+def _writer(layout: Layout):
+    """Hold the volume lock while changing the volume (fails at once if a downloader runs)."""
+    from modelcache.progress import PlainReporter
+    from modelcache.volumelock import VolumeLock
 
-    try:
-        return read_lock(layout)
-    except VerificationError:
-        return None
+    layout.state.mkdir(parents=True, exist_ok=True)
+    return VolumeLock(layout, 0, PlainReporter())
 
 
 @app.command("verify")
@@ -120,9 +133,14 @@ def verify_cmd(
 @app.command("ls")
 def ls_cmd(as_json: JsonOpt = False) -> None:
     """List the artifacts in the volume's lock."""
+    from modelcache.lock import read_lock
+
     _settings, layout, _plan = _context()
-    lock = _safe_lock(layout)
-    artifacts = lock.artifacts if lock else ()
+    lock = read_lock(layout)  # a damaged lock is an error (exit 4) here
+    if lock is None:
+        print(f"no lock in {layout.root}: run `modelcache fetch`", file=sys.stderr)
+        raise typer.Exit(EXIT_VERIFY)
+    artifacts = lock.artifacts
     if as_json:
         _print_json(
             [
@@ -140,9 +158,6 @@ def ls_cmd(as_json: JsonOpt = False) -> None:
             ]
         )
         return
-    if lock is None:
-        print(f"no lock in {layout.root}: run `modelcache fetch`")
-        raise typer.Exit(EXIT_VERIFY)
     for a in artifacts:
         pin = f"@{a.commit[:12]}" if a.commit else ""
         print(f"{a.name:45} {a.kind:8} {len(a.files):4} file(s) {human_bytes(a.size):>10}  {a.source}{pin}")
@@ -156,9 +171,19 @@ def doctor(
     """Find LFS pointer files, leftovers, orphan blobs, broken links, size mismatches, unknown files."""
     from modelcache import doctor as doc
 
+    from modelcache.lock import read_lock
+
     _settings, layout, _plan = _context()
-    findings = doc.diagnose(layout, _safe_lock(layout))
-    repaired = doc.fix(layout, findings) if fix else []
+    damaged = None
+    try:
+        lock = read_lock(layout)
+    except VerificationError as exc:
+        lock, damaged = None, exc.message
+    findings = doc.diagnose(layout, lock, damaged_lock=damaged)
+    repaired = []
+    if fix:
+        with _writer(layout):
+            repaired = doc.fix(layout, findings)
     if as_json:
         _print_json({"findings": doc.to_dicts(findings), "repaired": doc.to_dicts(repaired)})
     else:
@@ -180,7 +205,8 @@ def rm_cmd(
     from modelcache.manage import remove
 
     _settings, layout, plan = _context()
-    removed = remove(layout, plan, name, dry_run=dry_run)
+    with _writer(layout):
+        removed = remove(layout, plan, name, dry_run=dry_run)
     _print_removals(removed, dry_run)
 
 
@@ -192,7 +218,9 @@ def prune(
     from modelcache.manage import prune as do_prune
 
     _settings, layout, plan = _context()
-    _print_removals(do_prune(layout, plan, dry_run=dry_run), dry_run)
+    with _writer(layout):
+        removed = do_prune(layout, plan, dry_run=dry_run)
+    _print_removals(removed, dry_run)
 
 
 def _print_removals(removed, dry_run: bool) -> None:
@@ -235,13 +263,20 @@ def serve() -> None:
     run_service()
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    from modelcache.fetch.policy import Cancelled
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`: stop transfers, keep partial files
     try:
         app()
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("modelcache: interrupted; a re-run resumes where this one stopped", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # a bug: say so plainly

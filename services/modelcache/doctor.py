@@ -9,12 +9,14 @@ is what `modelcache fetch` then brings back, verified.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from modelcache.layout import Layout
-from modelcache.lock import Lock, read_lock
+from modelcache.lock import Lock
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 POINTER_MAX = 1024
@@ -31,10 +33,12 @@ class Finding:
         return f"{self.kind:15} {self.path}: {self.detail}"
 
 
-def diagnose(layout: Layout, lock: Lock | None = None) -> list[Finding]:
-    lock = lock if lock is not None else read_lock(layout)
+def diagnose(layout: Layout, lock: Lock | None, *, damaged_lock: str | None = None) -> list[Finding]:
+    """Everything wrong in the volume; ``lock`` as read by the caller (None: absent or damaged)."""
     findings: list[Finding] = []
-    if lock is None:
+    if damaged_lock:
+        findings.append(Finding("damaged-lock", layout.rel(layout.lock_file), damaged_lock, False))
+    elif lock is None:
         findings.append(Finding("no-lock", layout.rel(layout.lock_file), "no lock: run `modelcache fetch`", False))
     findings += _temporaries(layout)
     findings += _pointer_files(layout)
@@ -42,7 +46,9 @@ def diagnose(layout: Layout, lock: Lock | None = None) -> list[Finding]:
     if lock is not None:
         findings += _size_mismatches(layout, lock)
         findings += _unknown_files(layout, lock)
-    findings += _orphan_blobs(layout, {Path(f.path) for f in findings if f.kind == "unknown-file"})
+    locked_blobs = {f.blob for f in lock.files if f.blob} if lock is not None else set()
+    dropped = {Path(f.path) for f in findings if f.kind == "unknown-file"}
+    findings += [f for f in _orphan_blobs(layout, dropped) if f.path not in locked_blobs]
     return findings
 
 
@@ -54,11 +60,17 @@ def fix(layout: Layout, findings: list[Finding]) -> list[Finding]:
             continue
         path = layout.abs(finding.path)
         if finding.kind == "size-mismatch":
-            target = path.resolve() if path.is_symlink() else path
-            target.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+            _remove(path.resolve() if path.is_symlink() else path)
+        _remove(path)
         repaired.append(finding)
     return repaired
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def to_dicts(findings: list[Finding]) -> list[dict]:
@@ -120,10 +132,12 @@ def _size_mismatches(layout: Layout, lock: Lock) -> list[Finding]:
     for entry in lock.files:
         path = layout.abs(entry.path)
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError:
             continue  # missing: `verify` reports it, `fetch` brings it back
-        if size != entry.size:
+        if not stat.S_ISREG(st.st_mode):
+            found.append(Finding("size-mismatch", entry.path, "not a regular file"))
+        elif (size := st.st_size) != entry.size:
             found.append(Finding("size-mismatch", entry.path, f"{size} bytes, the lock says {entry.size}"))
     return found
 

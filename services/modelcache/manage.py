@@ -38,7 +38,7 @@ def _delete(layout: Layout, path: Path, dry_run: bool) -> Removal:
 def remove(layout: Layout, plan: Plan, name: str, *, dry_run: bool = False) -> list[Removal]:
     """Delete one artifact (by name, repo id or URL) and drop it from the lock."""
     lock = read_lock(layout)
-    held = lock.get(name) if lock else None
+    held = next((a for a in lock.artifacts if name in (a.name, a.source)), None) if lock else None
     planned = plan.get(name)
     dest = held.dest if held else planned.dest if planned else None
     if dest is None:
@@ -80,7 +80,8 @@ def prune(layout: Layout, plan: Plan, *, dry_run: bool = False) -> list[Removal]
         for path in sorted(root.rglob("*")) if root.is_dir() else []:
             if (path.is_file() or path.is_symlink()) and layout.rel(path) not in wanted_dests:
                 removals.append(_delete(layout, path, dry_run))
-    if layout.partial.is_dir():
+    complete = lock is not None and lock.plan_digest == plan.digest
+    if layout.partial.is_dir() and complete:  # otherwise they are resumable downloads of the plan
         for part in sorted(layout.partial.iterdir()):
             removals.append(_delete(layout, part, dry_run))
     if not dry_run:

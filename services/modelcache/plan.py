@@ -156,6 +156,12 @@ def _whisper_artifact(settings: Settings, layout: Layout) -> Artifact:
     url = f"{WHISPER_BASE_URL}/{sha256}/{filename}"
     if settings.whisper_url:
         url = settings.whisper_url
+        given = PurePosixPath(urlparse(url).path).name
+        if given.endswith(".pt") and given != filename:
+            raise ConfigError(
+                f"MODELCACHE_WHISPER_URL points at {given!r} but MODELCACHE_WHISPER={name!r} expects {filename!r}",
+                remedy="make MODELCACHE_WHISPER name the checkpoint the URL serves, or fix the URL",
+            )
         sha256 = settings.whisper_sha256 or _sha_in_url(url) or ""
         if not sha256:
             raise ConfigError(
@@ -217,8 +223,8 @@ def _check_unique(items: list[Artifact]) -> None:
         other = seen.get(item.dest)
         if other is not None:
             raise ConfigError(
-                f"{item.describe()} ({item.role}) and {other.describe()} ({other.role}) land in the same place",
-                remedy="list each repo or file once (one revision per repo)",
+                f"{item.describe()} ({item.role}) and {other.describe()} ({other.role}) both land in {item.dest}",
+                remedy="list each repo once (one revision per repo) and give each file its own path",
             )
         seen[item.dest] = item
 
@@ -261,9 +267,9 @@ def load_manifest(path: Path, layout: Layout) -> list[Artifact]:
         if not isinstance(entries, list):
             raise ConfigError(f"{path}:{_key_line(lines, section)}: '{section}' must be written as [[{section}]] tables")
         header = re.compile(rf"^\s*\[\[\s*{section}\s*\]\]")
-        starts = [i + 1 for i, line in enumerate(lines) if header.match(line)]
+        starts = [i + 1 for i, line in enumerate(lines) if header.match(line)] or [_key_line(lines, section)]
         for index, entry in enumerate(entries):
-            line = starts[index] if index < len(starts) else "?"
+            line = starts[index] if index < len(starts) else starts[-1]
             items.append(parse(entry, f"{path}:{line} [[{section}]] #{index + 1}", layout))
     return items
 

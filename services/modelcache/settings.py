@@ -22,7 +22,7 @@ WHISPER_NAMES = (
     "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo",
 )  # fmt: skip
 ASR_ENGINES = ("openai-whisper", "faster-whisper")
-FACE_MODELS = ("yunet", "none")
+FACE_MODELS = ("yunet",)
 VERIFY_MODES = ("fast", "deep")
 TRANSFER_MODES = ("auto", "client")
 DEVICES = ("auto", "cpu", "cuda")
@@ -126,6 +126,9 @@ class Settings:
         if whisper_url is not None and not whisper_url.startswith(("http://", "https://")):
             raise ConfigError(f"MODELCACHE_WHISPER_URL: {whisper_url!r} is not an http(s) URL")
         manifest = get.text("MODELCACHE_MANIFEST", None)
+        endpoint = (get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL", remedy="e.g. https://huggingface.co")
         return cls(
             models_dir=Path(get.text("MODELCACHE_DIR", "/models") or "/models"),
             whisper=whisper,
@@ -137,7 +140,7 @@ class Settings:
             face=get.choice("MODELCACHE_FACE", "yunet", FACE_MODELS, allow_none=True),
             mlx=get.repo_list("MODELCACHE_MLX"),
             manifest=Path(manifest) if manifest else None,
-            hf_endpoint=(get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/"),
+            hf_endpoint=endpoint,
             hf_token_file=Path(get.text("MODELCACHE_HF_TOKEN_FILE", "/run/secrets/hf_token") or ""),
             verify=get.choice("MODELCACHE_VERIFY", "fast", VERIFY_MODES),
             workers=int(get.number("MODELCACHE_WORKERS", 4, minimum=1, maximum=64, integer=True)),
@@ -159,13 +162,15 @@ class Settings:
         )
 
     def hf_token(self) -> str | None:
-        """The Hub token from the secret file (never baked into an image), if any."""
+        """The Hub token: the secret file first (never baked into an image), else HF_TOKEN."""
         path = self.hf_token_file
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: {path} is not a file")
         try:
             token = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
         except OSError as exc:
-            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from exc
-        return token or None
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
+        return token or (self.extra_env.get("HF_TOKEN") or "").strip() or None
 
     def api_key(self) -> str | None:
         """The bearer key clients must send (from a secret file); None: no auth."""

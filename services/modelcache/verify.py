@@ -74,7 +74,9 @@ def wanted_artifacts(plan: Plan, lock: Lock) -> tuple[list[LockedArtifact], list
                     "drift",
                     artifact.dest,
                     expected=f"{artifact.describe()} as configured",
-                    found=f"{held.source}@{held.revision} with other settings" if held else "not in the lock",
+                    found=f"{held.source}{'@' + held.revision if held.revision else ''} with other settings"
+                    if held
+                    else "not in the lock",
                     artifact=artifact.name,
                 )
             )

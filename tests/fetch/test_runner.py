@@ -345,3 +345,49 @@ def test_unreachable_endpoint_is_a_network_error(volume: Volume) -> None:
     proc = volume.cli("fetch", HF_ENDPOINT="http://127.0.0.1:9", MODELCACHE_RETRIES="1", timeout=60)
     assert proc.returncode == EXIT_NETWORK, proc.stderr
     assert "HF_ENDPOINT" in proc.stderr
+
+
+def test_sigterm_stops_a_fetch_at_once_and_keeps_the_partial_file(volume: Volume, models: MirrorModels) -> None:
+    sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
+    part = Layout(volume.root).partial / f"{sha}.part"
+    models.mirror.throttle_bps = 10_000_000
+    proc = volume.popen("fetch")
+    _wait_for(lambda: part.exists() and part.stat().st_size > 5_000_000, 30)
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - stopped < 5
+    assert proc.returncode == 130 and "interrupted" in err
+    assert part.exists() and read_lock(Layout(volume.root)) is None
+    served = models.mirror.bytes_served(MINILM_WEIGHTS)
+    assert served < 0.9 * (fixtures.minilm_dir() / "model.safetensors").stat().st_size
+
+
+def test_client_errors_are_not_retried(volume: Volume, models: MirrorModels) -> None:
+    models.mirror.inject(MINILM_WEIGHTS, "status", count=-1, status=400)
+    with pytest.raises(NetworkError) as info:
+        volume.fetch(MODELCACHE_RETRIES="5")
+    assert "HTTP 400" in info.value.render()
+    gets = [r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS)]
+    assert len(gets) == 1
+
+
+def test_offline_mode_is_refused_when_the_volume_needs_the_network(volume: Volume) -> None:
+    proc = volume.cli("fetch", HF_HUB_OFFLINE="1")
+    assert proc.returncode == EXIT_CONFIG and "HF_HUB_OFFLINE" in proc.stderr
+
+
+def test_offline_mode_is_fine_on_a_complete_volume(warm: Volume) -> None:
+    assert warm.cli("fetch", HF_HUB_OFFLINE="1").returncode == 0
+
+
+def test_hf_token_variable_is_the_fallback_for_every_request(tmp_path: Path, models: MirrorModels) -> None:
+    from tests.support.hfmirror import HFMirror
+
+    with HFMirror(token="hf_env_secret") as private:
+        private.add_repo("acme/private", {"config.json": b"{}\n", "model.safetensors": fixtures.noise(5000, 4)})
+        env = models.env(tmp_path / "models", HF_ENDPOINT=private.url, MODELCACHE_TEXT_EMBEDDING="acme/private",
+                         MODELCACHE_VISION="none", MODELCACHE_FACE="none", MODELCACHE_MLX="",
+                         MODELCACHE_WHISPER="none", HF_TOKEN="hf_env_secret")  # fmt: skip
+        proc = Volume(tmp_path / "models", env).cli("fetch")
+        assert proc.returncode == 0, proc.stderr

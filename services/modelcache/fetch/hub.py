@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +27,15 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import filter_repo_objects
 
 from modelcache.errors import ConfigError, NetworkError
-from modelcache.fetch.transfer import Policy
+from modelcache.fetch.policy import Policy
 from modelcache.layout import Layout, atomic_write_text
 from modelcache.plan import Artifact
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+TOKEN_REMEDY = (
+    "put a Hugging Face token with access to the repo in the secret file named by MODELCACHE_HF_TOKEN_FILE "
+    "(default /run/secrets/hf_token; compose: the hf_token secret)"
+)
 
 
 @dataclass(frozen=True)
@@ -117,14 +120,15 @@ def select_files(artifact: Artifact, files: list[RemoteFile]) -> list[RemoteFile
 def _with_retries(call, *, what: str, policy: Policy):
     last = ""
     for attempt in range(policy.retries + 1):
+        policy.check_cancelled()
         if attempt:
-            time.sleep(policy.backoff(attempt - 1))
+            policy.sleep(policy.backoff(attempt - 1))
         try:
             return call()
         except GatedRepoError:
             raise ConfigError(
                 f"{what}: the repo is gated",
-                remedy="accept its licence on the Hub and give a token through MODELCACHE_HF_TOKEN_FILE",
+                remedy="accept its licence on the Hub; " + TOKEN_REMEDY,
             ) from None
         except RepositoryNotFoundError:
             raise ConfigError(
@@ -138,12 +142,14 @@ def _with_retries(call, *, what: str, policy: Policy):
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in (401, 403):
-                raise ConfigError(f"{what}: HTTP {status}, not authorised", remedy="check the token file") from None
+                raise ConfigError(f"{what}: HTTP {status}, not authorised", remedy=TOKEN_REMEDY) from None
+            if status is not None and 400 <= status < 500 and status not in (408, 425, 429):
+                raise NetworkError(f"{what}: HTTP {status}: {exc}") from None
             last = f"HTTP {status}"
         except (httpx2.HTTPError, OSError) as exc:
             last = f"{exc.__class__.__name__}: {exc}"
     raise NetworkError(
-        f"{what}: cannot reach the Hub after {policy.retries + 1} attempts ({last})",
+        f"{what}: cannot reach the Hub ({policy.retries + 1} attempt(s), last: {last})",
         remedy="check HF_ENDPOINT and the network; a re-run resumes where this one stopped",
     )
 

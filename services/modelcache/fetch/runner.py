@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -14,13 +14,14 @@ from pathlib import Path
 from modelcache.errors import (
     ConfigError,
     DiskFullError,
-    LockTimeoutError,
     ModelcacheError,
     NetworkError,
     VerificationError,
 )
 from modelcache.fetch.jobs import ArtifactState, Job
+from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.layout import Layout
+from modelcache.volumelock import VolumeLock
 from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
 from modelcache.plan import Plan, build_plan
 from modelcache.progress import PlainReporter, Reporter, human_bytes
@@ -56,11 +57,11 @@ def run_fetch(
     deep = deep or settings.verify == "deep"
     if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
         if leftovers(layout):  # only with the lock held: a running downloader owns its partial files
-            with _volume_lock(layout, 0, reporter, quiet=True) as held:
+            with VolumeLock(layout, 0, reporter, quiet=True) as held:
                 if held:
                     _sweep(layout, reporter)
         return _warm_result(lock, started, reporter)
-    with _volume_lock(layout, settings.lock_timeout, reporter):
+    with VolumeLock(layout, settings.lock_timeout, reporter):
         if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
             _sweep(layout, reporter)
             return _warm_result(lock, started, reporter)
@@ -118,56 +119,19 @@ def _ensure_writable(layout: Layout) -> None:
         )
 
 
-class _volume_lock:
-    """Cross-process lock on the volume: a second downloader waits, and says so.
-
-    ``quiet``: only try once; the context value says whether the lock was taken.
-    """
-
-    def __init__(self, layout: Layout, timeout: float, reporter: Reporter, *, quiet: bool = False) -> None:
-        from filelock import FileLock
-
-        self.layout, self.timeout, self.reporter, self.quiet = layout, timeout, reporter, quiet
-        self.lock = FileLock(str(layout.fetch_lock))
-        self.owner = layout.state / "fetch.owner"
-
-    def __enter__(self) -> bool:
-        from filelock import Timeout
-
-        try:
-            self.lock.acquire(timeout=0)
-        except Timeout:
-            if self.quiet:
-                return False
-            holder = self.owner.read_text().strip() if self.owner.exists() else "unknown"
-            self.reporter.note(
-                f"another downloader is filling this volume ({holder}); waiting up to {self.timeout:g}s for it"
-            )
-            try:
-                self.lock.acquire(timeout=self.timeout)
-            except Timeout:
-                raise LockTimeoutError(
-                    f"another downloader ({holder}) still holds {self.layout.fetch_lock} after {self.timeout:g}s",
-                    remedy="wait for it to finish, or stop it; raise MODELCACHE_LOCK_TIMEOUT to wait longer",
-                ) from None
-        self.owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.lock.is_locked:
-            self.owner.unlink(missing_ok=True)
-            self.lock.release()
-
-
 def _fetch_locked(
     settings: Settings, layout: Layout, plan: Plan, *, refresh: bool, deep: bool, reporter: Reporter, started: float
 ) -> FetchResult:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(
+            "HF_HUB_OFFLINE is set but the volume is incomplete and the downloader needs the network",
+            remedy="unset HF_HUB_OFFLINE for the downloader (only the service runs offline)",
+        )
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_XET_CACHE", str(layout.xet_cache))
     import httpx2
 
     from modelcache.fetch import sources
-    from modelcache.fetch.transfer import Policy
 
     policy = Policy(
         retries=settings.retries,
@@ -188,7 +152,7 @@ def _fetch_locked(
             states.append(state)
             jobs += [(state, job) for job in planned]
         _check_disk(layout, [job for _, job in jobs])
-        transferred = _run_jobs(jobs, settings.workers, reporter)
+        transferred = _run_jobs(jobs, settings.workers, reporter, policy.cancel)
     artifacts = tuple(
         LockedArtifact(
             name=s.artifact.name,
@@ -237,12 +201,15 @@ def _check_disk(layout: Layout, jobs: list[Job]) -> None:
     free = shutil.disk_usage(layout.root).free
     if need + DISK_MARGIN > free:
         raise DiskFullError(
-            f"{layout.root} has {human_bytes(free)} free but the plan needs {human_bytes(need)} more",
+            f"{layout.root} has {human_bytes(free)} free but the plan needs {human_bytes(need)} more "
+            f"(plus a {human_bytes(DISK_MARGIN)} safety margin)",
             remedy="free space or enlarge the volume, or choose smaller models; nothing was downloaded",
         )
 
 
-def _run_jobs(jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Reporter) -> int:
+def _run_jobs(
+    jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Reporter, cancel: threading.Event
+) -> int:
     if not jobs:
         return 0
     failures: list[tuple[str, BaseException]] = []
@@ -255,15 +222,22 @@ def _run_jobs(jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Rep
         reporter.finish(task, transferred=got, note="resumed" if got < entry.size else "")
         return got
 
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-            futures = {pool.submit(one, state, job): job for state, job in jobs}
-            for future in as_completed(futures):
-                try:
-                    transferred += future.result()
-                except Exception as exc:  # collected and reported together below
-                    failures.append((futures[future].label, exc))
+        futures = {pool.submit(one, state, job): job for state, job in jobs}
+        for future in as_completed(futures):
+            try:
+                transferred += future.result()
+            except Cancelled:
+                pass
+            except Exception as exc:  # collected and reported together below
+                failures.append((futures[future].label, exc))
+    except BaseException:  # Ctrl-C / SIGTERM: stop every transfer now, keep the partial files
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
+        pool.shutdown(wait=True)
         reporter.close()
     if failures:
         raise _combine(failures)
@@ -280,7 +254,7 @@ def _combine(failures: list[tuple[str, BaseException]]) -> ModelcacheError:
     else:
         label, exc = failures[0]
         raise exc
-    details = [f"{label}: {getattr(exc, 'message', None) or exc}" for label, exc in failures]
+    details = [getattr(exc, "message", None) or f"{label}: {exc}" for label, exc in failures]
     return type(first)(
         f"{len(failures)} file(s) could not be fetched; the lock was not written",
         remedy=first.remedy,

@@ -7,6 +7,7 @@ re-hashed in deep mode); a whisper/URL file is checked against its pinned sha256
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import httpx2
 from modelcache.errors import VerificationError
 from modelcache.fetch import hub
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
-from modelcache.fetch.transfer import Expected, Policy, download, publish
+from modelcache.fetch.policy import Policy
+from modelcache.fetch.transfer import Expected, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
 from modelcache.lock import Lock, LockedFile
@@ -128,10 +130,11 @@ def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile) ->
 
 
 def _discard(path: Path) -> None:
-    try:
+    """Remove whatever occupies a path we own (a wrong file, a stray directory)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
         path.unlink(missing_ok=True)
-    except IsADirectoryError:
-        pass
 
 
 # --- whisper checkpoints and plain URLs -----------------------------------------------------
@@ -152,6 +155,8 @@ def plan_url(ctx: Context, artifact: Artifact) -> tuple[ArtifactState, list[Job]
             state.entries.append(LockedFile(artifact.dest, size, artifact.sha256))
             return state, []
         _discard(final)
+    elif final.exists() or final.is_symlink():
+        _discard(final)  # a directory or a link where the checkpoint belongs
     part = layout.partial / f"{artifact.sha256}.part"
     size = _remote_size(ctx, artifact.source)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,27 +18,11 @@ from pathlib import Path
 import httpx2
 
 from modelcache.errors import ConfigError, DiskFullError, NetworkError
+from modelcache.fetch.policy import Policy
 from modelcache.hashing import Hasher, hash_file
 
 CHUNK = 1024 * 1024
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
-
-
-@dataclass(frozen=True)
-class Policy:
-    retries: int = 5
-    stall_timeout: float = 60.0
-    deadline: float = float("inf")  # time.monotonic() value after which we give up
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-
-    def backoff(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after and retry_after.isdigit():
-            wait = float(retry_after)
-        else:
-            wait = min(self.backoff_max, self.backoff_base * 2**attempt)
-            wait *= 0.5 + random.random() / 2  # jitter
-        return max(0.0, min(wait, self.deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)
@@ -83,14 +66,17 @@ def download(
     part.parent.mkdir(parents=True, exist_ok=True)
     transferred = 0
     last_error = "no attempt made"
+    retry_after: str | None = None
     for attempt in range(policy.retries + 1):
+        policy.check_cancelled()
         if time.monotonic() >= policy.deadline:
             raise NetworkError(
                 f"{label}: gave up, the fetch time limit was reached ({last_error})",
                 remedy="raise MODELCACHE_FETCH_TIMEOUT or check the network; re-running resumes",
             )
         if attempt:
-            time.sleep(policy.backoff(attempt - 1, _retry_after(last_error)))
+            policy.sleep(policy.backoff(attempt - 1, retry_after))
+            retry_after = None
         try:
             offset = part.stat().st_size if part.exists() else 0
             if expected.size is not None and offset > expected.size:
@@ -113,7 +99,7 @@ def download(
             return Result(hashes.sha256, size, transferred)
         except _Retry as exc:
             transferred += exc.transferred
-            last_error = exc.reason
+            last_error, retry_after = exc.reason, exc.retry_after
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             last_error = f"{exc.__class__.__name__}: {exc or 'no detail'}"
         except OSError as exc:
@@ -130,15 +116,11 @@ def download(
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, transferred: int = 0) -> None:
+    def __init__(self, reason: str, transferred: int = 0, retry_after: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transferred = transferred
-
-
-def _retry_after(reason: str) -> str | None:
-    marker = "retry-after="
-    return reason.split(marker, 1)[1] if marker in reason else None
+        self.retry_after = retry_after
 
 
 def _stream(
@@ -166,7 +148,7 @@ def _stream(
             part.unlink(missing_ok=True)
             raise _Retry("server refused the range; restarting the file")
         if status in RETRY_STATUSES:
-            raise _Retry(f"HTTP {status} retry-after={response.headers.get('retry-after', '')}")
+            raise _Retry(f"HTTP {status}", retry_after=response.headers.get("retry-after"))
         if status in (401, 403):
             raise ConfigError(
                 f"HTTP {status} for {url}: not authorised",
@@ -175,8 +157,8 @@ def _stream(
             )
         if status == 404:
             raise NetworkError(f"HTTP 404 for {url}: the file does not exist there")
-        if status >= 400:
-            raise _Retry(f"HTTP {status}")
+        if status >= 400:  # other client errors do not get better by asking again
+            raise NetworkError(f"HTTP {status} for {url}", remedy="check the URL / repo and its access rights")
         mode = "ab"
         if offset and status == 200:  # the server ignored our Range: start over
             offset, hashes, mode = 0, _new_hasher(expected), "wb"
@@ -193,6 +175,7 @@ def _stream(
                         progress(len(chunk))
                     if time.monotonic() >= policy.deadline:
                         raise _Retry("fetch time limit reached mid-file", got)
+                    policy.check_cancelled()
             except httpx2.ReadTimeout:
                 raise _Retry(f"stalled: no byte for {policy.stall_timeout:g}s", got) from None
             except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:

@@ -13,7 +13,7 @@ from modelcache.errors import VerificationError
 from modelcache.lock import LockedArtifact
 from modelcache.plan import Artifact
 from modelcache.service.engines.base import LoadSpec
-from modelcache.service.startup import REMEDY, Gate
+from modelcache.service.startup import LOAD_REMEDY, Gate
 
 TASKS = {
     "asr": "speech-to-text",
@@ -114,7 +114,7 @@ def load_spec(gate: Gate, entry: ModelEntry, device: str) -> LoadSpec:
     layout, locked = gate.layout, entry.locked
     if entry.artifact.is_repo:
         path = layout.snapshot(locked.source, locked.commit or "")
-        if entry.task == "face":
+        if entry.artifact.role == "face":
             path = layout.abs(locked.files[0].path)
     else:
         path = layout.abs(locked.files[0].path)
@@ -169,6 +169,6 @@ def load_all(gate: Gate, log=print) -> Registry:
         raise ModelLoadError(
             f"{len(failures)} model(s) failed to load; the service does not start without every model",
             details=failures,
-            remedy="re-fetch with a deep check: `docker compose run --rm model-downloader fetch --deep`; " + REMEDY,
+            remedy=LOAD_REMEDY,
         )
     return Registry(entries, device)

@@ -21,10 +21,14 @@ from modelcache.plan import Plan, build_plan
 from modelcache.settings import Settings
 from modelcache.verify import Report, verify
 
+RESET = "or reset only the models volume (`scripts/reset-models-volume --yes`) and run `docker compose up --wait`"
 REMEDY = (
-    "fill the volume with the downloader using the same .env: `docker compose run --rm model-downloader` "
-    "(outside Docker: `modelcache fetch`); if files are damaged, add `--deep`, or reset the models volume "
-    "(`scripts/reset-models-volume --yes`) and run `docker compose up --wait` again"
+    "run the downloader with the same .env: `docker compose run --rm model-downloader` "
+    "(outside Docker: `modelcache fetch`); for damaged files `... model-downloader fetch --deep`; " + RESET
+)
+LOAD_REMEDY = (
+    "the files match the lock but a library could not load them: check them with "
+    "`docker compose run --rm model-downloader verify --deep`, re-fetch with `... fetch --deep`; " + RESET
 )
 
 

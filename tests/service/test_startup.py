@@ -1,0 +1,108 @@
+"""The fail-fast gate: every damaged-volume case stops the service before it listens,
+with exit code 4, every problem named, and the remedy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from modelcache.errors import EXIT_VERIFY
+from modelcache.layout import Layout
+from modelcache.lock import read_lock
+from tests.conftest import _cli_env
+from tests.service.conftest import run_serve
+from tests.support.fixtures import MINILM, SIGLIP
+
+
+def blob_of(root: Path, repo: str, name: str) -> tuple[Path, str]:
+    layout = Layout(root)
+    lock = read_lock(layout)
+    entry = next(f for f in lock.get(repo).files if f.path.endswith("/" + name))
+    return layout.abs(entry.path).resolve(), entry.path
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == EXIT_VERIFY, proc.stderr
+    assert "cannot start" in proc.stderr and "remedy:" in proc.stderr
+    assert "docker compose run --rm model-downloader" in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+    assert "listening on" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_file(damaged) -> None:
+    root, env = damaged
+    blob, rel = blob_of(root, MINILM, "model.safetensors")
+    blob.unlink()
+    assert_refused(run_serve(env), rel, "missing")
+
+
+def test_every_problem_is_named_in_one_message(damaged) -> None:
+    root, env = damaged
+    blob, rel = blob_of(root, MINILM, "model.safetensors")
+    blob.unlink()
+    (root / "whisper" / "tiny.en.pt").unlink()
+    tokenizer, tok_rel = blob_of(root, MINILM, "tokenizer.json")
+    os.truncate(tokenizer, 10)
+    assert_refused(run_serve(env), rel, "whisper/tiny.en.pt", tok_rel, "3 problem(s)")
+
+
+def test_truncated_file(damaged) -> None:
+    root, env = damaged
+    blob, rel = blob_of(root, SIGLIP, "model.safetensors")
+    os.truncate(blob, blob.stat().st_size - 1)
+    assert_refused(run_serve(env), rel, "size")
+
+
+def test_wrong_sha256_in_deep_mode(damaged) -> None:
+    root, env = damaged
+    blob, rel = blob_of(root, MINILM, "model.safetensors")
+    with open(blob, "r+b") as fh:
+        fh.seek(1_000_000)
+        fh.write(b"\x00\x01\x02\x03")
+    assert_refused(run_serve({**env, "MODELCACHE_VERIFY": "deep"}), rel, "sha256", "deep check")
+
+
+def test_no_lock(damaged) -> None:
+    root, env = damaged
+    Layout(root).lock_file.unlink()
+    assert_refused(run_serve(env), "no-lock", ".modelcache/lock.json")
+
+
+def test_empty_volume(tmp_path: Path, damaged) -> None:
+    _root, env = damaged
+    assert_refused(run_serve({**env, "MODELCACHE_DIR": str(tmp_path / "empty")}), "no-lock")
+
+
+def test_config_drift(damaged) -> None:
+    _root, env = damaged
+    assert_refused(run_serve({**env, "MODELCACHE_VISION": "google/siglip-so400m-patch14-384"}), "drift",
+                   "google/siglip-so400m-patch14-384")  # fmt: skip
+
+
+def test_corrupt_weights_that_fail_to_load(damaged) -> None:
+    """Same size, so the fast check passes: the load itself must stop startup."""
+    root, env = damaged
+    blob, rel = blob_of(root, MINILM, "model.safetensors")
+    size = blob.stat().st_size
+    blob.write_bytes(b"\xff" * size)
+    proc = run_serve(env)
+    assert_refused(proc, "failed to load", MINILM, "verify --deep")
+    assert "models--sentence-transformers--all-MiniLM-L6-v2/snapshots/" in proc.stderr
+
+
+def test_the_gate_imports_no_heavy_library(damaged) -> None:
+    root, env = damaged
+    blob_of(root, MINILM, "model.safetensors")[0].unlink()
+    code = (
+        "import sys, json\nfrom modelcache.service.main import serve\n"
+        "try:\n    serve()\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'cv2', 'whisper', 'faster_whisper', 'numpy', "
+        "'huggingface_hub', 'fastapi') if m in sys.modules)\n"
+        "print(json.dumps({'code': code, 'heavy': heavy}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_cli_env(env), capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": EXIT_VERIFY, "heavy": []}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
 from tests.support.fixtures import MirrorModels, fill_mirror
 from tests.support.hfmirror import HFMirror
+from tests.support.whisper_ckpt import speak
 
 ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "The quick brown fox jumps over the lazy dog. Please call me tomorrow morning."
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +102,12 @@ def warm(tmp_path: Path, models: MirrorModels, _warm_template: Path) -> Volume:
     root = tmp_path / "models"
     subprocess.run(["cp", "-a", str(_warm_template), str(root)], check=True)
     return Volume(root, models.env(root))
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
+    """Known English speech (espeak-ng) as 16 kHz WAV bytes, and its text."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("espeak-ng and sox are needed to make test speech (.ci/run installs them)")
+    wav = speak(SENTENCE, tmp_path_factory.mktemp("speech") / "speech.wav")
+    return wav.read_bytes(), SENTENCE

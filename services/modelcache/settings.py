@@ -164,10 +164,10 @@ class Settings:
     def hf_token(self) -> str | None:
         """The Hub token: the secret file first (never baked into an image), else HF_TOKEN."""
         path = self.hf_token_file
-        if path.exists() and not path.is_file():
-            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: {path} is not a file")
+        if path.is_dir():
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: {path} is a directory, not a token file")
         try:
-            token = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+            token = path.read_text(encoding="utf-8").strip() if path.exists() else ""  # /dev/null: no token
         except OSError as exc:
             raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
         return token or (self.extra_env.get("HF_TOKEN") or "").strip() or None

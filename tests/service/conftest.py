@@ -4,7 +4,6 @@ project's own downloader filled from the loopback mirror."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,9 +20,8 @@ from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
 from tests.conftest import ROOT, _cli_env
 from tests.support.fixtures import MirrorModels
-from tests.support.whisper_ckpt import speak
 
-SENTENCE = "The quick brown fox jumps over the lazy dog. Please call me tomorrow morning."
+from tests.conftest import SENTENCE  # noqa: F401  (re-exported for the tests)
 
 
 def free_port() -> int:
@@ -112,15 +110,6 @@ def fw_server(faster_whisper_volume: dict[str, str], tmp_path_factory: pytest.Te
     service = start_service(faster_whisper_volume, tmp_path_factory.mktemp("logs") / "fw-server.log")
     yield service
     service.stop()
-
-
-@pytest.fixture(scope="session")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
-    """Known English speech (espeak-ng) as 16 kHz WAV bytes, and its text."""
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("espeak-ng and sox are needed to make test speech (.ci/run installs them)")
-    wav = speak(SENTENCE, tmp_path_factory.mktemp("speech") / "speech.wav")
-    return wav.read_bytes(), SENTENCE
 
 
 @pytest.fixture

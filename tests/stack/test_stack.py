@@ -1,0 +1,260 @@
+"""Smoke tests of the real Compose stack on a real Docker engine, through testcontainers.
+
+An HF-compatible mirror runs as a container on the compose network, filled with real
+all-MiniLM-L6-v2 weights, Whisper tiny.en (converted to an openai-whisper checkpoint), a
+tiny SigLIP and a YuNet-shaped graph. The tests run in order, as an operator would:
+first up, hardening checks, warm up, `down` keeping the volume, a damaged volume, reset
+and re-download. Without a Docker engine (or the images) they are skipped with the reason,
+unless MODELCACHE_REQUIRE_DOCKER=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import ROOT
+from tests.conftest import SENTENCE
+from tests.service.conftest import free_port
+from tests.support import fixtures, tiny_models
+from tests.support.whisper_ckpt import wer
+
+VERSION = "0.1.0"
+IMAGES = (f"modelcache-downloader:{VERSION}", f"modelcache-service:{VERSION}")
+pytestmark = pytest.mark.docker
+
+
+def _unavailable() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine is running"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "no docker compose v2 plugin"
+    for image in IMAGES:
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+            return f"image {image} is not built (scripts/build-images)"
+    return None
+
+
+def _base_image() -> str:
+    wanted = os.environ.get("BASE_IMAGE")
+    if wanted:
+        return wanted
+    local = "local/python:3.11-bookworm"
+    found = subprocess.run(["docker", "image", "inspect", local], capture_output=True).returncode == 0
+    return local if found else "python:3.11-slim"
+
+
+def _mirror_root(base: Path) -> tuple[Path, str]:
+    """models/<org>/<name>/ and files/ for the mirror container; returns the whisper URL path."""
+    root = base / "mirror"
+    repos = {
+        fixtures.MINILM: fixtures.minilm_dir(),
+        fixtures.SIGLIP: fixtures.siglip_repo(),
+        fixtures.YUNET: fixtures.yunet_repo(),
+    }
+    for repo, content in repos.items():
+        target = root / "models" / repo
+        if isinstance(content, Path):
+            shutil.copytree(content, target)
+        else:
+            tiny_models.write_repo(content, target)
+    checkpoint = fixtures.openai_whisper_tiny_en(base)
+    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    dest = root / "files" / "whisper" / "models" / sha / "tiny.en.pt"
+    dest.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, dest)
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    return root, f"whisper/models/{sha}/tiny.en.pt"
+
+
+@dataclass
+class Stack:
+    compose: object  # testcontainers DockerCompose
+    args: list[str]  # global options for `docker compose`
+    port: int
+    volume: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cmd(self, *args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "compose", *self.args, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, check=check)  # fmt: skip
+
+    def up(self) -> float:
+        started = time.monotonic()
+        self.compose.start()  # `docker compose up --wait`
+        return time.monotonic() - started
+
+    def logs(self, service: str) -> str:
+        out = self.cmd("logs", "--no-color", "--no-log-prefix", service)
+        return out.stdout + out.stderr
+
+    def mirror_gets(self) -> list[str]:
+        return [line for line in self.logs("hf-mirror").splitlines() if line.startswith("GET ")]
+
+    def downloader_exit_code(self) -> int:
+        return self.compose.get_container("model-downloader", include_all=True).ExitCode
+
+    def volume_exists(self) -> bool:
+        return subprocess.run(["docker", "volume", "inspect", self.volume], capture_output=True).returncode == 0
+
+
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("MODELCACHE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"the stack tests are required here but cannot run: {reason}")
+        pytest.skip(f"stack tests skipped: {reason}")
+    from testcontainers.compose import DockerCompose
+
+    base = Path(tempfile.mkdtemp(prefix="mc-stack-"))
+    os.chmod(base, 0o755)
+    mirror_root, whisper_path = _mirror_root(base)
+    name = f"mctest{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env_file = base / "test.env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"COMPOSE_PROJECT_NAME={name}",
+                f"MODELCACHE_VOLUME={name}-models",
+                "COMPOSE_PROFILES=cpu",
+                f"BASE_IMAGE={_base_image()}",
+                f"MIRROR_ROOT={mirror_root}",
+                f"TEST_WHISPER_URL=http://hf-mirror:8080/{whisper_path}",
+                "MODELCACHE_BIND=127.0.0.1",
+                f"MODELCACHE_HOST_PORT={port}",
+                "MODELCACHE_HEALTH_INTERVAL=1s",
+                "MODELCACHE_START_PERIOD=180s",
+                "MODELCACHE_MEM_LIMIT=4g",
+                "",
+            ]
+        )
+    )
+    files = ["docker-compose.yml", "tests/stack/compose.test.yml"]
+    env_files = [".env", str(env_file)]
+    compose = DockerCompose(ROOT, compose_file_name=files, env_file=env_files, pull=False, build=False, wait=True,
+                            keep_volumes=True)  # fmt: skip
+    args = [a for f in files for a in ("-f", f)] + [a for e in env_files for a in ("--env-file", e)]
+    stack = Stack(compose, args, port, f"{name}-models")
+    try:
+        yield stack
+    finally:
+        # removed on purpose, at the very end: containers, network, and this test's volume
+        stack.cmd("--profile", "cpu", "down", "--volumes", "--remove-orphans", timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+        print(f"\nstack timings: {json.dumps({k: round(v, 1) for k, v in TIMES.items()})}")
+
+
+def _transcribe(stack: Stack, speech: bytes) -> str:
+    response = httpx2.post(f"{stack.url}/v1/audio/transcriptions", files={"file": ("s.wav", speech)},
+                           data={"model": "whisper-1"}, timeout=120)  # fmt: skip
+    assert response.status_code == 200, response.text
+    return response.json()["text"]
+
+
+def test_first_up_downloads_then_serves(stack: Stack, speech) -> None:
+    TIMES["first_up_s"] = stack.up()
+    assert stack.downloader_exit_code() == 0
+    assert "lock written" in stack.logs("model-downloader")
+    assert any("model.safetensors" in line for line in stack.mirror_gets())
+    health = httpx2.get(f"{stack.url}/health", timeout=10).json()
+    assert health["status"] == "ok"
+    assert set(health["models_loaded"]) == {"whisper-tiny.en", fixtures.MINILM, fixtures.SIGLIP, "yunet"}
+    embedding = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"}, timeout=60)
+    assert embedding.status_code == 200 and len(embedding.json()["data"][0]["embedding"]) == 384
+    assert wer(SENTENCE, _transcribe(stack, speech[0])) <= 0.3
+
+
+def test_service_container_is_locked_down(stack: Stack) -> None:
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return stack.cmd("exec", "-T", "model-service", "sh", "-c", script)
+
+    assert run("id -u").stdout.strip() == "10001"
+    denied = run("touch /models/x")
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    rootfs = run("touch /opt/venv/x")
+    assert rootfs.returncode != 0 and "Read-only file system" in rootfs.stderr
+    assert run("touch /tmp/x && echo ok").stdout.strip() == "ok"
+    caps = run("grep CapEff /proc/self/status").stdout.split()
+    assert caps[-1] == "0000000000000000"
+    inspect = json.loads(subprocess.run(["docker", "inspect", stack.compose.get_container("model-service").ID],
+                                        capture_output=True, text=True, check=True).stdout)[0]  # fmt: skip
+    bindings = inspect["HostConfig"]["PortBindings"]["8000/tcp"]
+    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]  # published on loopback only
+
+
+def test_second_up_is_warm(stack: Stack) -> None:
+    before = len(stack.mirror_gets())
+    TIMES["warm_up_s"] = stack.up()
+    assert stack.downloader_exit_code() == 0
+    assert "nothing to fetch" in stack.logs("model-downloader")
+    assert len(stack.mirror_gets()) == before  # not one request
+    assert httpx2.get(f"{stack.url}/health/ready", timeout=10).status_code == 200
+
+
+def test_down_keeps_the_models_volume(stack: Stack) -> None:
+    down = stack.cmd("down")  # what an operator types: no -v, so the volume stays
+    assert down.returncode == 0, down.stderr
+    assert stack.volume_exists()
+    TIMES["up_after_down_s"] = stack.up()
+    assert "nothing to fetch" in stack.logs("model-downloader")
+
+
+def test_service_refuses_a_damaged_volume(stack: Stack) -> None:
+    rm = stack.cmd("run", "--rm", "--no-deps", "--entrypoint", "rm", "model-downloader", "/models/whisper/tiny.en.pt")
+    assert rm.returncode == 0, rm.stderr
+    refused = stack.cmd("run", "--rm", "--no-deps", "model-service", timeout=120)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    output = refused.stdout + refused.stderr
+    assert "whisper/tiny.en.pt" in output and "missing" in output and "model-downloader" in output
+    # an empty volume: no lock, named as such
+    empty = f"{stack.volume}-empty"
+    try:
+        run = subprocess.run(["docker", "run", "--rm", "-v", f"{empty}:/models:ro", "--network", "none", IMAGES[1]],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 4 and "no-lock" in run.stderr, run.stderr
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", empty], capture_output=True)
+    # the downloader repairs exactly that file
+    before = len(stack.mirror_gets())
+    TIMES["repair_up_s"] = stack.up()
+    transfers = [line for line in stack.mirror_gets()[before:] if "/api/" not in line]  # not the metadata calls
+    assert len(transfers) == 1 and "tiny.en.pt" in transfers[0], transfers
+
+
+def test_reset_then_up_downloads_everything_again(stack: Stack) -> None:
+    reset = subprocess.run(["scripts/reset-models-volume", "--yes", "--", *stack.args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    assert not stack.volume_exists()
+    assert subprocess.run(["docker", "image", "inspect", IMAGES[1]], capture_output=True).returncode == 0
+    before = len(stack.mirror_gets())
+    TIMES["reset_and_refetch_s"] = stack.up()
+    again = stack.mirror_gets()[before:]
+    assert any("all-MiniLM-L6-v2" in line and "model.safetensors" in line for line in again)
+    assert stack.downloader_exit_code() == 0
+    assert httpx2.get(f"{stack.url}/health/ready", timeout=10).status_code == 200
+    verify = subprocess.run(["scripts/verify-volume", "--", *stack.args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert verify.returncode == 0 and "OK" in verify.stdout, verify.stdout + verify.stderr

@@ -13,7 +13,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.service.conftest import Service, start_service
+from tests.support.service import Service, start_service
 from tests.support import fixtures
 from tests.support.whisper_ckpt import wer
 

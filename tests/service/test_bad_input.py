@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import Service
+from tests.support.service import Service
 from tests.support import fixtures
 
 PNG = io.BytesIO()

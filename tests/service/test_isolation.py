@@ -17,7 +17,7 @@ import httpx2
 import pytest
 
 from tests.conftest import ROOT, _cli_env
-from tests.service.conftest import free_port, start_service
+from tests.support.service import free_port, start_service
 from tests.support import fixtures
 
 NOBODY = "65534"

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import numpy as np
 
-from tests.service.conftest import Service, start_service
+from tests.support.service import Service, start_service
 from tests.support import fixtures
 
 

@@ -13,7 +13,7 @@ from modelcache.errors import EXIT_VERIFY
 from modelcache.layout import Layout
 from modelcache.lock import read_lock
 from tests.conftest import _cli_env
-from tests.service.conftest import run_serve
+from tests.support.service import run_serve
 from tests.support.fixtures import MINILM, SIGLIP
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.conftest import SENTENCE
-from tests.service.conftest import free_port
+from tests.support.service import free_port
 from tests.support import fixtures, tiny_models
 from tests.support.whisper_ckpt import wer
 

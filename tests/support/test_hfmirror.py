@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-import httpx
+import httpx2
 import httpx2  # huggingface_hub's own HTTP stack
 import pytest
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
@@ -125,7 +125,7 @@ def test_get_hf_file_metadata(mirror):
     regular = get_hf_file_metadata(hf_hub_url(REPO, "tokenizer/vocab.txt", endpoint=mirror.url), token=False)
     assert (regular.commit_hash, regular.etag, regular.size) == (mirror.commit, git_blob_id(VOCAB), len(VOCAB))
 
-    head = httpx.head(f"{mirror.url}/{REPO}/resolve/main/model.safetensors")
+    head = httpx2.head(f"{mirror.url}/{REPO}/resolve/main/model.safetensors")
     assert head.status_code == 200
     assert head.headers["ETag"] == head.headers["X-Linked-Etag"] == f'"{SHA256}"'
     assert head.headers["X-Linked-Size"] == head.headers["Content-Length"] == str(len(WEIGHTS))
@@ -190,7 +190,7 @@ def test_several_revisions(mirror, tmp_path):
     assert pathlib.Path(hf_hub_download(REPO, "config.json", revision=mirror.commit, **kw)).read_bytes() == CONFIG
     assert (_storage(cache) / "refs" / "dev").read_text() == dev
     # URL-quoted revisions are accepted.
-    r = httpx.get(f"{mirror.url}/{REPO}/resolve/refs%2Fheads%2Fdev/config.json")
+    r = httpx2.get(f"{mirror.url}/{REPO}/resolve/refs%2Fheads%2Fdev/config.json")
     assert r.status_code == 200 and r.content == new_config
 
 
@@ -219,7 +219,7 @@ def test_repo_from_directory_and_paths(tmp_path):
 def test_range_requests(mirror):
     url = f"{mirror.url}/{REPO}/resolve/main/model.safetensors"
     size = len(WEIGHTS)
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         r = client.get(url, headers={"Range": "bytes=10-19"})
         assert r.status_code == 206 and r.content == WEIGHTS[10:20]
         assert r.headers["Content-Range"] == f"bytes 10-19/{size}"
@@ -238,13 +238,13 @@ def test_static_files(mirror):
     data = bytes(range(256)) * 10
     url = mirror.add_file("whisper/abc123/tiny.en.pt", data)
     assert url == f"{mirror.url}/whisper/abc123/tiny.en.pt"
-    head = httpx.head(url)
+    head = httpx2.head(url)
     assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
     assert head.headers["Accept-Ranges"] == "bytes"
-    assert httpx.get(url).content == data
-    r = httpx.get(url, headers={"Range": "bytes=100-199"})
+    assert httpx2.get(url).content == data
+    r = httpx2.get(url, headers={"Range": "bytes=100-199"})
     assert r.status_code == 206 and r.content == data[100:200]
-    assert httpx.get(f"{mirror.url}/whisper/abc123/other.pt").status_code == 404
+    assert httpx2.get(f"{mirror.url}/whisper/abc123/other.pt").status_code == 404
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_not_found_errors_map_to_client_exceptions(mirror, tmp_path):
     # The client remembers the missing entry under .no_exist/<commit>/ thanks to X-Repo-Commit.
     assert (_storage(tmp_path / "cache") / ".no_exist" / mirror.commit / "missing.json").exists()
 
-    r = httpx.get(f"{mirror.url}/org/missing/resolve/main/config.json")
+    r = httpx2.get(f"{mirror.url}/org/missing/resolve/main/config.json")
     assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
     assert r.json() == {"error": "Repository not found"}
 
@@ -278,8 +278,8 @@ def test_not_found_errors_map_to_client_exceptions(mirror, tmp_path):
 def test_token_enforced(tmp_path):
     with HFMirror(token="s3cret") as m:
         m.add_repo(REPO, {"config.json": CONFIG})
-        assert httpx.get(f"{m.url}/api/models/{REPO}").status_code == 401
-        assert httpx.head(f"{m.url}/{REPO}/resolve/main/config.json").status_code == 401
+        assert httpx2.get(f"{m.url}/api/models/{REPO}").status_code == 401
+        assert httpx2.head(f"{m.url}/{REPO}/resolve/main/config.json").status_code == 401
         with pytest.raises(HfHubHTTPError) as err:
             HfApi(endpoint=m.url, token="wrong").model_info(REPO)
         assert err.value.response.status_code == 401
@@ -317,16 +317,16 @@ def _raw_get(url: str, timeout: float = 5.0, extra: str = "") -> tuple[bytes, by
 def test_fault_status(mirror):
     url = f"{mirror.url}/{REPO}/resolve/main/model.safetensors"
     mirror.inject("*/resolve/*/model.safetensors", "status", status=503)
-    assert httpx.head(url).status_code == 200  # HEAD is never faulted
-    r = httpx.get(url)
+    assert httpx2.head(url).status_code == 200  # HEAD is never faulted
+    r = httpx2.get(url)
     assert r.status_code == 503 and WEIGHTS[:16] not in r.content
-    assert httpx.get(url).status_code == 200  # count=1: gone
+    assert httpx2.get(url).status_code == 200  # count=1: gone
 
     mirror.inject("*/model.safetensors", "status", status=500, count=-1)
-    assert [httpx.get(url).status_code for _ in range(3)] == [500, 500, 500]
-    assert httpx.get(f"{mirror.url}/api/models/{REPO}").status_code == 200  # /api/ is never faulted
+    assert [httpx2.get(url).status_code for _ in range(3)] == [500, 500, 500]
+    assert httpx2.get(f"{mirror.url}/api/models/{REPO}").status_code == 200  # /api/ is never faulted
     mirror.clear_faults()
-    assert httpx.get(url).status_code == 200
+    assert httpx2.get(url).status_code == 200
 
 
 def test_fault_reset(mirror):
@@ -339,8 +339,8 @@ def test_fault_reset(mirror):
     assert mirror.requests[-1].body_bytes == 1000
 
     mirror.inject("*/model.safetensors", "reset", after_bytes=5000)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(url)
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(url)
 
 
 def test_client_resumes_a_truncated_body_with_range(mirror, tmp_path):
@@ -377,8 +377,8 @@ def test_fault_stall(mirror):
     mirror.inject("*/model.safetensors", "stall", after_bytes=2048, stall_s=1.0)
     received = 0
     start = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
-        with httpx.stream("GET", url, timeout=httpx.Timeout(5.0, read=0.3)) as r:
+    with pytest.raises(httpx2.ReadTimeout):
+        with httpx2.stream("GET", url, timeout=httpx2.Timeout(5.0, read=0.3)) as r:
             for chunk in r.iter_raw():
                 received += len(chunk)
     assert received == 2048 and time.monotonic() - start < 1.0
@@ -391,7 +391,7 @@ def test_fault_stall(mirror):
 def test_fault_corrupt(mirror, tmp_path):
     url = f"{mirror.url}/{REPO}/resolve/main/model.safetensors"
     mirror.inject("*/model.safetensors", "corrupt", after_bytes=5000)
-    bad = httpx.get(url).content
+    bad = httpx2.get(url).content
     assert len(bad) == len(WEIGHTS) and bad != WEIGHTS
     expected = bytearray(WEIGHTS)
     for i in range(5000, 5016):
@@ -400,7 +400,7 @@ def test_fault_corrupt(mirror, tmp_path):
 
     # Offsets are relative to the file, not to the start of a Range.
     mirror.inject("*/model.safetensors", "corrupt", after_bytes=5000)
-    part = httpx.get(url, headers={"Range": "bytes=4990-5030"}).content
+    part = httpx2.get(url, headers={"Range": "bytes=4990-5030"}).content
     assert part == bytes(expected[4990:5031])
 
     # huggingface_hub does not check the sha256 of a plain HTTP download: corruption lands in the cache.
@@ -416,17 +416,17 @@ def test_fault_truncate(mirror):
     assert f"Content-Length: {len(WEIGHTS)}".encode() in head
     assert body == WEIGHTS[:3000] and error is None  # clean close, short body
     mirror.inject("*/model.safetensors", "truncate", after_bytes=3000)
-    with pytest.raises(httpx.RemoteProtocolError):
-        httpx.get(url)
-    assert httpx.get(url).content == WEIGHTS
+    with pytest.raises(httpx2.RemoteProtocolError):
+        httpx2.get(url)
+    assert httpx2.get(url).content == WEIGHTS
 
 
 def test_faults_on_static_files(mirror):
     url = mirror.add_file("whisper/sha/tiny.en.pt", WEIGHTS)
     mirror.inject("/whisper/*", "truncate", after_bytes=10)
-    with pytest.raises(httpx.RemoteProtocolError):
-        httpx.get(url)
-    assert httpx.get(url).content == WEIGHTS
+    with pytest.raises(httpx2.RemoteProtocolError):
+        httpx2.get(url)
+    assert httpx2.get(url).content == WEIGHTS
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,18 +447,18 @@ def test_throttle_and_stop_during_transfer(mirror):
     mirror.throttle_bps = 400_000
     url = f"{mirror.url}/{REPO}/resolve/main/model.safetensors"
     start = time.monotonic()
-    assert httpx.get(url).content == WEIGHTS
+    assert httpx2.get(url).content == WEIGHTS
     assert time.monotonic() - start >= 0.5  # 256 KiB at 400 kB/s
 
     # A client that goes away mid-body is handled quietly and logged with what was sent.
-    with httpx.stream("GET", url) as r:
+    with httpx2.stream("GET", url) as r:
         next(r.iter_raw())
     time.sleep(0.3)
     assert 0 < mirror.requests[-1].body_bytes < len(WEIGHTS)
 
     # stop() does not wait for a slow transfer to finish.
     mirror.throttle_bps = 1000
-    t = threading.Thread(target=lambda: pytest.raises(httpx.TransportError, httpx.get, url), daemon=True)
+    t = threading.Thread(target=lambda: pytest.raises(httpx2.TransportError, httpx2.get, url), daemon=True)
     t.start()
     time.sleep(0.2)
     start = time.monotonic()
@@ -492,12 +492,12 @@ def test_cli_serves_logs_and_stops_on_sigterm(tmp_path):
 
     proc, url = _start_cli(root, "--throttle-bps", "2000000")
     try:
-        assert httpx.get(f"{url}/whisper/abc/tiny.en.pt").content == b"pt" * 1000
+        assert httpx2.get(f"{url}/whisper/abc/tiny.en.pt").content == b"pt" * 1000
         cache = tmp_path / "cache"
         folder = snapshot_download(REPO, cache_dir=cache, endpoint=url, token=False)
         assert (pathlib.Path(folder) / "model.safetensors").read_bytes() == WEIGHTS
         # A client that disconnects mid-body must not produce a traceback.
-        with httpx.stream("GET", f"{url}/{REPO}/resolve/main/model.safetensors") as r:
+        with httpx2.stream("GET", f"{url}/{REPO}/resolve/main/model.safetensors") as r:
             next(r.iter_raw())
         time.sleep(0.3)
     finally:

@@ -9,6 +9,10 @@ from typing import Protocol
 import numpy as np
 
 SAMPLE_RATE = 16_000
+# Decoding defaults of openai-whisper's command-line tool, used by both ASR engines: beam
+# search of 5, and temperature fallback when a decode looks like a failure.
+BEAM_SIZE = 5
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class InputError(ValueError):

@@ -6,10 +6,8 @@ import os
 
 import numpy as np
 
-from modelcache.service.engines.base import LoadSpec, Segment, Transcript, Word
+from modelcache.service.engines.base import BEAM_SIZE, FALLBACK_TEMPERATURES, LoadSpec, Segment, Transcript, Word
 
-BEAM_SIZE = 5
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class FasterWhisper:

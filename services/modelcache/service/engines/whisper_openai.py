@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelcache.service.engines.base import LoadSpec, Segment, Transcript, Word
+from modelcache.service.engines.base import BEAM_SIZE, FALLBACK_TEMPERATURES, LoadSpec, Segment, Transcript, Word
 
-# openai-whisper's own defaults for its command-line tool: beam search of 5, best of 5,
-# and temperature fallback when a decode looks like a failure.
-BEAM_SIZE = 5
 BEST_OF = 5
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class OpenAIWhisper:

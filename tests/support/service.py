@@ -1,5 +1,5 @@
-"""Service fixtures: real `modelcache serve` processes on 127.0.0.1 over volumes the
-project's own downloader filled from the loopback mirror."""
+"""Service fixtures (a pytest plugin, see tests/conftest.py): real `modelcache serve`
+processes on 127.0.0.1 over volumes the project's own downloader filled from the loopback mirror."""
 
 from __future__ import annotations
 

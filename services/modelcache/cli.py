@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -98,13 +99,27 @@ def plan_cmd(as_json: JsonOpt = False) -> None:
         print(f"  {r['role']:15} {r['kind']:8} {r['source']}{rev}  -> {r['dest']}  [{r['status']}, {size}]")
 
 
-def _writer(layout: Layout):
-    """Hold the volume lock while changing the volume (fails at once if a downloader runs)."""
+@contextmanager
+def _writer(layout: Layout, *, dry_run: bool = False):
+    """Hold the volume lock while changing the volume; refuse at once while a downloader runs."""
+    from modelcache.errors import LockTimeoutError
     from modelcache.progress import PlainReporter
     from modelcache.volumelock import VolumeLock
 
+    if dry_run:  # only reads
+        yield
+        return
     layout.state.mkdir(parents=True, exist_ok=True)
-    return VolumeLock(layout, 0, PlainReporter())
+    lock = VolumeLock(layout, 0, PlainReporter(), quiet=True)
+    with lock as held:
+        if not held:
+            owner = layout.state / "fetch.owner"
+            holder = owner.read_text().strip() if owner.exists() else "unknown"
+            raise LockTimeoutError(
+                f"a downloader ({holder}) is working on {layout.root}; nothing was changed",
+                remedy="run this again when the download has finished (or stop the downloader first)",
+            )
+        yield
 
 
 @app.command("verify")
@@ -205,7 +220,7 @@ def rm_cmd(
     from modelcache.manage import remove
 
     _settings, layout, plan = _context()
-    with _writer(layout):
+    with _writer(layout, dry_run=dry_run):
         removed = remove(layout, plan, name, dry_run=dry_run)
     _print_removals(removed, dry_run)
 
@@ -218,7 +233,7 @@ def prune(
     from modelcache.manage import prune as do_prune
 
     _settings, layout, plan = _context()
-    with _writer(layout):
+    with _writer(layout, dry_run=dry_run):
         removed = do_prune(layout, plan, dry_run=dry_run)
     _print_removals(removed, dry_run)
 

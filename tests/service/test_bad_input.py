@@ -80,6 +80,11 @@ def test_bad_input_is_a_clear_client_error(server: Service, method: str, path: s
     assert error["message"] and error["type"] and set(error) == {"message", "type", "param", "code"}
 
 
+def test_invalid_json_says_so(server: Service) -> None:
+    response = httpx2.post(f"{server.url}/v1/embeddings", content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["message"] == "the body is not valid JSON"
+
+
 def test_huge_image_is_refused_without_decoding_it(server: Service) -> None:
     big = io.BytesIO()
     Image.new("L", (9000, 9000)).save(big, format="PNG")  # 81 Mpixel, a few hundred KB compressed

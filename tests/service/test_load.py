@@ -63,3 +63,16 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path, service_volume) -> 
         assert embed(service, "after the storm")[0] == 200
     finally:
         service.stop()
+
+
+def test_a_request_that_takes_too_long_gets_504(tmp_path, service_volume, speech) -> None:
+    env = {**service_volume, "MODELCACHE_REQUEST_TIMEOUT": "0.2", "MODELCACHE_TEXT_EMBEDDING": "none",
+           "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}  # fmt: skip
+    service = start_service(env, tmp_path / "log")
+    try:
+        slow = httpx2.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("s.wav", speech[0])},
+                           data={"model": "whisper-1"}, timeout=120)  # fmt: skip
+        assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
+        assert httpx2.get(f"{service.url}/health/ready").status_code == 200
+    finally:
+        service.stop()

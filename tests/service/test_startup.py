@@ -106,3 +106,30 @@ def test_the_gate_imports_no_heavy_library(damaged) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], env=_cli_env(env), capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"code": EXIT_VERIFY, "heavy": []}
+
+
+def test_port_in_use_is_refused_before_loading(damaged) -> None:
+    import socket
+
+    _root, env = damaged
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "modelcache", "serve"], capture_output=True, text=True, timeout=60,
+                              env=_cli_env({**env, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(port)}))  # fmt: skip
+    assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "loaded" not in proc.stderr  # refused before any model was loaded
+
+
+def test_missing_api_key_file_is_refused_before_loading(damaged, tmp_path: Path) -> None:
+    _root, env = damaged
+    proc = run_serve({**env, "MODELCACHE_API_KEY_FILE": str(tmp_path / "nope")})
+    assert proc.returncode == 2 and "MODELCACHE_API_KEY_FILE" in proc.stderr and "loaded" not in proc.stderr
+
+
+def test_nothing_to_serve_is_refused(damaged) -> None:
+    _root, env = damaged
+    proc = run_serve({**env, "MODELCACHE_WHISPER": "none", "MODELCACHE_TEXT_EMBEDDING": "none",
+                      "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"})  # fmt: skip
+    assert proc.returncode == EXIT_VERIFY and "no model to serve" in proc.stderr

@@ -62,6 +62,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return error_response(400, "the body is not valid JSON", code="invalid_json")
         where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
         message = first.get("msg", "invalid request")
         param = ".".join(where) or None

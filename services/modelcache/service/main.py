@@ -5,12 +5,28 @@ from __future__ import annotations
 import sys
 import time
 
-from modelcache.errors import ModelcacheError
+from modelcache.errors import ConfigError, ModelcacheError
 from modelcache.settings import Settings
 
 
 def log(message: str) -> None:
     print(f"modelcache: {message}", file=sys.stderr, flush=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before loading models when the port is taken (uvicorn would only find out after)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                remedy="stop what uses the port, or set MODELCACHE_PORT (compose: MODELCACHE_HOST_PORT) to another one",
+            ) from None
 
 
 def serve(settings: Settings | None = None) -> None:
@@ -26,6 +42,12 @@ def serve(settings: Settings | None = None) -> None:
     mode = "deep" if gate.report.deep else "fast"
     log(f"volume verified ({mode}): {gate.report.files} files, {gate.report.bytes / 2**20:.1f} MiB "
         f"in {gate.report.seconds:.2f}s")  # fmt: skip
+    try:
+        settings.api_key()  # a missing key file must not cost a model load first
+        _check_port(settings.host, settings.port)
+    except ModelcacheError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
     from modelcache.service.registry import load_all  # the heavy imports start here
 
     try:

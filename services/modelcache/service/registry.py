@@ -151,7 +151,11 @@ def load_all(gate: Gate, log=print) -> Registry:
     try:
         device = resolve_device(gate.settings.device)
     except RuntimeError as exc:
-        raise ModelLoadError(str(exc), remedy="set MODELCACHE_DEVICE=auto or cpu, or run with the gpu profile")
+        raise ModelLoadError(
+            str(exc),
+            remedy="run the gpu profile on a host with an NVIDIA GPU and its container toolkit "
+            "(`nvidia-smi` must work in a container), or use COMPOSE_PROFILES=cpu / MODELCACHE_DEVICE=cpu",
+        ) from None
     entries = plan_entries(gate)
     failures = []
     for entry in entries:

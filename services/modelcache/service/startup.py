@@ -66,6 +66,9 @@ class Gate:
     report: Report
 
 
+SERVED_ROLES = ("asr", "text-embedding", "vision", "face")
+
+
 class StartupError(VerificationError):
     title = "cannot start"
 
@@ -75,8 +78,11 @@ def check(settings: Settings) -> Gate:
     layout = Layout(settings.models_dir.absolute())
     os.environ.update(offline_environment(layout))
     plan = build_plan(settings)
-    if not plan.artifacts:
-        raise StartupError("no model is configured", remedy="set at least one of the MODELCACHE_* model variables")
+    if not any(a.role in SERVED_ROLES for a in plan.artifacts):
+        raise StartupError(
+            "no model to serve is configured (MLX repos and manifest files are fetched, not served)",
+            remedy="set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, MODELCACHE_FACE",
+        )
     try:
         report = verify(layout, plan, deep=settings.verify == "deep", workers=settings.workers)
     except VerificationError as exc:  # damaged lock

@@ -50,6 +50,7 @@ class Transcript:
     language: str
     duration: float
     segments: list[Segment]
+    task: str = "transcribe"  # what was done: an English-only model never translates
 
     @property
     def words(self) -> list[Word]:

@@ -6,7 +6,15 @@ import os
 
 import numpy as np
 
-from modelcache.service.engines.base import BEAM_SIZE, FALLBACK_TEMPERATURES, LoadSpec, Segment, Transcript, Word
+from modelcache.service.engines.base import (
+    BEAM_SIZE,
+    FALLBACK_TEMPERATURES,
+    InputError,
+    LoadSpec,
+    Segment,
+    Transcript,
+    Word,
+)
 
 
 
@@ -22,6 +30,7 @@ class FasterWhisper:
             local_files_only=True,
         )  # fmt: skip
         self.multilingual = self.model.model.is_multilingual
+        self.languages = set(self.model.supported_languages)
 
     def transcribe(
         self,
@@ -35,6 +44,8 @@ class FasterWhisper:
     ) -> Transcript:
         if not self.multilingual:
             task, language = "transcribe", "en"
+        elif language is not None and language not in self.languages:
+            raise InputError(f"language {language!r} is not one Whisper knows")
         pieces, info = self.model.transcribe(
             audio,
             task=task,
@@ -65,4 +76,5 @@ class FasterWhisper:
             language=info.language or language or "en",
             duration=float(info.duration),
             segments=segments,
+            task=task,
         )

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelcache.service.engines.base import BEAM_SIZE, FALLBACK_TEMPERATURES, LoadSpec, Segment, Transcript, Word
+from modelcache.service.engines.base import (
+    BEAM_SIZE,
+    FALLBACK_TEMPERATURES,
+    InputError,
+    LoadSpec,
+    Segment,
+    Transcript,
+    Word,
+)
 
 BEST_OF = 5
 
@@ -18,6 +26,9 @@ class OpenAIWhisper:
         import torch
         import whisper
         from whisper.model import ModelDimensions, Whisper
+        from whisper.tokenizer import LANGUAGES
+
+        self.languages = set(LANGUAGES)
 
         checkpoint = torch.load(spec.path, map_location="cpu", weights_only=True)
         model = Whisper(ModelDimensions(**checkpoint["dims"]))
@@ -41,6 +52,8 @@ class OpenAIWhisper:
     ) -> Transcript:
         if not self.multilingual:
             task, language = "transcribe", "en"  # an English-only model does not translate
+        elif language is not None and language not in self.languages:
+            raise InputError(f"language {language!r} is not one Whisper knows")
         result = self.model.transcribe(
             audio,
             task=task,
@@ -73,4 +86,5 @@ class OpenAIWhisper:
             language=result.get("language") or language or "en",
             duration=len(audio) / 16_000,
             segments=segments,
+            task=task,
         )

@@ -40,7 +40,7 @@ def to_vtt(t: Transcript) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def render(t: Transcript, fmt: str, task: str, granularities: set[str]) -> Response:
+def render(t: Transcript, fmt: str, granularities: set[str]) -> Response:
     if fmt == "text":
         return PlainTextResponse(t.text + "\n")
     if fmt == "srt":
@@ -49,7 +49,7 @@ def render(t: Transcript, fmt: str, task: str, granularities: set[str]) -> Respo
         return PlainTextResponse(to_vtt(t), media_type="text/vtt")
     if fmt == "json":
         return JSONResponse({"text": t.text})
-    body: dict = {"task": task, "language": t.language, "duration": round(t.duration, 3), "text": t.text}
+    body: dict = {"task": t.task, "language": t.language, "duration": round(t.duration, 3), "text": t.text}
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {
@@ -95,7 +95,7 @@ async def _speech(
             audio, task=task, language=language, prompt=prompt, temperature=temperature, word_timestamps=words
         )
     )
-    return render(transcript, response_format, task, set(granularities))
+    return render(transcript, response_format, set(granularities))
 
 
 Temperature = Annotated[float, Form(ge=0.0, le=1.0)]

@@ -109,7 +109,7 @@ class Settings:
     api_key_file: Path | None = None
     max_body_bytes: int = 25 * 1024 * 1024
     batch_max: int = 32
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     queue_size: int = 64
     request_timeout: float = 120.0
     extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -155,7 +155,7 @@ class Settings:
             api_key_file=Path(key_file) if (key_file := get.text("MODELCACHE_API_KEY_FILE", None)) else None,
             max_body_bytes=int(get.number("MODELCACHE_MAX_BODY_MB", 25, minimum=0.001, maximum=4096) * 1024 * 1024),
             batch_max=int(get.number("MODELCACHE_BATCH_MAX", 32, minimum=1, maximum=4096, integer=True)),
-            batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 2.0, minimum=0.0, maximum=10_000),
+            batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 0.0, minimum=0.0, maximum=10_000),
             queue_size=int(get.number("MODELCACHE_QUEUE_SIZE", 64, minimum=1, maximum=100_000, integer=True)),
             request_timeout=get.number("MODELCACHE_REQUEST_TIMEOUT", 120.0, minimum=0.1),
             extra_env=env,

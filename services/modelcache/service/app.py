@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -52,14 +53,15 @@ def require_key(request: Request) -> None:
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
-def create_app(settings: Settings, registry: Registry) -> FastAPI:
+def create_app(settings: Settings, registry: Registry, executor: Executor | None = None) -> FastAPI:
+    """The app over loaded models; ``executor`` runs inference (None: a thread per model)."""
     from modelcache.service.routes import audio, embeddings, faces, health, images, metrics, models
 
     state = State(settings, registry, Metrics(), settings.api_key())
     for entry in registry.entries:
         state.metrics.load_seconds.labels(entry.id).set(entry.load_seconds)
         runner = Runner(entry.id, queue_size=settings.queue_size, timeout=settings.request_timeout,
-                        metrics=state.metrics)  # fmt: skip
+                        metrics=state.metrics, executor=executor)  # fmt: skip
         state.runners[entry.id] = runner
         if entry.task in ("text-embedding", "image-embedding"):
             state.batchers[entry.id] = Batcher(

@@ -1,5 +1,12 @@
-"""Inference off the event loop: one worker thread per model, a bounded queue, timeouts,
-and dynamic batching for embeddings."""
+"""Inference off the event loop: a bounded queue per model, timeouts, dynamic batching for
+embeddings, and the executor the models run on.
+
+`modelcache serve` runs every model on the process's main thread (MainThreadExecutor) and
+the HTTP server in a second thread: torch's OpenMP kernels run 1.5-1.8x slower when called
+from a thread other than the process's first one (measured here on a 2-core VM: a MiniLM
+forward takes 8 ms on the main thread, 14 ms on a worker thread). Without it (tests that
+build the app in-process) each model gets its own worker thread.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +36,58 @@ class TimedOut(Exception):
     pass
 
 
-class Runner:
-    """Runs one model's calls one at a time in its own thread; at most ``queue_size`` wait."""
+class MainThreadExecutor(Executor):
+    """Runs submitted calls, in order, on the thread that calls :meth:`run` (the main thread)."""
 
-    def __init__(self, model: str, *, queue_size: int, timeout: float, metrics: Metrics) -> None:
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if self._closed.is_set():
+            raise RuntimeError("the model executor is shut down")
+        future: Future = Future()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def run(self, keep_going: Callable[[], bool]) -> None:
+        """Serve jobs until ``keep_going()`` is false (checked at least every 0.2 s)."""
+        while keep_going():
+            try:
+                future, fn, args, kwargs = self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the waiting request
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed.set()
+        while cancel_futures:
+            try:
+                future, *_ = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            future.cancel()
+
+
+class Runner:
+    """Runs one model's calls one at a time on ``executor``; at most ``queue_size`` wait."""
+
+    def __init__(
+        self, model: str, *, queue_size: int, timeout: float, metrics: Metrics, executor: Executor | None = None
+    ) -> None:
         self.model = model
         self.queue_size = queue_size
         self.timeout = timeout
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model}"[:30])
+        self.owns_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model}"[:30])
         self.pending = 0  # submitted and not finished (the thread may outlive a timed-out request)
         self._last_seconds = 1.0
 
@@ -74,7 +126,8 @@ class Runner:
             raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s") from None
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.owns_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass

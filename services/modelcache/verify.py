@@ -46,9 +46,6 @@ class Report:
     def ok(self) -> bool:
         return not self.problems
 
-    def bad_paths(self) -> set[str]:
-        return {p.path for p in self.problems if p.issue in ("missing", "size", "sha256", "not-a-file")}
-
     def to_dict(self) -> dict:
         return {
             "ok": self.ok,

@@ -82,6 +82,17 @@ class SpeechToText(Protocol):
     ) -> Transcript: ...
 
 
+def whisper_task_language(
+    multilingual: bool, languages: set[str], task: str, language: str | None
+) -> tuple[str, str | None]:
+    """The task and language a Whisper model will really run: an English-only model only transcribes English."""
+    if not multilingual:
+        return "transcribe", "en"
+    if language is not None and language not in languages:
+        raise InputError(f"language {language!r} is not one Whisper knows")
+    return task, language
+
+
 class TextEmbedder(Protocol):
     dimensions: int
 

@@ -9,11 +9,11 @@ import numpy as np
 from modelcache.service.engines.base import (
     BEAM_SIZE,
     FALLBACK_TEMPERATURES,
-    InputError,
     LoadSpec,
     Segment,
     Transcript,
     Word,
+    whisper_task_language,
 )
 
 BEST_OF = 5
@@ -50,10 +50,7 @@ class OpenAIWhisper:
         temperature: float = 0.0,
         word_timestamps: bool = False,
     ) -> Transcript:
-        if not self.multilingual:
-            task, language = "transcribe", "en"  # an English-only model does not translate
-        elif language is not None and language not in self.languages:
-            raise InputError(f"language {language!r} is not one Whisper knows")
+        task, language = whisper_task_language(self.multilingual, self.languages, task, language)
         result = self.model.transcribe(
             audio,
             task=task,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -248,13 +250,21 @@ def test_lock_timeout_has_its_own_exit_code(volume: Volume) -> None:
     assert "still holds" in proc.stderr
 
 
-def test_disk_full_is_refused_before_the_first_byte(tmp_path: Path, models: MirrorModels) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], capture_output=True)
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``directory`` for the block; skips the test where mounting is not allowed."""
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_disk_full_is_refused_before_the_first_byte(tmp_path: Path, models: MirrorModels) -> None:
+    with small_tmpfs(tmp_path / "small", "40m") as small:
         volume = Volume(small / "models", models.env(small / "models"))
         proc = volume.cli("fetch")
         assert proc.returncode == EXIT_DISK_FULL, proc.stderr
@@ -264,33 +274,26 @@ def test_disk_full_is_refused_before_the_first_byte(tmp_path: Path, models: Mirr
         # a plan that fits succeeds on the same small filesystem
         proc = volume.cli("fetch", MODELCACHE_TEXT_EMBEDDING="none", MODELCACHE_WHISPER="none")
         assert proc.returncode == 0, proc.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_disk_filling_up_mid_write_leaves_nothing_at_a_final_path(tmp_path: Path, models: MirrorModels) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=190m", "tmpfs", str(small)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "190m") as small:
         volume = Volume(small / "models", models.env(small / "models"))
-        models.mirror.throttle_bps = 60_000_000
-        proc = volume.popen("fetch")
-        part_dir = Layout(volume.root).partial
-        _wait_for(lambda: part_dir.exists() and any(p.stat().st_size > 1_000_000 for p in part_dir.iterdir()), 30)
-        filler = small / "filler"  # another tenant takes the space after the check
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=200"], capture_output=True)
-        _out, err = proc.communicate(timeout=120)
-        assert proc.returncode == EXIT_DISK_FULL, err
-        assert "filled up" in err and "resumes" in err
-        assert read_lock(Layout(volume.root)) is None
-        weights = Layout(volume.root).snapshot(MINILM, models.commits[MINILM]) / "model.safetensors"
-        assert not weights.exists()
-    finally:
-        models.mirror.throttle_bps = None
-        subprocess.run(["umount", "-l", str(small)], check=False)
+        try:
+            models.mirror.throttle_bps = 60_000_000
+            proc = volume.popen("fetch")
+            part_dir = Layout(volume.root).partial
+            _wait_for(lambda: part_dir.exists() and any(p.stat().st_size > 1_000_000 for p in part_dir.iterdir()), 30)
+            filler = small / "filler"  # another tenant takes the space after the check
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=200"], capture_output=True)
+            _out, err = proc.communicate(timeout=120)
+            assert proc.returncode == EXIT_DISK_FULL, err
+            assert "filled up" in err and "resumes" in err
+            assert read_lock(Layout(volume.root)) is None
+            weights = Layout(volume.root).snapshot(MINILM, models.commits[MINILM]) / "model.safetensors"
+            assert not weights.exists()
+        finally:
+            models.mirror.throttle_bps = None
 
 
 def test_client_transfer_mode_goes_through_hf_hub_download(volume: Volume, models: MirrorModels) -> None:

@@ -86,6 +86,16 @@ def _collect(directory: Path) -> dict[str, bytes]:
     }
 
 
+def _save_seeded(model_class, config, processor, out: Path) -> dict[str, bytes]:
+    """Build ``model_class(config)`` from the fixed seed, save it with its processor, return the files."""
+    import torch
+
+    torch.manual_seed(SEED)
+    model_class(config).eval().save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return _collect(out)
+
+
 def write_repo(files: dict[str, bytes], directory: Path) -> Path:
     """Write a repo dict (as returned by the builders) under ``directory``; return ``directory``."""
     directory = Path(directory)
@@ -165,7 +175,6 @@ def tiny_siglip_repo() -> dict[str, bytes]:
     processor_config.json (the image processor nested inside; no preprocessor_config.json),
     spiece.model, tokenizer_config.json (no special_tokens_map.json). About 250 KB.
     """
-    import torch
     from transformers import (
         SiglipConfig,
         SiglipImageProcessorPil,
@@ -208,13 +217,7 @@ def tiny_siglip_repo() -> dict[str, bytes]:
                 "patch_size": 8,
             },
         )
-        torch.manual_seed(SEED)
-        model = SiglipModel(config).eval()
-
-        out = root / "repo"
-        model.save_pretrained(out, safe_serialization=True)
-        processor.save_pretrained(out)
-        return _collect(out)
+        return _save_seeded(SiglipModel, config, processor, root / "repo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +285,6 @@ def tiny_clip_repo() -> dict[str, bytes]:
     tokenizer.json, tokenizer_config.json; transformers 5 writes no vocab.json / merges.txt (it
     would read them, merges header-only included, if tokenizer.json were absent). About 270 KB.
     """
-    import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     vocab, merges = _clip_vocab_and_merges()
@@ -319,13 +321,7 @@ def tiny_clip_repo() -> dict[str, bytes]:
             },
             projection_dim=16,
         )
-        torch.manual_seed(SEED)
-        model = CLIPModel(config).eval()
-
-        out = root / "repo"
-        model.save_pretrained(out, safe_serialization=True)
-        processor.save_pretrained(out)
-        return _collect(out)
+        return _save_seeded(CLIPModel, config, processor, root / "repo")
 
 
 # --------------------------------------------------------------------------------------------

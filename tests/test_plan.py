@@ -222,7 +222,7 @@ def test_digest_independent_of_dir_and_transfer_knobs() -> None:
         plan_for(
             {
                 "MODELCACHE_STALL_TIMEOUT": "5",
-                "MODELCACHE_TRANSFER": "client",
+                "MODELCACHE_TRANSFER": "xet",
                 "MODELCACHE_VERIFY": "deep",
                 "HF_ENDPOINT": "http://127.0.0.1:1",
             }
@@ -390,7 +390,7 @@ repo = "org/ok"
         ('[[model]]\nrepo = "org/x"\nrevision = "v1"\n', "unknown key"),
         ('[[model]]\ninclude = ["*.json"]\n', "'repo' is required"),
         ("[[model]]\nrepo = 7\n", "'repo' is required"),
-        ('[[model]]\nrepo = "no-slash"\n', "not a Hugging Face repo id"),
+        ('[[model]]\nrepo = "no slash"\n', "not a Hugging Face repo id"),
         ('[[model]]\nrepo = "org/x@"\n', "no revision"),
         ('[[model]]\nrepo = "org/x"\ninclude = [1, 2]\n', "list of glob patterns"),
         ('[[model]]\nrepo = "org/x"\nexclude = [""]\n', "list of glob patterns"),
@@ -427,7 +427,7 @@ def test_bad_file_entry_names_file_and_header_line(tmp_path: Path, entry: str, e
 
 
 def test_header_line_with_spaces_inside_brackets(tmp_path: Path) -> None:
-    err = manifest_error(tmp_path, '\n\n[[ model ]]\nrepo = "no-slash"\n')
+    err = manifest_error(tmp_path, '\n\n[[ model ]]\nrepo = "no slash"\n')
     assert "manifest.toml:3" in err.message
 
 

@@ -143,8 +143,8 @@ def test_blank_repo_variables_keep_the_default_models() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        "no-slash",
         "a/b/c",
+        "no slash",
         "org/na me",
         "org--x/y",
         "org/x--y",
@@ -209,9 +209,18 @@ def test_repo_env_keeps_the_revision() -> None:
     assert s.vision == RepoRef("google/siglip-so400m-patch14-384", "v2")
 
 
+@pytest.mark.parametrize("legacy", ["gpt2", "bert-base-uncased", "t5-small@main"])
+def test_one_segment_repo_ids_are_accepted(legacy: str) -> None:
+    """The Hub still resolves its legacy one-segment ids; the cache folder is models--gpt2."""
+    ref = parse_repo(legacy, where="MODELCACHE_TEXT_EMBEDDING")
+    assert ref.repo_id == legacy.split("@")[0] and ref.revision == "main"
+    settings = Settings.from_env({"MODELCACHE_TEXT_EMBEDDING": legacy})
+    assert settings.text_embedding == ref
+
+
 def test_parse_repo_error_uses_the_given_location() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_repo("nope", where="manifest.toml:3")
+        parse_repo("no pe", where="manifest.toml:3")
     assert info.value.message.startswith("manifest.toml:3:")
     assert info.value.exit_code == 2
 
@@ -242,9 +251,9 @@ def test_mlx_duplicates_rejected() -> None:
 
 
 def test_mlx_bad_item_is_named_by_number() -> None:
-    err = config_error({"MODELCACHE_MLX": "mlx-community/a, mlx-community/b, not-a-repo"})
+    err = config_error({"MODELCACHE_MLX": "mlx-community/a, mlx-community/b, not/a/repo"})
     assert "MODELCACHE_MLX (item 3)" in err.message
-    assert "not-a-repo" in err.message
+    assert "not/a/repo" in err.message
 
 
 def test_mlx_none_among_others_is_not_a_repo() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -53,8 +54,7 @@ def fetch(
     try:
         run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
     except (KeyboardInterrupt, Cancelled):
-        print("modelcache: interrupted; partial files are kept and a re-run resumes them", file=sys.stderr)
-        raise typer.Exit(130) from None
+        _exit_interrupted()
 
 
 @app.command("plan")
@@ -282,6 +282,15 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
+def _exit_interrupted() -> None:
+    """Exit 130 now: a transfer thread stuck in a stalled read must not hold the process
+    (its partial file and segment record are on disk; a re-run resumes them)."""
+    print("modelcache: interrupted; partial files are kept and a re-run resumes them", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main() -> None:
     from modelcache.fetch.policy import Cancelled
 
@@ -292,8 +301,7 @@ def main() -> None:
         print(exc.render(), file=sys.stderr)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Cancelled):
-        print("modelcache: interrupted; a re-run resumes where this one stopped", file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted()
     except Exception as exc:  # a bug: say so plainly
         import traceback
 

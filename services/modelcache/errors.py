@@ -25,15 +25,20 @@ EXIT_LOCK_TIMEOUT = 6
 
 
 class ModelcacheError(Exception):
-    """Base class: a message for humans, a remedy, and the process exit code."""
+    """Base class: a message for humans, a remedy, and the process exit code.
+
+    Every error ends with a ``remedy:`` line: the raiser's own when it knows better,
+    else the class's default, which names the usual way out for that kind of failure.
+    """
 
     exit_code: int = EXIT_INTERNAL
     title: str = "error"
+    default_remedy: str = "this is a bug: please report it with the output above"
 
     def __init__(self, message: str, *, remedy: str | None = None, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.message = message
-        self.remedy = remedy
+        self.remedy = remedy or self.default_remedy
         self.details = list(details)
 
     def render(self) -> str:
@@ -50,23 +55,28 @@ class ModelcacheError(Exception):
 class ConfigError(ModelcacheError):
     exit_code = EXIT_CONFIG
     title = "configuration error"
+    default_remedy = "fix the setting named above (every variable is described in docs/configuration.md)"
 
 
 class NetworkError(ModelcacheError):
     exit_code = EXIT_NETWORK
     title = "network error"
+    default_remedy = "check HF_ENDPOINT / the URL and the network, then run `modelcache fetch` again: it resumes"
 
 
 class VerificationError(ModelcacheError):
     exit_code = EXIT_VERIFY
     title = "verification failed"
+    default_remedy = "run `modelcache fetch --deep`: it re-hashes every file and downloads the damaged ones again"
 
 
 class DiskFullError(ModelcacheError):
     exit_code = EXIT_DISK_FULL
     title = "not enough disk space"
+    default_remedy = "free space or enlarge the volume, then run `modelcache fetch` again: it resumes"
 
 
 class LockTimeoutError(ModelcacheError):
     exit_code = EXIT_LOCK_TIMEOUT
     title = "volume is locked"
+    default_remedy = "wait for the other downloader to finish, or stop it, then run this again"

@@ -169,7 +169,11 @@ def _whisper_artifact(settings: Settings, layout: Layout) -> Artifact:
                 remedy="set MODELCACHE_WHISPER_SHA256 to the checkpoint's sha256",
             )
     elif settings.whisper_sha256:
-        raise ConfigError("MODELCACHE_WHISPER_SHA256 is only used together with MODELCACHE_WHISPER_URL")
+        raise ConfigError(
+            "MODELCACHE_WHISPER_SHA256 is only used together with MODELCACHE_WHISPER_URL",
+            remedy="unset MODELCACHE_WHISPER_SHA256 (the official checkpoints' hashes are built in), "
+            "or set MODELCACHE_WHISPER_URL too",
+        )
     return Artifact(
         name=f"whisper/{name}",
         role="asr",
@@ -244,15 +248,27 @@ path = "detectors/detector.onnx"   # optional: where under files/ it lands
 """
 
 
+MANIFEST_REMEDY = "fix that entry of the manifest (its format, with an example: docs/configuration.md)"
+
+
 def load_manifest(path: Path, layout: Layout) -> list[Artifact]:
     """Read the optional TOML manifest; every error names the file, line and entry."""
+    try:
+        return _load_manifest(path, layout)
+    except ConfigError as exc:
+        if exc.remedy == ConfigError.default_remedy:
+            exc.remedy = MANIFEST_REMEDY
+        raise
+
+
+def _load_manifest(path: Path, layout: Layout) -> list[Artifact]:
     where = f"MODELCACHE_MANIFEST ({path})"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{where}: file not found", remedy="fix the path or unset MODELCACHE_MANIFEST") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}") from None
+        raise ConfigError(f"{where}: cannot read: {exc}", remedy="make the file readable, or unset MODELCACHE_MANIFEST") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -24,7 +24,9 @@ WHISPER_NAMES = (
 ASR_ENGINES = ("openai-whisper", "faster-whisper")
 FACE_MODELS = ("yunet",)
 VERIFY_MODES = ("fast", "deep")
-TRANSFER_MODES = ("auto", "client")
+#: http: every file through our own ranged, hashed transfer (Xet-backed files via the Hub's
+#: resolve redirect); xet: Xet-backed files through hf_xet first, into a staging area.
+TRANSFER_MODES = ("http", "xet")
 DEVICES = ("auto", "cpu", "cuda")
 
 DEFAULT_TEXT_EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
@@ -32,9 +34,10 @@ DEFAULT_VISION = "google/siglip-base-patch16-224"
 DEFAULT_WHISPER = "base"
 
 # A Hub repo id: "org/name" (letters, digits, '-', '_', '.'), at most 96 characters,
-# no '--' or '..' and not starting or ending with '-' or '.' (the Hub's own rules).
+# no '--' or '..' and not starting or ending with '-' or '.' (the Hub's own rules). Legacy
+# one-segment ids ("gpt2", "bert-base-uncased") are still resolved by the Hub: accepted.
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
+_REPO_ID = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 # git's ref-name rules that the character class above does not already enforce
 _BAD_REF = re.compile(r"\.\.|//|/$|/\.|\.lock$|\.$")
@@ -68,14 +71,21 @@ def parse_repo(value: str, *, where: str) -> RepoRef:
             remedy="write the branch, tag or 40-character commit after '@', or drop the '@'",
         )
     if sep and (not _REVISION.match(revision) or _BAD_REF.search(revision)):
-        raise ConfigError(f"{where}: revision {revision!r} in {value!r} is not a valid git revision")
+        raise ConfigError(
+            f"{where}: revision {revision!r} in {value!r} is not a valid git revision",
+            remedy="write a branch or tag name (letters, digits, '.', '_', '-', '/'; no spaces) "
+            "or a 40-character commit after '@'",
+        )
     return RepoRef(repo_id, revision if sep else "main")
 
 
 def parse_sha256(value: str, *, where: str) -> str:
     text = value.strip().lower()
     if not _SHA256.match(text):
-        raise ConfigError(f"{where}: {value!r} is not a sha256 (64 hexadecimal characters)")
+        raise ConfigError(
+            f"{where}: {value!r} is not a sha256 (64 hexadecimal characters)",
+            remedy="copy the full sha256 of the file (`sha256sum FILE` prints it), or leave the setting out",
+        )
     return text
 
 
@@ -101,7 +111,9 @@ class Settings:
     stall_timeout: float = 60.0
     fetch_timeout: float = 6 * 3600.0
     lock_timeout: float = 1800.0
-    transfer: str = "auto"
+    transfer: str = "http"
+    segments: int = 4
+    segment_min_bytes: int = 256 * 1024 * 1024
     # the service
     device: str = "auto"
     host: str = "127.0.0.1"
@@ -124,7 +136,10 @@ class Settings:
         if whisper_sha is not None:
             whisper_sha = parse_sha256(whisper_sha, where="MODELCACHE_WHISPER_SHA256")
         if whisper_url is not None and not whisper_url.startswith(("http://", "https://")):
-            raise ConfigError(f"MODELCACHE_WHISPER_URL: {whisper_url!r} is not an http(s) URL")
+            raise ConfigError(
+                f"MODELCACHE_WHISPER_URL: {whisper_url!r} is not an http(s) URL",
+                remedy="give the full http:// or https:// address of the checkpoint, or unset it",
+            )
         manifest = get.text("MODELCACHE_MANIFEST", None)
         endpoint = (get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
         if not endpoint.startswith(("http://", "https://")):
@@ -148,7 +163,9 @@ class Settings:
             stall_timeout=get.number("MODELCACHE_STALL_TIMEOUT", 60.0, minimum=0.1),
             fetch_timeout=get.number("MODELCACHE_FETCH_TIMEOUT", 6 * 3600.0, minimum=1.0),
             lock_timeout=get.number("MODELCACHE_LOCK_TIMEOUT", 1800.0, minimum=0.0),
-            transfer=get.choice("MODELCACHE_TRANSFER", "auto", TRANSFER_MODES),
+            transfer=_transfer_mode(get),
+            segments=int(get.number("MODELCACHE_SEGMENTS", 4, minimum=1, maximum=16, integer=True)),
+            segment_min_bytes=int(get.number("MODELCACHE_SEGMENT_MIN_MB", 256, minimum=1) * 1024 * 1024),
             device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
             host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),
@@ -164,12 +181,16 @@ class Settings:
     def hf_token(self) -> str | None:
         """The Hub token: the secret file first (never baked into an image), else HF_TOKEN."""
         path = self.hf_token_file
+        remedy = (
+            "point MODELCACHE_HF_TOKEN_FILE at a readable file holding the token "
+            "(compose: HF_TOKEN_FILE in .env; /dev/null for none)"
+        )
         if path.is_dir():
-            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: {path} is a directory, not a token file")
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: {path} is a directory, not a token file", remedy=remedy)
         try:
             token = path.read_text(encoding="utf-8").strip() if path.exists() else ""  # /dev/null: no token
         except OSError as exc:
-            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"MODELCACHE_HF_TOKEN_FILE: cannot read {path}: {exc.strerror}", remedy=remedy) from None
         return token or (self.extra_env.get("HF_TOKEN") or "").strip() or None
 
     def api_key(self) -> str | None:
@@ -184,8 +205,24 @@ class Settings:
                 remedy="mount the API key secret, or unset MODELCACHE_API_KEY_FILE to disable auth",
             ) from None
         if not key:
-            raise ConfigError(f"MODELCACHE_API_KEY_FILE: {self.api_key_file} is empty")
+            raise ConfigError(
+                f"MODELCACHE_API_KEY_FILE: {self.api_key_file} is empty",
+                remedy="put the key clients must send in that file, or unset MODELCACHE_API_KEY_FILE to disable auth",
+            )
         return key
+
+
+def _transfer_mode(get: _Reader) -> str:
+    value = (get.text("MODELCACHE_TRANSFER", "http") or "http").lower()
+    if value == "auto":  # the 0.1 name of the default
+        return "http"
+    if value == "client":
+        raise ConfigError(
+            "MODELCACHE_TRANSFER=client is gone: it let huggingface_hub publish files before modelcache hashed them",
+            remedy="unset MODELCACHE_TRANSFER (every file then takes the verified HTTP path), "
+            "or set it to 'xet' to try hf_xet first for Xet-backed files",
+        )
+    return get.choice("MODELCACHE_TRANSFER", "http", TRANSFER_MODES) or "http"
 
 
 class _Reader:
@@ -229,11 +266,17 @@ class _Reader:
         items = [v for v in re.split(r"[\s,]+", value) if v]
         if len(items) == 1 and items[0].lower() in _NONE:
             return ()
+        for i, item in enumerate(items):
+            if item.lower() in _NONE:
+                raise ConfigError(
+                    f"{name} (item {i + 1}): {item!r} means 'no repo' and cannot stand in a list",
+                    remedy=f"list repos only, or set {name}={item} on its own",
+                )
         refs = tuple(parse_repo(v, where=f"{name} (item {i + 1})") for i, v in enumerate(items))
         seen: set[str] = set()
         for ref in refs:
             if ref.repo_id in seen:
-                raise ConfigError(f"{name}: {ref.repo_id!r} is listed twice")
+                raise ConfigError(f"{name}: {ref.repo_id!r} is listed twice", remedy="list each repo once")
             seen.add(ref.repo_id)
         return refs
 
@@ -243,15 +286,17 @@ class _Reader:
         value = self.env.get(name)
         if value is None or not value.strip():
             return default
+        what = "a whole number" if integer else "a number"
+        bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
+        remedy = f"set {name} to {what} {bound} (default {default:g}), or unset it"
         try:
             number = float(value)
         except ValueError:
-            raise ConfigError(f"{name}={value!r} is not a number") from None
+            raise ConfigError(f"{name}={value!r} is not a number", remedy=remedy) from None
         if not math.isfinite(number):
-            raise ConfigError(f"{name}={value!r} is not a finite number")
+            raise ConfigError(f"{name}={value!r} is not a finite number", remedy=remedy)
         if integer and not number.is_integer():
-            raise ConfigError(f"{name}={value!r} must be a whole number")
+            raise ConfigError(f"{name}={value!r} must be a whole number", remedy=remedy)
         if number < minimum or (maximum is not None and number > maximum):
-            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
-            raise ConfigError(f"{name}={value!r} must be {bound}")
+            raise ConfigError(f"{name}={value!r} must be {bound}", remedy=remedy)
         return number

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_NETWORK, ConfigError, NetworkError
+from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_NETWORK, ConfigError, NetworkError, VerificationError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
 from modelcache.lock import read_lock
@@ -174,9 +174,14 @@ def test_persistent_failure_ends_with_a_clear_error(volume: Volume, models: Mirr
 
 def test_wrong_bytes_every_time_fail_verification_and_never_land(volume: Volume, models: MirrorModels) -> None:
     models.mirror.inject(MINILM_WEIGHTS, "corrupt", count=-1, after_bytes=1000)
-    with pytest.raises(NetworkError) as info:
-        volume.fetch(MODELCACHE_RETRIES="2")
-    assert "sha256 mismatch" in info.value.render()
+    with pytest.raises(VerificationError) as info:
+        volume.fetch(MODELCACHE_RETRIES="5")
+    text = info.value.render()
+    # the same wrong bytes twice is final: no third download, and the message names the pin
+    assert "the same bytes twice" in text and "the Hub's listing of sentence-transformers/all-MiniLM-L6-v2@" in text
+    assert "remedy:" in text
+    gets = [r for r in models.mirror.requests if fnmatch(r.path, MINILM_WEIGHTS) and r.method == "GET" and r.body_bytes]
+    assert len(gets) == 2, gets
     layout = Layout(volume.root)
     commit = models.commits[MINILM]
     assert not (layout.snapshot(MINILM, commit) / "model.safetensors").exists()
@@ -294,14 +299,6 @@ def test_disk_filling_up_mid_write_leaves_nothing_at_a_final_path(tmp_path: Path
             assert not weights.exists()
         finally:
             models.mirror.throttle_bps = None
-
-
-def test_client_transfer_mode_goes_through_hf_hub_download(volume: Volume, models: MirrorModels) -> None:
-    volume.fetch(MODELCACHE_TRANSFER="client")
-    assert_complete(volume)
-    # huggingface_hub HEADs each file before its GET; our own transfer never does
-    heads = [r for r in models.mirror.requests if r.method == "HEAD" and "/resolve/" in r.path]
-    assert len(heads) >= DEFAULT_PLAN_FILES - 1  # every Hub file (the whisper checkpoint is a plain URL)
 
 
 def test_branch_is_pinned_once_and_refresh_moves_it(tmp_path: Path, models: MirrorModels) -> None:

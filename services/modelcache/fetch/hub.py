@@ -1,11 +1,9 @@
 """Hugging Face repos: resolve a revision to a commit and list the files with their hashes,
-through the real ``huggingface_hub`` client, then bring each file into the standard cache.
+through the real ``huggingface_hub`` client (metadata only: it never writes a file here).
 
-Transfers: plain (non-Xet) files go through our resumable ranged transfer; Xet-backed
-files go through ``hf_hub_download`` (its Xet chunk cache, kept in the volume, is what
-makes those resumable). ``MODELCACHE_TRANSFER=client`` sends every file through
-``hf_hub_download``. Either way a blob is hashed against the Hub's metadata before its
-snapshot path appears.
+The bytes are not fetched here: every file, Xet-backed or not, goes through our own
+verified transfer (``fetch/transfer.py``), following the Hub's redirect to its CDN; with
+``MODELCACHE_TRANSFER=xet``, Xet-backed files try hf_xet first (``fetch/xet.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +11,9 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx2
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -24,6 +21,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import filter_repo_objects
 
 from modelcache.errors import ConfigError, NetworkError
@@ -46,6 +44,7 @@ class RemoteFile:
     sha256: str | None  # known up front for LFS files
     git_oid: str  # git blob sha1 (for LFS files: of the pointer, unused)
     lfs: bool
+    xet_hash: str | None = None  # set when the listing says the file is stored on Xet
 
 
 @dataclass(frozen=True)
@@ -72,18 +71,29 @@ def recorded_commit(layout: Layout, artifact: Artifact) -> str | None:
 
 
 def resolve(api: HfApi, layout: Layout, artifact: Artifact, policy: Policy, *, refresh: bool) -> ResolvedRepo:
-    """Pin the artifact to a commit (once: later runs reuse the recorded one) and list its files."""
+    """Pin the artifact to a commit (once: later runs reuse the recorded one) and list its files.
+
+    The commit comes from the model info; the files from the recursive tree listing, which
+    the Hub pages (1000 entries a page) and huggingface_hub follows.
+    """
     assert artifact.revision is not None
     pinned = None if refresh else recorded_commit(layout, artifact)
-    info = _with_retries(
-        lambda: api.model_info(artifact.source, revision=pinned or artifact.revision, files_metadata=True),
-        what=f"{artifact.source}@{pinned or artifact.revision}",
+    what = f"{artifact.source}@{pinned or artifact.revision}"
+    commit = pinned
+    if commit is None:
+        info = _with_retries(lambda: api.model_info(artifact.source, revision=artifact.revision), what=what, policy=policy)
+        commit = info.sha
+    if not commit or not is_commit(commit):
+        raise NetworkError(
+            f"{artifact.source}: the server did not return a commit for {artifact.revision!r}",
+            remedy="HF_ENDPOINT does not behave like the Hugging Face Hub; check the address",
+        )
+    listing = _with_retries(
+        lambda: [e for e in api.list_repo_tree(artifact.source, revision=commit, recursive=True) if isinstance(e, RepoFile)],
+        what=what,
         policy=policy,
     )
-    commit = info.sha
-    if not commit or not is_commit(commit):
-        raise NetworkError(f"{artifact.source}: the server did not return a commit for {artifact.revision!r}")
-    files = select_files(artifact, [_remote(s) for s in info.siblings or []])
+    files = select_files(artifact, [_remote(entry) for entry in listing])
     if not files:
         raise ConfigError(
             f"{artifact.source}@{artifact.revision}: no file in the repo matches the configured patterns",
@@ -94,12 +104,16 @@ def resolve(api: HfApi, layout: Layout, artifact: Artifact, policy: Policy, *, r
     return ResolvedRepo(artifact, commit, tuple(files))
 
 
-def _remote(sibling) -> RemoteFile:
-    if sibling.size is None or sibling.blob_id is None:
-        raise NetworkError(f"the server gave no size/blob id for {sibling.rfilename}; it is not Hub-compatible")
-    if sibling.lfs is not None:
-        return RemoteFile(sibling.rfilename, sibling.lfs.size, sibling.lfs.sha256, sibling.lfs.sha256, sibling.blob_id, True)
-    return RemoteFile(sibling.rfilename, sibling.size, sibling.blob_id, None, sibling.blob_id, False)
+def _remote(entry: RepoFile) -> RemoteFile:
+    if entry.size is None or not entry.blob_id:
+        raise NetworkError(
+            f"the server gave no size/blob id for {entry.path}",
+            remedy="HF_ENDPOINT does not behave like the Hugging Face Hub; check the address",
+        )
+    if entry.lfs is not None:
+        lfs = entry.lfs
+        return RemoteFile(entry.path, lfs.size, lfs.sha256, lfs.sha256, entry.blob_id, True, entry.xet_hash)
+    return RemoteFile(entry.path, entry.size, entry.blob_id, None, entry.blob_id, False, entry.xet_hash)
 
 
 def select_files(artifact: Artifact, files: list[RemoteFile]) -> list[RemoteFile]:
@@ -122,7 +136,9 @@ def _with_retries(call, *, what: str, policy: Policy):
     for attempt in range(policy.retries + 1):
         policy.check_cancelled()
         if attempt:
-            policy.sleep(policy.backoff(attempt - 1))
+            wait = policy.backoff(attempt - 1)
+            policy.notify(f"{what}: {last}; retry {attempt}/{policy.retries} in {wait:.1f}s")
+            policy.sleep(wait)
         try:
             return call()
         except GatedRepoError:
@@ -138,13 +154,15 @@ def _with_retries(call, *, what: str, policy: Policy):
         except RevisionNotFoundError:
             raise ConfigError(f"{what}: revision not found", remedy="check the branch, tag or commit after '@'") from None
         except EntryNotFoundError as exc:
-            raise NetworkError(f"{what}: {exc}") from None
+            raise NetworkError(f"{what}: {exc}", remedy="check the repo id and revision") from None
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in (401, 403):
                 raise ConfigError(f"{what}: HTTP {status}, not authorised", remedy=TOKEN_REMEDY) from None
             if status is not None and 400 <= status < 500 and status not in (408, 425, 429):
-                raise NetworkError(f"{what}: HTTP {status}: {exc}") from None
+                raise NetworkError(
+                    f"{what}: HTTP {status}: {exc}", remedy="check the repo id, the revision and HF_ENDPOINT"
+                ) from None
             last = f"HTTP {status}"
         except (httpx2.HTTPError, OSError) as exc:
             last = f"{exc.__class__.__name__}: {exc}"
@@ -156,24 +174,3 @@ def _with_retries(call, *, what: str, policy: Policy):
 
 def file_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
     return hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint)
-
-
-def is_xet(endpoint: str, repo_id: str, commit: str, remote: RemoteFile, token: str | None, policy: Policy) -> bool:
-    """One HEAD request (the real client's) tells whether an LFS file is stored on Xet."""
-    if not remote.lfs:
-        return False
-    url = file_url(endpoint, repo_id, commit, remote.path)
-    meta = _with_retries(lambda: get_hf_file_metadata(url, token=token), what=f"{repo_id}/{remote.path}", policy=policy)
-    return meta.xet_file_data is not None
-
-
-def client_download(layout: Layout, endpoint: str, repo_id: str, commit: str, remote: RemoteFile, token: str | None, policy: Policy) -> Path:
-    """Let huggingface_hub bring the file into the cache; return the blob it wrote."""
-    pointer = _with_retries(
-        lambda: hf_hub_download(
-            repo_id, remote.path, revision=commit, cache_dir=layout.hub, endpoint=endpoint, token=token
-        ),
-        what=f"{repo_id}/{remote.path}",
-        policy=policy,
-    )
-    return Path(pointer).resolve()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def _quiet(_message: str) -> None:
+    pass
 
 
 class Cancelled(Exception):
@@ -20,6 +25,8 @@ class Policy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: one log line per retry, stall and re-download (the reporter's ``note``)
+    notify: Callable[[str], None] = _quiet
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():

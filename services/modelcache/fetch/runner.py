@@ -7,7 +7,7 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from modelcache.settings import Settings
 from modelcache.verify import verify
 
 DISK_MARGIN = 16 * 1024 * 1024
+CANCEL_GRACE = 0.5  # seconds a cancelled fetch gives its transfers to stop
 USER_AGENT = "modelcache/0.1"
 
 
@@ -71,8 +72,9 @@ def run_fetch(
 
 
 def leftovers(layout: Layout) -> list[Path]:
-    """Partial files of ours and huggingface_hub's; stale once the volume is complete."""
-    found = list(layout.partial.glob("*.part")) if layout.partial.is_dir() else []
+    """Partial files (and their segment records, Xet staging and chunk cache), ours and
+    huggingface_hub's; stale once the volume is complete."""
+    found = sorted(layout.partial.iterdir()) if layout.partial.is_dir() else []
     if layout.hub.is_dir():
         found += layout.hub.glob("models--*/blobs/*.incomplete")
     return found
@@ -80,7 +82,10 @@ def leftovers(layout: Layout) -> list[Path]:
 
 def _sweep(layout: Layout, reporter: Reporter) -> None:
     for path in leftovers(layout):
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         reporter.note(f"removed stale partial file {layout.rel(path)}")
 
 
@@ -128,7 +133,6 @@ def _fetch_locked(
             remedy="unset HF_HUB_OFFLINE for the downloader (only the service runs offline)",
         )
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_XET_CACHE", str(layout.xet_cache))
     import httpx2
 
     from modelcache.fetch import sources
@@ -137,6 +141,7 @@ def _fetch_locked(
         retries=settings.retries,
         stall_timeout=settings.stall_timeout,
         deadline=time.monotonic() + settings.fetch_timeout,
+        notify=reporter.note,
     )
     token = settings.hf_token()
     previous = _previous_lock(layout)
@@ -192,11 +197,13 @@ def _previous_lock(layout: Layout) -> Lock | None:
 
 
 def _check_disk(layout: Layout, jobs: list[Job]) -> None:
+    from modelcache.fetch.transfer import resumable_bytes
+
     need = 0
     for job in jobs:
         if job.size is None:
             continue
-        have = job.partial.stat().st_size if job.partial is not None and job.partial.exists() else 0
+        have = resumable_bytes(job.partial) if job.partial is not None else 0
         need += max(0, job.size - have)
     free = shutil.disk_usage(layout.root).free
     if need + DISK_MARGIN > free:
@@ -223,6 +230,7 @@ def _run_jobs(
         return got
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+    futures: dict[Future[int], Job] = {}
     try:
         futures = {pool.submit(one, state, job): job for state, job in jobs}
         for future in as_completed(futures):
@@ -234,11 +242,14 @@ def _run_jobs(
                 failures.append((futures[future].label, exc))
     except BaseException:  # Ctrl-C / SIGTERM: stop every transfer now, keep the partial files
         cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=False, cancel_futures=True)
+        # Transfers stop at their next block and record where they were; one stuck in a
+        # stalled read is not waited for (the CLI then exits without joining it).
+        wait(futures, timeout=CANCEL_GRACE)
         reporter.close()
+        raise
+    pool.shutdown(wait=True)
+    reporter.close()
     if failures:
         raise _combine(failures)
     return transferred

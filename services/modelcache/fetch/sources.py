@@ -13,11 +13,10 @@ from pathlib import Path
 
 import httpx2
 
-from modelcache.errors import VerificationError
-from modelcache.fetch import hub
+from modelcache.fetch import hub, xet
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
 from modelcache.fetch.policy import Policy
-from modelcache.fetch.transfer import Expected, download, publish
+from modelcache.fetch.transfer import Expected, Segmenting, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
 from modelcache.lock import Lock, LockedFile
@@ -36,7 +35,12 @@ class Context:
     previous: Lock | None
 
     def hub_headers(self) -> dict[str, str]:
+        """For the Hub's host only: transfers never send them on to the hosts it redirects to."""
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def segmenting(self) -> Segmenting:
+        return Segmenting(self.settings.segments, self.settings.segment_min_bytes)
 
 
 # --- Hub repos ----------------------------------------------------------------------------
@@ -94,37 +98,33 @@ def _present_hub_file(ctx: Context, repo_id: str, commit: str, remote: hub.Remot
 
 
 def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile) -> Job:
-    layout, settings = ctx.layout, ctx.settings
+    """Every Hub file, Xet-backed or not, ends the same way: verified in partial/, then published."""
+    layout = ctx.layout
     part = layout.partial / f"{remote.oid}.part"
     label = f"{repo_id}/{remote.path}"
+    expected = Expected(
+        size=remote.size,
+        sha256=remote.sha256,
+        git_oid=None if remote.lfs else remote.git_oid,
+        pin=f"the Hub's listing of {repo_id}@{commit[:12]}",
+        fix="the server at HF_ENDPOINT serves other bytes than its own listing; report it to its operator "
+        "or use another mirror",
+    )
 
     def run(progress: Progress) -> tuple[LockedFile, int]:
         blob = layout.blob(repo_id, remote.oid)
-        use_client = settings.transfer == "client" or hub.is_xet(
-            settings.hf_endpoint, repo_id, commit, remote, ctx.token, ctx.policy
-        )
-        if use_client:
-            written = hub.client_download(layout, settings.hf_endpoint, repo_id, commit, remote, ctx.token, ctx.policy)
-            hashed = hash_file(written, git_size=None if remote.lfs else remote.size)
-            good = hashed.sha256 == remote.sha256 if remote.lfs else hashed.git_oid == remote.git_oid
-            if not good or written != blob.resolve():
-                _discard(written)
-                raise VerificationError(f"{label}: the downloaded bytes do not match the Hub's hash")
-            sha256, got = hashed.sha256, remote.size
-        else:
-            expected = Expected(
-                size=remote.size,
-                sha256=remote.sha256,
-                git_oid=None if remote.lfs else remote.git_oid,
-            )
-            url = hub.file_url(settings.hf_endpoint, repo_id, commit, remote.path)
+        url = hub.file_url(ctx.settings.hf_endpoint, repo_id, commit, remote.path)
+        result = None
+        if ctx.settings.transfer == "xet" and remote.lfs:
+            result = xet.fetch(ctx, (repo_id, commit, remote.path), url, part, expected, label=label, progress=progress)
+        if result is None:
             result = download(
-                ctx.client, url, part, expected, ctx.policy, label=label, headers=ctx.hub_headers(), progress=progress
-            )
-            publish(part, blob)
-            sha256, got = result.sha256, result.transferred
+                ctx.client, url, part, expected, ctx.policy,
+                label=label, headers=ctx.hub_headers(), progress=progress, segmenting=ctx.segmenting,
+            )  # fmt: skip
+        publish(part, blob)
         link_snapshot_file(blob, _pointer(layout, repo_id, commit, remote))
-        return _entry(layout, repo_id, commit, remote, sha256), got
+        return _entry(layout, repo_id, commit, remote, result.sha256), result.transferred
 
     return Job(label=label, size=remote.size, partial=part, run=run)
 
@@ -160,13 +160,40 @@ def plan_url(ctx: Context, artifact: Artifact) -> tuple[ArtifactState, list[Job]
     part = layout.partial / f"{artifact.sha256}.part"
     size = _remote_size(ctx, artifact.source)
 
+    pin, fix = _pin_of(ctx.settings, artifact)
+    expected = Expected(size=size, sha256=artifact.sha256, pin=pin, fix=fix)
+
     def run(progress: Progress) -> tuple[LockedFile, int]:
-        expected = Expected(size=size, sha256=artifact.sha256)
-        result = download(ctx.client, artifact.source, part, expected, ctx.policy, label=artifact.name, progress=progress)
+        result = download(
+            ctx.client, artifact.source, part, expected, ctx.policy,
+            label=artifact.name, progress=progress, segmenting=ctx.segmenting,
+        )  # fmt: skip
         publish(part, final)
         return LockedFile(artifact.dest, result.size, result.sha256), result.transferred
 
     return state, [Job(label=artifact.name, size=size, partial=part, run=run)]
+
+
+def _pin_of(settings: Settings, artifact: Artifact) -> tuple[str, str]:
+    """Which setting holds the sha256 a URL artifact must have, and how to correct it."""
+    if artifact.kind == "whisper" and settings.whisper_sha256:
+        return "MODELCACHE_WHISPER_SHA256", (
+            "if the file at MODELCACHE_WHISPER_URL is the right one, set MODELCACHE_WHISPER_SHA256={got}; "
+            "otherwise fix MODELCACHE_WHISPER_URL"
+        )
+    if artifact.kind == "whisper" and settings.whisper_url:
+        return "the sha256 inside MODELCACHE_WHISPER_URL", (
+            "if the file is the right one, set MODELCACHE_WHISPER_SHA256={got}; otherwise fix MODELCACHE_WHISPER_URL"
+        )
+    if artifact.kind == "whisper":
+        return "openai-whisper's checksum table", (
+            "the download host serves a damaged checkpoint: try again later, or give a mirror in "
+            "MODELCACHE_WHISPER_URL (with MODELCACHE_WHISPER_SHA256)"
+        )
+    return f"the manifest's sha256 for {artifact.name}", (
+        f"if the file at {artifact.source} is the right one, write sha256 = \"{{got}}\" in its [[file]] entry "
+        "of the manifest; otherwise fix its url"
+    )
 
 
 def _previous_entry(lock: Lock | None, path: str) -> LockedFile | None:

@@ -101,13 +101,17 @@ def plan_cmd(as_json: JsonOpt = False) -> None:
 
 @contextmanager
 def _writer(layout: Layout, *, dry_run: bool = False):
-    """Hold the volume lock while changing the volume; refuse at once while a downloader runs."""
+    """Hold the volume lock while changing the volume; refuse at once while a downloader runs.
+
+    A dry run changes nothing but still refuses while a downloader works: what it would
+    list then (partial files, blobs not yet locked) is not what a real run would remove.
+    """
     from modelcache.errors import LockTimeoutError
     from modelcache.progress import PlainReporter
     from modelcache.volumelock import VolumeLock
 
-    if dry_run:  # only reads
-        yield
+    if dry_run and not os.access(layout.state, os.W_OK):
+        yield  # a read-only mount: no downloader can be writing through it
         return
     layout.state.mkdir(parents=True, exist_ok=True)
     lock = VolumeLock(layout, 0, PlainReporter(), quiet=True)
@@ -141,6 +145,8 @@ def verify_cmd(
             print(f"PROBLEM {problem.line()}")
         state = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         print(f"verify {mode}: {report.files} file(s), {human_bytes(report.bytes)} in {report.seconds:.2f}s: {state}")
+        if not report.ok:
+            print(f"remedy: {VerificationError.default_remedy}")
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY)
 
@@ -211,10 +217,37 @@ def doctor(
         raise typer.Exit(EXIT_VERIFY)
 
 
+@app.command("show")
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Artifact name or repo id (see `modelcache plan` / `ls`).")],
+    deep: Annotated[bool, typer.Option(help="Hash every file on disk against the lock.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One artifact: source, revision and commit, and each file with size and sha256, in the lock and on disk."""
+    from modelcache.manage import show
+
+    _settings, layout, plan = _context()
+    info = show(layout, plan, name, deep=deep)
+    if as_json:
+        _print_json(info)
+        return
+    rev = f"@{info['revision']}" if info["revision"] else ""
+    print(f"{info['name']}  ({info['role'] or 'not configured'}, {info['kind']})")
+    print(f"  source    {info['source']}{rev}")
+    print(f"  commit    {info['commit'] or '-'}")
+    print(f"  dest      {info['dest']}")
+    print(f"  status    {info['status']}")
+    for f in info["files"]:
+        print(f"  {f['on_disk']:>9}  {human_bytes(f['size']):>10}  {f['sha256'][:16]}…  {f['path']}")
+    if info["files"]:
+        print(f"  {len(info['files'])} file(s), {human_bytes(info['bytes'])}")
+
+
 @app.command("rm")
 def rm_cmd(
     name: Annotated[str, typer.Argument(help="Artifact name or repo id (see `modelcache ls`).")],
     dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove one artifact from the volume and from the lock."""
     from modelcache.manage import remove
@@ -222,12 +255,13 @@ def rm_cmd(
     _settings, layout, plan = _context()
     with _writer(layout, dry_run=dry_run):
         removed = remove(layout, plan, name, dry_run=dry_run)
-    _print_removals(removed, dry_run)
+    _print_removals(removed, dry_run, as_json)
 
 
 @app.command()
 def prune(
     dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove what the current plan no longer wants (other repos, old snapshots, orphan blobs)."""
     from modelcache.manage import prune as do_prune
@@ -235,14 +269,20 @@ def prune(
     _settings, layout, plan = _context()
     with _writer(layout, dry_run=dry_run):
         removed = do_prune(layout, plan, dry_run=dry_run)
-    _print_removals(removed, dry_run)
+    _print_removals(removed, dry_run, as_json)
 
 
-def _print_removals(removed, dry_run: bool) -> None:
+def _print_removals(removed, dry_run: bool, as_json: bool) -> None:
+    total = sum(r.bytes for r in removed)
+    if as_json:
+        _print_json(
+            {"dry_run": dry_run, "removed": [{"path": r.path, "bytes": r.bytes} for r in removed], "bytes": total}
+        )
+        return
     verb = "would remove" if dry_run else "removed"
     for r in removed:
         print(f"{verb} {r.path} ({human_bytes(r.bytes)})")
-    print(f"{verb} {len(removed)} item(s), {human_bytes(sum(r.bytes for r in removed))}")
+    print(f"{verb} {len(removed)} item(s), {human_bytes(total)}")
 
 
 @app.command()

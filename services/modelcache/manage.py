@@ -1,4 +1,4 @@
-"""Removing things from the volume: `rm` one artifact, `prune` what the plan no longer wants."""
+"""One artifact at a time: `show` it, `rm` it; `prune` what the plan no longer wants."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 from modelcache.errors import ConfigError
 from modelcache.layout import Layout
-from modelcache.lock import Lock, read_lock, write_lock
-from modelcache.plan import Plan
+from modelcache.lock import Lock, LockedArtifact, read_lock, write_lock
+from modelcache.plan import Artifact, Plan
+from modelcache.verify import check_file
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,52 @@ def _delete(layout: Layout, path: Path, dry_run: bool) -> Removal:
     return removal
 
 
+def _find(lock: Lock | None, plan: Plan, name: str) -> tuple[LockedArtifact | None, Artifact | None]:
+    """The artifact by name, repo id or URL: its lock entry and its plan entry (either may be None)."""
+    held = next((a for a in lock.artifacts if name in (a.name, a.source)), None) if lock else None
+    planned = plan.get(name)
+    if held is None and planned is None:
+        known = sorted({a.name for a in (lock.artifacts if lock else ())} | {a.name for a in plan.artifacts})
+        raise ConfigError(f"no artifact named {name!r}", remedy=f"use one of: {', '.join(known) or '(none)'}")
+    return held, planned
+
+
+def show(layout: Layout, plan: Plan, name: str, *, deep: bool = False) -> dict:
+    """Everything about one artifact: what is asked for, what the lock holds, what is on disk."""
+    lock = read_lock(layout)
+    held, planned = _find(lock, plan, name)
+    if held is None:
+        status = "not fetched: not in the lock"
+    elif planned is None:
+        status = "in the lock, no longer configured (prune removes it)"
+    elif held.spec != planned.spec:
+        status = "in the lock with other settings (drift: fetch brings the configured one)"
+    else:
+        status = "locked"
+    files = []
+    for f in held.files if held else ():
+        problem = check_file(layout, f, deep=deep)
+        files.append({"path": f.path, "size": f.size, "sha256": f.sha256, "on_disk": problem.issue if problem else "ok"})
+    return {
+        "name": (held or planned).name,  # type: ignore[union-attr]
+        "role": planned.role if planned else None,
+        "kind": (planned or held).kind,  # type: ignore[union-attr]
+        "source": (planned or held).source,  # type: ignore[union-attr]
+        "revision": planned.revision if planned else held.revision,  # type: ignore[union-attr]
+        "commit": held.commit if held else None,
+        "dest": (planned or held).dest,  # type: ignore[union-attr]
+        "status": status,
+        "deep": deep,
+        "files": files,
+        "bytes": held.size if held else 0,
+    }
+
+
 def remove(layout: Layout, plan: Plan, name: str, *, dry_run: bool = False) -> list[Removal]:
     """Delete one artifact (by name, repo id or URL) and drop it from the lock."""
     lock = read_lock(layout)
-    held = next((a for a in lock.artifacts if name in (a.name, a.source)), None) if lock else None
-    planned = plan.get(name)
-    dest = held.dest if held else planned.dest if planned else None
-    if dest is None:
-        known = sorted({a.name for a in (lock.artifacts if lock else ())} | {a.name for a in plan.artifacts})
-        raise ConfigError(f"no artifact named {name!r}", remedy=f"use one of: {', '.join(known) or '(none)'}")
+    held, planned = _find(lock, plan, name)
+    dest = held.dest if held else planned.dest  # type: ignore[union-attr]
     path = layout.abs(dest)
     removed = [_delete(layout, path, dry_run)] if path.exists() or path.is_symlink() else []
     if lock and held and not dry_run:

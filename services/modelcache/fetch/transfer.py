@@ -31,7 +31,8 @@ from modelcache.fetch.policy import Policy
 from modelcache.hashing import Hasher, hash_file
 
 HASH_BLOCK = 4 * 1024 * 1024
-SIDECAR_EVERY = 8 * 1024 * 1024  # bytes per segment between two records of its progress
+SIDECAR_EVERY = 8 * 1024 * 1024  # bytes, or
+SIDECAR_SECONDS = 1.0  # seconds, between two records of the segments' progress
 _NETWORK_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 
 
@@ -351,6 +352,7 @@ class _SegmentRun:
         self.errors: list[BaseException] = []
         self.transferred = 0
         self.unsaved = 0
+        self.saved_at = 0.0
         self._save()
 
     def run(self) -> Hasher:
@@ -405,7 +407,7 @@ class _SegmentRun:
             json.dumps({"size": self.size, "segments": [[s.start, s.end, s.done] for s in self.segments]})
         )
         os.replace(tmp, sidecar)
-        self.unsaved = 0
+        self.unsaved, self.saved_at = 0, time.monotonic()
 
     def _worker(self, fd: int, index: int, segment: _Segment) -> None:
         file = self.file
@@ -451,7 +453,7 @@ class _SegmentRun:
                     segment.done += len(chunk)
                     self.transferred += len(chunk)
                     self.unsaved += len(chunk)
-                    if self.unsaved >= SIDECAR_EVERY:
+                    if self.unsaved >= SIDECAR_EVERY or time.monotonic() - self.saved_at >= SIDECAR_SECONDS:
                         self._save()
                     self.changed.notify_all()
                 file.progress(len(chunk))

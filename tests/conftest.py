@@ -27,7 +27,9 @@ SENTENCE = "The quick brown fox jumps over the lazy dog. Please call me tomorrow
 
 @pytest.fixture(scope="session")
 def _mirror_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorModels]:
-    with HFMirror() as mirror:
+    """Behaves like huggingface.co today: LFS files answered with a redirect to a CDN host,
+    Xet advertised for them, and the Xet storage host (CAS) unreachable."""
+    with HFMirror(cdn=True, xet=True) as mirror:
         yield fill_mirror(mirror, tmp_path_factory.mktemp("mirror-files"))
 
 
@@ -37,10 +39,12 @@ def models(_mirror_models: MirrorModels) -> Iterator[MirrorModels]:
     mirror = _mirror_models.mirror
     mirror.clear_faults()
     mirror.throttle_bps = None
+    mirror.cas_mode = "unreachable"
     mirror.reset_log()
     yield _mirror_models
     mirror.clear_faults()
     mirror.throttle_bps = None
+    mirror.cas_mode = "unreachable"
 
 
 @dataclass

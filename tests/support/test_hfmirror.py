@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import pathlib
 import signal
 import socket
@@ -18,19 +19,21 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
-import httpx2
 import httpx2  # huggingface_hub's own HTTP stack
+import huggingface_hub.constants
 import pytest
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    GatedRepoError,
     HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
-from tests.support.hfmirror import HFMirror, git_blob_id, lfs_pointer
+from tests.support.hfmirror import HFMirror, RequestRecord, git_blob_id, lfs_pointer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 REPO = "org/tiny"
@@ -506,8 +509,9 @@ def test_cli_serves_logs_and_stops_on_sigterm(tmp_path):
     assert proc.returncode == 0
     assert "Traceback" not in err
     lines = out.splitlines()
-    assert "GET /whisper/abc/tiny.en.pt 200 2000" in lines
-    assert f"GET /org/tiny/resolve/{folder.rsplit('/', 1)[-1]}/model.safetensors 200 {len(WEIGHTS)}" in lines
+    assert "GET /whisper/abc/tiny.en.pt 200 2000 role=hub auth=no" in lines
+    commit = folder.rsplit("/", 1)[-1]
+    assert f"GET /org/tiny/resolve/{commit}/model.safetensors 200 {len(WEIGHTS)} role=hub auth=no" in lines
     assert any(line.startswith("HEAD /org/tiny/resolve/") for line in lines)
     assert lines[-1] == "stopped"
 
@@ -526,3 +530,506 @@ def test_hf_cli_download_with_hf_endpoint(mirror, tmp_path):
     assert f"path: {folder}" in proc.stdout
     assert (folder / "model.safetensors").read_bytes() == WEIGHTS
     assert (folder / "tokenizer" / "vocab.txt").read_bytes() == VOCAB
+
+
+# --------------------------------------------------------------------------------------------
+# CDN redirect
+# --------------------------------------------------------------------------------------------
+
+TOKEN = "hf_s3cret"
+
+
+@pytest.fixture
+def cdn_mirror():
+    with HFMirror(cdn=True) as m:
+        m.commit = m.add_repo(
+            REPO, {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB, "model.safetensors": WEIGHTS}
+        )
+        yield m
+
+
+@pytest.fixture
+def xet_mirror():
+    with HFMirror(cdn=True, xet=True) as m:
+        m.commit = m.add_repo(REPO, {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+        yield m
+
+
+@pytest.fixture
+def xet_disabled(monkeypatch):
+    # huggingface_hub reads HF_HUB_DISABLE_XET into `constants` at import time, but
+    # is_xet_available() looks the constant up on every call: patching it is enough in-process.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+
+
+def _cdn_location(m: HFMirror, filename: str = "model.safetensors") -> str:
+    r = httpx2.head(f"{m.url}/{REPO}/resolve/main/{filename}")
+    assert r.status_code == 302
+    return r.headers["Location"]
+
+
+def test_cdn_redirects_lfs_files(cdn_mirror):
+    m = cdn_mirror
+    assert re.fullmatch(r"http://localhost:\d+", m.cdn_url) and m.url.startswith("http://127.0.0.1:")
+    url = f"{m.url}/{REPO}/resolve/main/model.safetensors"
+    for method in ("HEAD", "GET"):
+        r = httpx2.request(method, url)
+        assert r.status_code == 302
+        location = r.headers["Location"]
+        assert location.startswith(f"{m.cdn_url}/{REPO}/resolve/{m.commit}/model.safetensors?expires=")
+        assert re.search(r"&signature=[0-9a-f]{64}$", location)
+        assert r.headers["X-Repo-Commit"] == m.commit
+        assert r.headers["ETag"] == r.headers["X-Linked-Etag"] == f'"{SHA256}"'
+        assert r.headers["X-Linked-Size"] == str(len(WEIGHTS))
+        assert "X-Xet-Hash" not in r.headers and "Link" not in r.headers
+        body = f"Found. Redirecting to {location}".encode()
+        assert r.headers["Content-Length"] == str(len(body)) and r.content == (body if method == "GET" else b"")
+    expires = int(urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["expires"][0])
+    assert 3500 < expires - time.time() <= 3600
+
+    r = httpx2.get(url, follow_redirects=True)
+    assert r.status_code == 200 and r.content == WEIGHTS
+    assert r.headers["ETag"] == f'"{SHA256}"' and r.headers["Accept-Ranges"] == "bytes"
+    # Regular files are still served by the hub itself.
+    r = httpx2.get(f"{m.url}/{REPO}/resolve/main/config.json")
+    assert r.status_code == 200 and r.content == CONFIG
+
+    roles = [(rec.role, rec.method, rec.status, rec.host.split(":")[0]) for rec in m.requests]
+    assert roles[-3:] == [
+        ("hub", "GET", 302, "127.0.0.1"),
+        ("cdn", "GET", 200, "localhost"),
+        ("hub", "GET", 200, "127.0.0.1"),
+    ]
+    assert sum(rec.body_bytes for rec in m.requests if rec.role == "cdn") == len(WEIGHTS)
+
+
+def test_get_hf_file_metadata_through_cdn(cdn_mirror):
+    m = cdn_mirror
+    meta = get_hf_file_metadata(hf_hub_url(REPO, "model.safetensors", endpoint=m.url), token=False)
+    assert (meta.commit_hash, meta.etag, meta.size) == (m.commit, SHA256, len(WEIGHTS))
+    assert meta.location.startswith(f"{m.cdn_url}/{REPO}/resolve/{m.commit}/model.safetensors?")
+    assert meta.xet_file_data is None
+    # The client stops at the redirect to another origin: the CDN never saw the HEAD.
+    assert {rec.role for rec in m.requests} == {"hub"}
+
+
+def test_hf_hub_download_through_cdn_keeps_the_token_on_the_hub(tmp_path):
+    with HFMirror(token=TOKEN, cdn=True) as m:
+        commit = m.add_repo(REPO, {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+        kw = dict(cache_dir=tmp_path, endpoint=m.url, token=TOKEN)
+        path = hf_hub_download(REPO, "model.safetensors", **kw)
+        assert pathlib.Path(path).read_bytes() == WEIGHTS
+        assert pathlib.Path(path).resolve().name == SHA256
+        assert pathlib.Path(hf_hub_download(REPO, "config.json", **kw)).read_bytes() == CONFIG
+        folder = snapshot_download(REPO, cache_dir=tmp_path / "snap", endpoint=m.url, token=TOKEN)
+        assert (pathlib.Path(folder) / "model.safetensors").read_bytes() == WEIGHTS
+
+        assert m.auth_by_role() == {"hub": {f"Bearer {TOKEN}"}, "cdn": {None}}
+        cdn_gets = [r for r in m.requests if r.role == "cdn"]
+        assert [(r.method, r.status, r.body_bytes) for r in cdn_gets] == [("GET", 200, len(WEIGHTS))] * 2
+        assert all(r.path == f"/{REPO}/resolve/{commit}/model.safetensors" for r in cdn_gets)
+        # The client went to the CDN URL straight from the HEAD's Location: no GET on the hub's resolve.
+        assert not [r for r in m.requests if r.role == "hub" and r.method == "GET" and "safetensors" in r.path]
+
+
+def test_cdn_signature_checks(cdn_mirror):
+    m = cdn_mirror
+    location = _cdn_location(m)
+    assert httpx2.get(location).status_code == 200
+    base, _, query = location.partition("?")
+    params = urllib.parse.parse_qs(query)
+    bad_sig = f"{base}?expires={params['expires'][0]}&signature={'0' * 64}"
+    longer = f"{base}?expires={int(params['expires'][0]) + 1}&signature={params['signature'][0]}"
+    other_path = location.replace("model.safetensors", "config.json")
+    for url in (base, bad_sig, longer, other_path, f"{base}?expires=soon&signature=x"):
+        r = httpx2.get(url)
+        assert r.status_code == 403 and b"AccessDenied" in r.content, url
+    expired = m.signed_cdn_url(REPO, m.commit, "model.safetensors", ttl_s=-5)
+    assert httpx2.get(expired).status_code == 403
+    fresh = m.signed_cdn_url(REPO, m.commit, "model.safetensors")
+    assert httpx2.get(fresh).content == WEIGHTS
+    # A valid signature only opens LFS files that exist.
+    assert httpx2.get(m.signed_cdn_url(REPO, m.commit, "config.json")).status_code == 404
+    assert httpx2.get(m.signed_cdn_url(REPO, m.commit, "nope.bin")).status_code == 404
+    assert httpx2.post(fresh).status_code == 405
+    # The CDN is not the hub: no API there.
+    assert httpx2.get(f"{m.cdn_url}/api/models/{REPO}").status_code == 403
+
+
+def test_cdn_range_faults_and_throttle(cdn_mirror):
+    m = cdn_mirror
+    location = _cdn_location(m)
+    size = len(WEIGHTS)
+    with httpx2.Client() as client:
+        r = client.get(location, headers={"Range": "bytes=10-19"})
+        assert r.status_code == 206 and r.content == WEIGHTS[10:20]
+        assert r.headers["Content-Range"] == f"bytes 10-19/{size}"
+        assert client.get(location, headers={"Range": "bytes=-7"}).content == WEIGHTS[-7:]
+        r = client.get(location, headers={"Range": f"bytes={size}-"})
+        assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{size}"
+        assert client.get(location).content == WEIGHTS
+
+    # Existing globs on the resolve path hit the bytes on the CDN, not the hub's redirect.
+    m.inject("*/org/tiny/resolve/*/model.safetensors", "status", status=503)
+    r = httpx2.get(f"{m.url}/{REPO}/resolve/main/model.safetensors", follow_redirects=True)
+    assert r.status_code == 503
+    assert [(rec.role, rec.status) for rec in m.requests[-2:]] == [("hub", 302), ("cdn", 503)]
+    m.inject("*/model.safetensors", "truncate", after_bytes=3000)
+    head, body, error = _raw_get(location)
+    assert b" 200 " in head.split(b"\r\n")[0] and body == WEIGHTS[:3000]
+    m.inject("*/model.safetensors", "corrupt", after_bytes=0)
+    assert httpx2.get(location).content[16:] == WEIGHTS[16:]
+    assert m.requests[-1].role == "cdn"
+
+    m.throttle_bps = 400_000
+    start = time.monotonic()
+    assert httpx2.get(location).content == WEIGHTS
+    assert time.monotonic() - start >= 0.5
+
+
+def test_cdn_ignores_range(cdn_mirror):
+    m = cdn_mirror
+    location = _cdn_location(m)
+    m.cdn_ignores_range = True
+    r = httpx2.get(location, headers={"Range": "bytes=100-"})
+    assert r.status_code == 200 and r.content == WEIGHTS and "Content-Range" not in r.headers
+    assert m.requests[-1].range == "bytes=100-"
+    # The hub still honours Range for the files it serves.
+    r = httpx2.get(f"{m.url}/{REPO}/resolve/main/config.json", headers={"Range": "bytes=0-1"})
+    assert r.status_code == 206
+    m.clear_faults()
+    assert httpx2.get(location, headers={"Range": "bytes=100-"}).status_code == 206
+
+
+# --------------------------------------------------------------------------------------------
+# Xet advertising and the CAS
+# --------------------------------------------------------------------------------------------
+
+
+def test_xet_headers_on_the_redirect(xet_mirror):
+    m = xet_mirror
+    head = httpx2.head(f"{m.url}/{REPO}/resolve/main/model.safetensors")
+    assert head.status_code == 302
+    assert head.headers["X-Linked-Size"] == str(len(WEIGHTS))
+    assert head.headers["X-Linked-Etag"] == f'"{SHA256}"'
+    xet_hash = head.headers["X-Xet-Hash"]
+    assert re.fullmatch(r"[0-9a-f]{64}", xet_hash) and xet_hash != SHA256
+    token_url = f"{m.url}/api/models/{REPO}/xet-read-token/{m.commit}"
+    assert head.headers["Link"] == f'<{token_url}>; rel="xet-auth"'
+    assert head.links["xet-auth"]["url"] == token_url
+    assert httpx2.head(f"{m.url}/{REPO}/resolve/{m.commit}/model.safetensors").headers["X-Xet-Hash"] == xet_hash
+    assert "X-Xet-Hash" not in httpx2.head(f"{m.url}/{REPO}/resolve/main/config.json").headers
+
+    meta = get_hf_file_metadata(hf_hub_url(REPO, "model.safetensors", endpoint=m.url), token=False)
+    assert meta.xet_file_data is not None
+    assert (meta.xet_file_data.file_hash, meta.xet_file_data.refresh_route) == (xet_hash, token_url)
+    assert meta.size == len(WEIGHTS) and meta.location.startswith(m.cdn_url)
+
+    # Like the Hub, listings name the Xet hash of LFS files.
+    entries = {e.path: e for e in HfApi(endpoint=m.url, token=False).list_repo_tree(REPO)}
+    assert entries["model.safetensors"].xet_hash == xet_hash and entries["config.json"].xet_hash is None
+
+
+def test_xet_read_token_route(xet_mirror):
+    m = xet_mirror
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", m.cas_url)
+    r = httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main")
+    assert r.status_code == 200
+    assert r.headers["X-Xet-Cas-Url"] == m.cas_url
+    token, exp = r.headers["X-Xet-Access-Token"], int(r.headers["X-Xet-Token-Expiration"])
+    assert len(token) >= 16 and 3590 < exp - time.time() <= 3600
+    assert r.json() == {"casUrl": m.cas_url, "accessToken": token, "exp": exp}
+    assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main").headers["X-Xet-Access-Token"] != token
+    assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/nope").status_code == 404
+    # "unreachable": nothing listens there.
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(m.cas_url, timeout=2)
+    m.cas_url = "http://cas.example:1"
+    assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main").json()["casUrl"] == "http://cas.example:1"
+
+    with HFMirror(token=TOKEN, cdn=True, xet=True) as private:
+        private.add_repo(REPO, {"model.safetensors": WEIGHTS})
+        route = f"{private.url}/api/models/{REPO}/xet-read-token/main"
+        assert httpx2.get(route).status_code == 401
+        assert httpx2.get(route, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_hf_hub_download_with_xet_advertised_and_disabled_in_the_client(tmp_path, xet_disabled):
+    with HFMirror(token=TOKEN, cdn=True, xet=True) as m:
+        commit = m.add_repo(REPO, {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+        path = hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path, endpoint=m.url, token=TOKEN)
+        assert pathlib.Path(path).read_bytes() == WEIGHTS
+        # With Xet metadata the client keeps the hub URL and lets httpx follow the 302, which
+        # drops the Authorization header on the way to the other origin.
+        weights = [(r.role, r.method, r.status) for r in m.requests if r.path.endswith("model.safetensors")]
+        assert weights == [("hub", "HEAD", 302), ("hub", "GET", 302), ("cdn", "GET", 200)]
+        assert m.requests[-1].path == f"/{REPO}/resolve/{commit}/model.safetensors"
+        assert m.auth_by_role() == {"hub": {f"Bearer {TOKEN}"}, "cdn": {None}}
+
+
+def test_cas_garbage(xet_mirror):
+    m = xet_mirror
+    unreachable = m.cas_url
+    m.cas_mode = "garbage"
+    assert m.cas_mode == "garbage" and m.cas_url != unreachable
+    assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main").json()["casUrl"] == m.cas_url
+    for method in ("GET", "POST", "PUT", "HEAD", "OPTIONS"):
+        r = httpx2.request(method, f"{m.cas_url}/v1/reconstructions/{'a' * 64}", content=b"x" * 10, timeout=2)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+        if method != "HEAD":
+            with pytest.raises(ValueError):
+                r.json()
+    records = [r for r in m.requests if r.role == "cas"]
+    assert [r.method for r in records] == ["GET", "POST", "PUT", "HEAD", "OPTIONS"]
+    assert records[0].path == f"/v1/reconstructions/{'a' * 64}" and records[0].host == m.cas_url.split("//")[1]
+    m.cas_mode = "unreachable"
+    assert m.cas_url == unreachable
+    with pytest.raises(ValueError):
+        m.cas_mode = "flaky"
+
+
+def test_cas_blackhole():
+    with HFMirror(cdn=True, xet=True, cas_mode="blackhole") as m:
+        m.add_repo(REPO, {"model.safetensors": WEIGHTS})
+        start = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):
+            httpx2.get(f"{m.cas_url}/v1/reconstructions/x", headers={"Authorization": "Bearer xet"}, timeout=0.5)
+        assert time.monotonic() - start < 2
+        record = m.requests[-1]
+        assert (record.role, record.method, record.status, record.authorization) == ("cas", "GET", 0, "Bearer xet")
+        host, port = m.cas_url.split("//")[1].split(":")
+        idle = socket.create_connection((host, int(port)), timeout=5)  # accepted, never answered
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        start = time.monotonic()
+    assert time.monotonic() - start < 2  # stop() did not wait for the held connections
+    assert idle.recv(10) == b""  # ... and closed them
+    idle.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Listings, gated, renamed and one-segment repos
+# --------------------------------------------------------------------------------------------
+
+
+def test_tree_pagination(tmp_path):
+    files = {f"f/{i:04d}.txt": str(i).encode() for i in range(1500)}
+    with HFMirror() as m:
+        m.add_repo("org/many", files)
+        api = HfApi(endpoint=m.url, token=False)
+        entries = list(api.list_repo_tree("org/many", recursive=True))
+        assert len(entries) == 1501  # the folder and its 1500 files
+        assert sorted(e.path for e in entries if e.path != "f") == sorted(files)
+        assert len(list(api.list_repo_tree("org/many", path_in_repo="f"))) == 1500
+        assert len(api.list_repo_files("org/many")) == 1500
+        pages = [r for r in m.requests if "/tree/" in r.path]
+        assert len(pages) == 6
+
+        first = httpx2.get(f"{m.url}/api/models/org/many/tree/main/f?expand=false")
+        assert len(first.json()) == 1000
+        link = first.links["next"]["url"]
+        assert link.startswith(f"{m.url}/api/models/org/many/tree/main/f?recursive=false&expand=false&cursor=")
+        second = httpx2.get(link)
+        assert len(second.json()) == 500 and "Link" not in second.headers
+        assert [e["path"] for e in first.json() + second.json()] == sorted(files)
+
+        m.page_size = 2
+        r = httpx2.get(f"{m.url}/api/models/org/many/tree/main?recursive=true")
+        assert [e["path"] for e in r.json()] == ["f", "f/0000.txt"] and "cursor=" in r.headers["Link"]
+        assert httpx2.get(f"{m.url}/api/models/org/many/tree/main?cursor=bogus").status_code == 400
+
+
+def test_gated_repo(tmp_path):
+    with HFMirror() as m:
+        commit = m.add_repo(REPO, {"config.json": CONFIG, "model.safetensors": WEIGHTS}, gated=True)
+        api = HfApi(endpoint=m.url, token=False)
+        assert api.model_info(REPO).gated == "manual"
+        assert api.list_repo_files(REPO) == ["config.json", "model.safetensors"]
+        assert len(api.get_paths_info(REPO, ["config.json"])) == 1
+        assert api.list_repo_refs(REPO).branches[0].target_commit == commit
+
+        url = f"{m.url}/{REPO}/resolve/main/config.json"
+        r = httpx2.get(url)
+        assert r.status_code == 401 and r.headers["X-Error-Code"] == "GatedRepo"
+        assert r.headers["X-Error-Message"] == (
+            f"Access to model {REPO} is restricted. You must have access to it and be authenticated to access it. "
+            "Please log in."
+        )
+        r = httpx2.head(url, headers={"Authorization": "Bearer someone-else"})
+        assert r.status_code == 403 and r.headers["X-Error-Code"] == "GatedRepo"
+        assert r.headers["X-Error-Message"] == (
+            f"Access to model {REPO} is restricted and you are not in the authorized list. "
+            f"Visit https://huggingface.co/{REPO} to ask for access."
+        )
+        assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main").status_code == 401
+
+        kw = dict(cache_dir=tmp_path, endpoint=m.url)
+        with pytest.raises(GatedRepoError) as err:
+            hf_hub_download(REPO, "config.json", token=False, **kw)
+        assert err.value.response.status_code == 401
+        with pytest.raises(GatedRepoError) as err:
+            hf_hub_download(REPO, "model.safetensors", token="someone-else", **kw)
+        assert err.value.response.status_code == 403
+
+        m.grant(REPO, TOKEN)
+        path = hf_hub_download(REPO, "model.safetensors", token=TOKEN, **kw)
+        assert pathlib.Path(path).read_bytes() == WEIGHTS
+        assert httpx2.get(url, headers={"Authorization": "Bearer someone-else"}).status_code == 403
+        m.add_repo(REPO, {"config.json": CONFIG}, branch="dev")  # gated=None: still gated
+        assert httpx2.get(url).status_code == 401
+        m.add_repo(REPO, {"config.json": CONFIG}, branch="dev", gated=False)
+        assert httpx2.get(url).status_code == 200 and api.model_info(REPO).gated is False
+        with pytest.raises(ValueError):
+            m.grant("org/missing", TOKEN)
+
+
+def test_renamed_repo(tmp_path):
+    with HFMirror(cdn=True) as m:
+        commit = m.add_repo("org/old", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+        m.rename("org/old", "org/new")
+        r = httpx2.get(f"{m.url}/api/models/org/old/tree/main?recursive=true")
+        assert r.status_code == 307 and r.headers["Location"] == "/api/models/org/new/tree/main?recursive=true"
+        r = httpx2.head(f"{m.url}/org/old/resolve/main/config.json")
+        assert r.status_code == 307 and r.headers["Location"] == "/org/new/resolve/main/config.json"
+
+        api = HfApi(endpoint=m.url, token=False)
+        info = api.model_info("org/old")
+        assert (info.id, info.sha) == ("org/new", commit)
+        assert [e.path for e in api.list_repo_tree("org/old")] == ["config.json", "model.safetensors"]
+        assert [e.path for e in api.get_paths_info("org/old", ["config.json"])] == ["config.json"]  # POST too
+        for name, data in (("config.json", CONFIG), ("model.safetensors", WEIGHTS)):
+            path = hf_hub_download("org/old", name, cache_dir=tmp_path, endpoint=m.url, token=False)
+            assert pathlib.Path(path).read_bytes() == data
+        assert (tmp_path / "models--org--old" / "refs" / "main").read_text() == commit
+
+        with pytest.raises(ValueError):
+            m.rename("org/missing", "org/x")
+        m.add_repo("org/other", {"a.txt": b"a"})
+        with pytest.raises(ValueError):
+            m.rename("org/new", "org/other")
+
+
+def test_one_segment_repo_ids(tmp_path):
+    with HFMirror() as m:
+        gpt2 = m.add_repo("gpt2", {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB})
+        org_repo = m.add_repo("org", {"config.json": b"{}"})  # a one-segment id next to org/tiny
+        tiny = m.add_repo(REPO, {"config.json": CONFIG})
+        api = HfApi(endpoint=m.url, token=False)
+        info = api.model_info("gpt2")
+        assert (info.id, info.sha, info.author) == ("gpt2", gpt2, None)
+        tree = [e.path for e in api.list_repo_tree("gpt2", recursive=True)]
+        assert tree == ["config.json", "tokenizer", "tokenizer/vocab.txt"]
+        assert api.model_info("gpt2", revision="main").sha == gpt2
+        path = hf_hub_download("gpt2", "tokenizer/vocab.txt", cache_dir=tmp_path, endpoint=m.url, token=False)
+        assert pathlib.Path(path).read_bytes() == VOCAB
+        assert (tmp_path / "models--gpt2" / "refs" / "main").read_text() == gpt2
+
+        # "a/b" when it is a repo, else "a" and the rest of the route.
+        assert api.model_info("org").sha == org_repo and api.model_info(REPO).sha == tiny
+        assert api.list_repo_files("org") == ["config.json"]
+        assert httpx2.get(f"{m.url}/org/resolve/main/config.json").content == b"{}"
+        assert httpx2.get(f"{m.url}/{REPO}/resolve/main/config.json").content == CONFIG
+        assert httpx2.get(f"{m.url}/nope/resolve/main/config.json").headers["X-Error-Code"] == "RepoNotFound"
+        with pytest.raises(ValueError):
+            m.add_repo("a/b/c", {"x": b""})
+
+
+# --------------------------------------------------------------------------------------------
+# Misbehaviour knobs
+# --------------------------------------------------------------------------------------------
+
+
+def test_override_redirect(cdn_mirror, tmp_path):
+    m = cdn_mirror
+    url = f"{m.url}/{REPO}/resolve/main/model.safetensors"
+    m.override_redirect("*/resolve/*/model.safetensors", url)  # a loop
+    r = httpx2.head(url)
+    assert r.status_code == 302 and r.headers["Location"] == url
+    assert r.headers["X-Linked-Size"] == str(len(WEIGHTS)) and r.headers["X-Repo-Commit"] == m.commit
+    with pytest.raises(httpx2.TooManyRedirects):
+        hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path, endpoint=m.url, token=False)
+
+    m.override_redirect("*/model.safetensors", "ftp://files.example/model.safetensors")  # newest wins
+    assert httpx2.head(url).headers["Location"] == "ftp://files.example/model.safetensors"
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path, endpoint=m.url, token=False)
+    # Other files are untouched.
+    assert httpx2.head(f"{m.url}/{REPO}/resolve/main/config.json").status_code == 200
+    m.clear_faults()
+    assert httpx2.head(url).headers["Location"].startswith(m.cdn_url)
+
+
+def test_override_linked_size(cdn_mirror, tmp_path):
+    m = cdn_mirror
+    m.override_linked_size("*/model.safetensors", len(WEIGHTS) + 1)
+    assert httpx2.head(f"{m.url}/{REPO}/resolve/main/model.safetensors").headers["X-Linked-Size"] == str(
+        len(WEIGHTS) + 1
+    )
+    # The CDN sends the real Content-Length: the client's consistency check catches the mismatch.
+    with pytest.raises(OSError, match="Consistency check failed"):
+        hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path, endpoint=m.url, token=False)
+    m.clear_faults()
+    path = hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path, endpoint=m.url, token=False)
+    assert pathlib.Path(path).read_bytes() == WEIGHTS
+
+
+def test_defaults_unchanged(mirror):
+    assert not mirror.cdn and not mirror.xet and mirror.page_size == 1000 and mirror.cas_mode == "unreachable"
+    r = httpx2.head(f"{mirror.url}/{REPO}/resolve/main/model.safetensors")
+    assert r.status_code == 200 and "X-Xet-Hash" not in r.headers and "Link" not in r.headers
+    assert "xetHash" not in httpx2.get(f"{mirror.url}/api/models/{REPO}/tree/main").json()[0]
+    # Records built the old way still work; the new fields have defaults.
+    assert RequestRecord("GET", "/x", 200, None, 0) == RequestRecord("GET", "/x", 200, None, 0, "hub", "", None)
+    assert mirror.requests[0].role == "hub" and mirror.requests[0].host == mirror.url.split("//")[1]
+    with pytest.raises(ValueError):
+        HFMirror(xet=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line with CDN and Xet
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_with_cdn_xet_and_pages(tmp_path, xet_disabled):
+    root = tmp_path / "root"
+    (root / "models" / "org" / "tiny").mkdir(parents=True)
+    (root / "models" / "org" / "tiny" / "config.json").write_bytes(CONFIG)
+    (root / "models" / "org" / "tiny" / "model.safetensors").write_bytes(WEIGHTS)
+    (root / "models" / "org" / "tiny" / "vocab.txt").write_bytes(VOCAB)
+
+    proc, url = _start_cli(root, "--token", TOKEN, "--cdn-port", "0", "--xet", "--page-size", "2")
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        head = httpx2.head(f"{url}/{REPO}/resolve/main/model.safetensors", headers=auth)
+        assert head.status_code == 302 and re.match(r"http://localhost:\d+/org/tiny/resolve/", head.headers["Location"])
+        assert head.links["xet-auth"]["url"].startswith(f"{url}/api/models/{REPO}/xet-read-token/")
+        cas = httpx2.get(head.links["xet-auth"]["url"], headers=auth).headers["X-Xet-Cas-Url"]
+        assert cas.startswith("http://127.0.0.1:")
+        api = HfApi(endpoint=url, token=TOKEN)
+        assert api.list_repo_files(REPO) == ["config.json", "model.safetensors", "vocab.txt"]  # two pages
+        path = hf_hub_download(REPO, "model.safetensors", cache_dir=tmp_path / "c", endpoint=url, token=TOKEN)
+        assert pathlib.Path(path).read_bytes() == WEIGHTS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert re.search(r"^cdn on http://localhost:\d+$", err, re.M)
+    lines = out.splitlines()
+    assert sum("/tree/main" in line and line.endswith("role=hub auth=yes") for line in lines) == 2
+    cdn = [line for line in lines if "role=cdn" in line]
+    expected = rf"GET /org/tiny/resolve/[0-9a-f]{{40}}/model.safetensors 200 {len(WEIGHTS)} role=cdn auth=no"
+    assert len(cdn) == 1 and re.fullmatch(expected, cdn[0])
+
+    proc, url = _start_cli(root, "--cdn-port", "0", "--cdn-url", "http://cdn.hf-mirror:8081/")
+    try:
+        location = httpx2.head(f"{url}/{REPO}/resolve/main/model.safetensors").headers["Location"]
+        assert location.startswith("http://cdn.hf-mirror:8081/org/tiny/resolve/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "tests.support.hfmirror", "--root", str(root), "--xet"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert bad.returncode == 2 and "--cdn-port" in bad.stderr

@@ -161,7 +161,7 @@ def _watch(ctx: Context, child: subprocess.Popen, dirs: list[Path]) -> None:
             last_size, last_move = size, now
         elif now - last_move > max(policy.stall_timeout, PROBE_TIMEOUT):
             child.kill()
-            raise _Unavailable(f"no progress for {policy.stall_timeout:g}s")
+            raise _Unavailable(f"hf_xet made no progress for {policy.stall_timeout:g}s")
 
 
 def _du(path: Path) -> int:

@@ -26,11 +26,23 @@ SENTENCE = "The quick brown fox jumps over the lazy dog. Please call me tomorrow
 
 
 @pytest.fixture(scope="session")
-def _mirror_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorModels]:
+def _mirror_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mirror-files")
+
+
+@pytest.fixture(scope="session")
+def _mirror_models(_mirror_files: Path) -> Iterator[MirrorModels]:
     """Behaves like huggingface.co today: LFS files answered with a redirect to a CDN host,
     Xet advertised for them, and the Xet storage host (CAS) unreachable."""
     with HFMirror(cdn=True, xet=True) as mirror:
-        yield fill_mirror(mirror, tmp_path_factory.mktemp("mirror-files"))
+        yield fill_mirror(mirror, _mirror_files)
+
+
+@pytest.fixture(scope="session")
+def _direct_mirror_models(_mirror_files: Path) -> Iterator[MirrorModels]:
+    """The same repos, served the old way: every file straight from the Hub host."""
+    with HFMirror() as mirror:
+        yield fill_mirror(mirror, _mirror_files)
 
 
 @pytest.fixture

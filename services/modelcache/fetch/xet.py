@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,12 +99,23 @@ def _cas_of(ctx: Context, url: str, label: str) -> str:
     return cas
 
 
+_UNREACHABLE: dict[str, str] = {}  # CAS address -> why; asked once per process, not once per file
+_UNREACHABLE_LOCK = threading.Lock()
+
+
 def _probe(client: httpx2.Client, cas: str) -> None:
     """Any HTTP answer means reachable; a refused or silent host is not worth minutes of retries."""
-    try:
-        client.get(cas, timeout=httpx2.Timeout(PROBE_TIMEOUT), follow_redirects=False).close()
-    except httpx2.HTTPError as exc:
-        raise _Unavailable(f"the Xet storage host {cas} cannot be reached ({exc.__class__.__name__})") from None
+    with _UNREACHABLE_LOCK:
+        known = _UNREACHABLE.get(cas)
+    if known is None:
+        try:
+            client.get(cas, timeout=httpx2.Timeout(PROBE_TIMEOUT), follow_redirects=False).close()
+            return
+        except httpx2.HTTPError as exc:
+            known = f"the Xet storage host {cas} cannot be reached ({exc.__class__.__name__})"
+            with _UNREACHABLE_LOCK:
+                _UNREACHABLE[cas] = known
+    raise _Unavailable(known)
 
 
 def _run_child(ctx: Context, file: tuple[str, str, str], staging: Path) -> Path:
@@ -177,8 +189,6 @@ def _du(path: Path) -> int:
 
 def _child(job: dict) -> None:
     """In the child process: let huggingface_hub + hf_xet write the file into the staging folder."""
-    import threading
-
     def orphaned() -> None:  # the parent was killed (kill -9): stop too
         while True:
             if os.getppid() != job["ppid"]:

@@ -177,7 +177,10 @@ def test_first_up_downloads_then_serves(stack: Stack, speech) -> None:
     TIMES["first_up_s"] = stack.up()
     assert stack.downloader_exit_code() == 0
     assert "lock written" in stack.logs("model-downloader")
-    assert any("model.safetensors" in line for line in stack.mirror_gets())
+    gets = stack.mirror_gets()
+    # the weights came the way huggingface.co sends them: a redirect, then the CDN host, no token there
+    assert any("all-MiniLM-L6-v2/resolve/" in line and " 302 " in line and "role=hub" in line for line in gets)
+    assert any("model.safetensors 200 " in line and "role=cdn auth=no" in line for line in gets), gets
     health = httpx2.get(f"{stack.url}/health", timeout=10).json()
     assert health["status"] == "ok"
     assert set(health["models_loaded"]) == {"whisper-tiny.en", fixtures.MINILM, fixtures.SIGLIP, "yunet"}

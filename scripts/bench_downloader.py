@@ -63,7 +63,7 @@ def env_for(models: fixtures.MirrorModels, root: Path) -> dict[str, str]:
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MODELCACHE_", "HF_"))}
     return {**base, **env, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -239,18 +239,24 @@ def bench(repeat: int) -> dict:
         hf_xet_env = {**hf_env(env_for(models, xroot), hf_xet_cache), "HF_XET_CACHE": str(work / "hf-xet" / "xet")}
         hf_xet_env.pop("HF_HUB_DISABLE_XET")
         started = time.perf_counter()
-        hf_run = subprocess.run([str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir",
-                                 str(hf_xet_cache)], env=hf_xet_env, capture_output=True, text=True, timeout=900)  # fmt: skip
+        try:
+            hf_run = subprocess.run([str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir",
+                                     str(hf_xet_cache)], env=hf_xet_env, capture_output=True, text=True,
+                                    timeout=XET_ANCHOR_LIMIT)  # fmt: skip
+            hf_exit, hf_error = hf_run.returncode, (hf_run.stderr.strip().splitlines() or [""])[-1][:200]
+        except subprocess.TimeoutExpired:
+            hf_exit, hf_error = None, f"still retrying after {XET_ANCHOR_LIMIT} s; stopped"
         results["cas_unreachable"] = {
             "modelcache_xet_mode_s": ours_xet,
             "hf_download_s": time.perf_counter() - started,
-            "hf_download_exit": hf_run.returncode,
-            "hf_download_error": (hf_run.stderr.strip().splitlines() or [""])[-1][:200],
+            "hf_download_exit": hf_exit,
+            "hf_download_error": hf_error,
         }
     shutil.rmtree(work, ignore_errors=True)
     return results
 
 
+XET_ANCHOR_LIMIT = 300  # seconds we wait for `hf download` to give up on an unreachable CAS
 ONLY_MINILM = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
 
 
@@ -316,14 +322,15 @@ def report(r: dict) -> str:
          f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
         ("", f"{k['modelcache_segments_retransferred_fraction']:.0%} (4 segments)", "",
          f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_segments_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
-        ("SIGTERM to exit, mid-transfer", f"{t['modelcache_s']:.2f} s", f"hf download: {t['hf_download_s']:.2f} s",
-         f"{t['hf_download_s'] / t['modelcache_s']:.1f}x sooner"),
+        ("SIGTERM to exit, mid-transfer (goal < 1 s)", f"{1000 * t['modelcache_s']:.0f} ms, partial file kept",
+         f"hf download: {1000 * t['hf_download_s']:.0f} ms", "-"),
         ("{:.0f} MiB at {:.0f} MB/s per connection".format(g["file_bytes"] / 2**20, g["throttle_bytes_per_s"] / 1e6),
          f"4 segments: {g['four_segments_s']:.2f} s", f"1 stream: {g['one_stream_s']:.2f} s",
          f"{g['one_stream_s'] / g['four_segments_s']:.2f}x faster"),
         ("Xet storage host unreachable",
          f"MODELCACHE_TRANSFER=xet: {x['modelcache_xet_mode_s']:.2f} s, complete",
-         f"hf download (hf_xet): {'failed' if x['hf_download_exit'] else 'done'} after {x['hf_download_s']:.0f} s",
+         "hf download (hf_xet): " + ("no result, stopped" if x["hf_download_exit"] is None
+                                     else "failed" if x["hf_download_exit"] else "done") + f" after {x['hf_download_s']:.0f} s",
          f"{x['hf_download_s'] / x['modelcache_xet_mode_s']:.0f}x sooner"),
     ]  # fmt: skip
     lines = [f"machine: {r['machine']}", "", "| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]

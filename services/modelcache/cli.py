@@ -42,19 +42,69 @@ def _print_json(data: object) -> None:
 def fetch(
     refresh: Annotated[bool, typer.Option(help="Re-resolve branches to their newest commit.")] = False,
     deep: Annotated[bool, typer.Option(help="Re-hash every present file; re-fetch the ones that differ.")] = False,
+    lockfile: Annotated[Path | None, typer.Option(help="Fetch exactly what this lockfile pins (MODELCACHE_LOCKFILE).")] = None,
     plain: Annotated[bool, typer.Option(help="Plain log lines even on a terminal.")] = False,
 ) -> None:
     """Download what the plan needs into the volume (the downloader's default command)."""
+    from dataclasses import replace
+
     from modelcache.fetch import run_fetch
     from modelcache.progress import make_reporter
 
     from modelcache.fetch.policy import Cancelled
 
     settings = Settings.from_env()
+    if lockfile is not None:
+        settings = replace(settings, lockfile=lockfile)
     try:
         run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
     except (KeyboardInterrupt, Cancelled):
         _exit_interrupted()
+
+
+@app.command("lock")
+def lock_cmd(
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Move pins to what the configured revisions point at now.")] = False,
+    names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these artifacts.", show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only say whether the lockfile matches the configuration (offline).")] = False,
+    lockfile: Annotated[Path | None, typer.Option(help="The lockfile (default: MODELCACHE_LOCKFILE, else ./models.lock).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin every configured model (commit, files, sizes, sha256) in a lockfile, from metadata only."""
+    from modelcache.errors import ConfigError
+    from modelcache.lockfile import LOCKFILE_NAME, read_lockfile
+
+    settings = Settings.from_env()
+    path = lockfile or settings.lockfile or Path(LOCKFILE_NAME)
+    if names and not upgrade:
+        raise ConfigError("naming artifacts only makes sense with --upgrade", remedy="modelcache lock --upgrade NAME")
+    if check:
+        current = read_lockfile(path) if path.exists() else None
+        problems = ["no lockfile"] if current is None else current.stale(build_plan(settings))
+        if as_json:
+            _print_json({"lockfile": str(path), "up_to_date": not problems, "problems": problems})
+        else:
+            for problem in problems:
+                print(f"STALE {problem}")
+            print(f"{path}: " + ("up to date" if not problems else f"{len(problems)} difference(s) from the configuration"))
+            if problems:
+                print("remedy: run `modelcache lock` (new artifacts) or `modelcache lock --upgrade` (move pins), then commit it")
+        if problems:
+            raise typer.Exit(EXIT_VERIFY)
+        return
+    from modelcache.fetch.pinning import make_lockfile
+    from modelcache.progress import PlainReporter
+
+    result = make_lockfile(settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter())
+    if as_json:
+        _print_json({"lockfile": str(path), "written": result.written, "resolved": result.resolved,
+                     "kept": result.kept, "moved": result.moved, "requests": result.requests,
+                     "seconds": round(result.seconds, 3), "digest": result.lockfile.digest})  # fmt: skip
+        return
+    state = "written" if result.written else "unchanged"
+    print(f"{path} {state}: {len(result.lockfile.pins)} artifact(s), {len(result.resolved)} resolved, "
+          f"{len(result.kept)} kept, {len(result.moved)} moved; {result.requests} metadata request(s) in "
+          f"{result.seconds:.2f}s, no weights downloaded")  # fmt: skip
 
 
 @app.command("plan")
@@ -135,8 +185,11 @@ def verify_cmd(
     """Check the volume against the lock and the plan, offline. Exit 4 on any problem."""
     from modelcache.verify import verify
 
+    from modelcache.lockfile import configured
+
     settings, layout, plan = _context()
-    report = verify(layout, plan, deep=deep or settings.verify == "deep", workers=workers or settings.workers)
+    report = verify(layout, plan, deep=deep or settings.verify == "deep", workers=workers or settings.workers,
+                    lockfile=configured(settings))  # fmt: skip
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -283,6 +336,46 @@ def _print_removals(removed, dry_run: bool, as_json: bool) -> None:
     for r in removed:
         print(f"{verb} {r.path} ({human_bytes(r.bytes)})")
     print(f"{verb} {len(removed)} item(s), {human_bytes(total)}")
+
+
+@app.command("export")
+def export_cmd(
+    bundle: Annotated[str, typer.Argument(help="The bundle file to write, or - for standard output.")],
+) -> None:
+    """Write the whole volume (its lock and every file it names) to one verified, deterministic tar bundle."""
+    from modelcache.bundle import export
+    from modelcache.lock import read_lock
+    from modelcache.progress import make_reporter
+
+    _settings, layout, _plan = _context()
+    lock = read_lock(layout)
+    if lock is None:
+        raise VerificationError(f"no lock in {layout.root}: the volume is not complete", remedy="run `modelcache fetch` first")
+    result = export(layout, lock, bundle, reporter=make_reporter(force_plain=bundle == "-"))
+    print(f"exported {result.files} file(s), {human_bytes(result.bytes)} to {bundle} in {result.seconds:.1f}s "
+          f"({human_bytes(result.bytes / max(result.seconds, 1e-6))}/s)", file=sys.stderr)  # fmt: skip
+
+
+@app.command("import")
+def import_cmd(
+    bundle: Annotated[str, typer.Argument(help="A bundle made by `modelcache export`, or - for standard input.")],
+    deep: Annotated[bool, typer.Option(help="Also hash the files already in the volume before keeping them.")] = False,
+) -> None:
+    """Install a bundle into the volume, offline: every byte checked against its lock before it is visible."""
+    from modelcache.bundle import import_bundle
+    from modelcache.fetch.runner import ensure_writable
+    from modelcache.lockfile import configured
+    from modelcache.progress import make_reporter
+    from modelcache.volumelock import VolumeLock
+
+    settings, layout, plan = _context()
+    lockfile = configured(settings)
+    ensure_writable(layout)
+    reporter = make_reporter()
+    with VolumeLock(layout, settings.lock_timeout, reporter):
+        result = import_bundle(layout, plan, lockfile, bundle, deep=deep, reporter=reporter)
+    print(f"imported {result.files} file(s), {human_bytes(result.bytes)} in {result.seconds:.1f}s; "
+          f"{result.skipped} already present; lock written", file=sys.stderr)  # fmt: skip
 
 
 @app.command()

@@ -95,6 +95,10 @@ def _temporaries(layout: Layout) -> list[Finding]:
         elif path.parent == layout.partial and name.endswith(".part"):
             size = path.lstat().st_size
             found.append(Finding("temporary", layout.rel(path), f"partial download ({size} bytes), resumable by fetch"))
+        elif path.parent == layout.partial and name.endswith(".segments"):
+            found.append(Finding("temporary", layout.rel(path), "progress record of a partial download in segments"))
+        elif layout.partial in path.parents:
+            found.append(Finding("temporary", layout.rel(path), "leftover of an interrupted Xet transfer or import"))
         elif name.endswith((".tmp", ".tmp-link")) and name.startswith("."):
             found.append(Finding("temporary", layout.rel(path), "leftover of an interrupted atomic write"))
     return found

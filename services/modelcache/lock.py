@@ -45,6 +45,7 @@ class LockedArtifact:
 class Lock:
     plan_digest: str
     artifacts: tuple[LockedArtifact, ...]
+    lockfile: str | None = None  # digest of the models.lock it was filled from, if any
     created_at: float = field(default_factory=time.time)
     tool_version: str = __version__
     version: int = LOCK_VERSION
@@ -77,7 +78,7 @@ def read_lock(layout: Layout) -> Lock | None:
     except OSError as exc:
         raise VerificationError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return _parse(json.loads(raw))
+        return parse_lock(json.loads(raw))
     except (ValueError, KeyError, TypeError) as exc:
         raise VerificationError(
             f"{path} is damaged ({exc.__class__.__name__}: {exc})",
@@ -85,7 +86,8 @@ def read_lock(layout: Layout) -> Lock | None:
         ) from None
 
 
-def _parse(data: dict) -> Lock:
+def parse_lock(data: dict) -> Lock:
+    """A lock from its JSON form (the volume's lock.json, or the one inside a bundle)."""
     if data.get("version") != LOCK_VERSION:
         raise ValueError(f"unsupported lock version {data.get('version')!r}")
     artifacts = tuple(
@@ -101,9 +103,11 @@ def _parse(data: dict) -> Lock:
         )
         for a in data["artifacts"]
     )
+    lockfile = data.get("lockfile")
     return Lock(
         plan_digest=str(data["plan_digest"]),
         artifacts=artifacts,
+        lockfile=str(lockfile) if lockfile else None,
         created_at=float(data.get("created_at", 0.0)),
         tool_version=str(data.get("tool_version", "?")),
     )

@@ -103,6 +103,7 @@ class Settings:
     face: str | None = "yunet"
     mlx: tuple[RepoRef, ...] = ()
     manifest: Path | None = None
+    lockfile: Path | None = None  # models.lock: fetch exactly these pins
     hf_endpoint: str = "https://huggingface.co"
     hf_token_file: Path = Path("/run/secrets/hf_token")
     verify: str = "fast"
@@ -155,6 +156,7 @@ class Settings:
             face=get.choice("MODELCACHE_FACE", "yunet", FACE_MODELS, allow_none=True),
             mlx=get.repo_list("MODELCACHE_MLX"),
             manifest=Path(manifest) if manifest else None,
+            lockfile=Path(lockfile) if (lockfile := get.text("MODELCACHE_LOCKFILE", None)) else None,
             hf_endpoint=endpoint,
             hf_token_file=Path(get.text("MODELCACHE_HF_TOKEN_FILE", "/run/secrets/hf_token") or ""),
             verify=get.choice("MODELCACHE_VERIFY", "fast", VERIFY_MODES),

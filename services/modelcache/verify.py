@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
 from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock
+from modelcache.lockfile import Lockfile
 from modelcache.plan import Plan
 
 @dataclass(frozen=True)
 class Problem:
-    issue: str  # no-lock | drift | missing | size | sha256 | not-a-file
+    issue: str  # no-lock | drift | lockfile | missing | size | sha256 | not-a-file
     path: str  # relative to the volume root (or the artifact, for drift)
     expected: str | None = None
     found: str | None = None
@@ -132,8 +133,17 @@ def check_files(
     return [p for p in results if p is not None]
 
 
-def verify(layout: Layout, plan: Plan, *, deep: bool = False, workers: int = 4, lock: Lock | None = None) -> Report:
-    """Every problem between the plan, the lock and the bytes on disk, in one report."""
+def verify(
+    layout: Layout,
+    plan: Plan,
+    *,
+    deep: bool = False,
+    workers: int = 4,
+    lock: Lock | None = None,
+    lockfile: Lockfile | None = None,
+) -> Report:
+    """Every problem between the plan (and the lockfile, when one is configured), the lock and
+    the bytes on disk, in one report."""
     start = time.perf_counter()
     report = Report(deep=deep)
     lock = lock if lock is not None else read_lock(layout)
@@ -149,6 +159,15 @@ def verify(layout: Layout, plan: Plan, *, deep: bool = False, workers: int = 4, 
         return report
     entries, drift = wanted_artifacts(plan, lock)
     report.problems += drift
+    if lockfile is not None and lock.lockfile != lockfile.digest:
+        report.problems.append(
+            Problem(
+                "lockfile",
+                layout.rel(layout.lock_file),
+                expected=f"filled from the configured lockfile ({lockfile.digest[:12]})",
+                found=f"filled from another lockfile ({lock.lockfile[:12]})" if lock.lockfile else "filled without one",
+            )
+        )
     files = [(f, a.name) for a in entries for f in a.files]
     report.files = len(files)
     report.bytes = sum(f.size for f, _ in files)

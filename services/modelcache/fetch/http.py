@@ -84,9 +84,14 @@ def open_bytes(
     if start or end is not None:
         headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
     while True:
-        sent = {**headers, **(auth or {})} if origin(current) == home else headers
+        at_home = origin(current) == home
+        sent = {**headers, **(auth or {})} if at_home else headers
         request = client.build_request("GET", current, headers=sent, timeout=timeout)
-        response = client.send(request, stream=True, follow_redirects=False)
+        try:
+            response = client.send(request, stream=True, follow_redirects=False)
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+            host = urlsplit(current).netloc
+            raise Retry(f"{exc.__class__.__name__} talking to {host}" + ("" if at_home else " (where the Hub redirected)"))
         try:
             if response.status_code in REDIRECT_STATUSES:
                 current = _next_hop(response, current, want, url)
@@ -97,7 +102,7 @@ def open_bytes(
                         remedy="the Hub or mirror at HF_ENDPOINT is misconfigured; report it to its operator",
                     )
                 continue
-            _check_status(response, want, current)
+            _check_status(response, want, current, redirected=not at_home)
             _check_length(response, want, start, end, current)
             yield Opened(response, current, hops)
             return
@@ -140,7 +145,7 @@ def _check_promise(response: httpx2.Response, want: Want, first: str) -> None:
             )
 
 
-def _check_status(response: httpx2.Response, want: Want, url: str) -> None:
+def _check_status(response: httpx2.Response, want: Want, url: str, *, redirected: bool = False) -> None:
     status = response.status_code
     if status in (200, 206):
         return
@@ -148,6 +153,8 @@ def _check_status(response: httpx2.Response, want: Want, url: str) -> None:
         raise Retry(f"HTTP {status}", retry_after=response.headers.get("retry-after"))
     if status == 416:
         raise Retry("the server refused the range")
+    if status in (401, 403) and redirected:  # a signed CDN address that expired: the Hub gives a fresh one
+        raise Retry(f"HTTP {status} from {urlsplit(url).netloc}, where the Hub redirected (an expired signed address?)")
     if status in (401, 403):
         gated = response.headers.get("x-error-code") == "GatedRepo"
         raise ConfigError(

@@ -27,6 +27,7 @@ from huggingface_hub.utils import filter_repo_objects
 from modelcache.errors import ConfigError, NetworkError
 from modelcache.fetch.policy import Policy
 from modelcache.layout import Layout, atomic_write_text
+from modelcache.lockfile import Pin
 from modelcache.plan import Artifact
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -71,15 +72,23 @@ def recorded_commit(layout: Layout, artifact: Artifact) -> str | None:
 
 
 def resolve(api: HfApi, layout: Layout, artifact: Artifact, policy: Policy, *, refresh: bool) -> ResolvedRepo:
-    """Pin the artifact to a commit (once: later runs reuse the recorded one) and list its files.
+    """Pin the artifact to a commit (once: later runs reuse the one recorded in the cache's
+    refs) and list its files."""
+    assert artifact.revision is not None
+    resolved = list_files(api, artifact, policy, commit=None if refresh else recorded_commit(layout, artifact))
+    if not is_commit(artifact.revision):
+        atomic_write_text(layout.ref(artifact.source, artifact.revision), resolved.commit)
+    return resolved
+
+
+def list_files(api: HfApi, artifact: Artifact, policy: Policy, *, commit: str | None = None) -> ResolvedRepo:
+    """The commit the artifact's revision points at (unless given) and the files it wants there.
 
     The commit comes from the model info; the files from the recursive tree listing, which
-    the Hub pages (1000 entries a page) and huggingface_hub follows.
+    the Hub pages (1000 entries a page) and huggingface_hub follows. Metadata only.
     """
     assert artifact.revision is not None
-    pinned = None if refresh else recorded_commit(layout, artifact)
-    what = f"{artifact.source}@{pinned or artifact.revision}"
-    commit = pinned
+    what = f"{artifact.source}@{commit or artifact.revision}"
     if commit is None:
         info = _with_retries(lambda: api.model_info(artifact.source, revision=artifact.revision), what=what, policy=policy)
         commit = info.sha
@@ -99,9 +108,21 @@ def resolve(api: HfApi, layout: Layout, artifact: Artifact, policy: Policy, *, r
             f"{artifact.source}@{artifact.revision}: no file in the repo matches the configured patterns",
             remedy="check the include/exclude patterns in the manifest",
         )
-    if not is_commit(artifact.revision):
-        atomic_write_text(layout.ref(artifact.source, artifact.revision), commit)
     return ResolvedRepo(artifact, commit, tuple(files))
+
+
+def from_pin(layout: Layout, artifact: Artifact, pin: Pin) -> ResolvedRepo:
+    """The commit and files the lockfile pins: no request to the Hub."""
+    assert pin.commit is not None and artifact.revision is not None
+    files = tuple(
+        RemoteFile(f.path, f.size or 0, f.sha256, f.sha256, "", True)
+        if f.sha256
+        else RemoteFile(f.path, f.size or 0, f.git or "", None, f.git or "", False)
+        for f in pin.files
+    )
+    if not is_commit(artifact.revision):
+        atomic_write_text(layout.ref(artifact.source, artifact.revision), pin.commit)
+    return ResolvedRepo(artifact, pin.commit, files)
 
 
 def _remote(entry: RepoFile) -> RemoteFile:

@@ -23,6 +23,7 @@ from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.layout import Layout
 from modelcache.volumelock import VolumeLock
 from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
+from modelcache.lockfile import Lockfile, configured
 from modelcache.plan import Plan, build_plan
 from modelcache.progress import PlainReporter, Reporter, human_bytes
 from modelcache.settings import Settings
@@ -54,19 +55,22 @@ def run_fetch(
     reporter = reporter or PlainReporter()
     layout = Layout(settings.models_dir)
     plan = build_plan(settings)
-    _ensure_writable(layout)
+    pins = _pins(settings, plan, refresh)
+    ensure_writable(layout)
     deep = deep or settings.verify == "deep"
-    if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+    if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers, pins)) is not None:
         if leftovers(layout):  # only with the lock held: a running downloader owns its partial files
             with VolumeLock(layout, 0, reporter, quiet=True) as held:
                 if held:
                     _sweep(layout, reporter)
         return _warm_result(lock, started, reporter)
     with VolumeLock(layout, settings.lock_timeout, reporter):
-        if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers)) is not None:
+        if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers, pins)) is not None:
             _sweep(layout, reporter)
             return _warm_result(lock, started, reporter)
-        result = _fetch_locked(settings, layout, plan, refresh=refresh, deep=deep, reporter=reporter, started=started)
+        result = _fetch_locked(
+            settings, layout, plan, pins, refresh=refresh, deep=deep, reporter=reporter, started=started
+        )
         _sweep(layout, reporter)
         return result
 
@@ -89,14 +93,34 @@ def _sweep(layout: Layout, reporter: Reporter) -> None:
         reporter.note(f"removed stale partial file {layout.rel(path)}")
 
 
-def _warm_lock(layout: Layout, plan: Plan, deep: bool, workers: int) -> Lock | None:
+def _pins(settings: Settings, plan: Plan, refresh: bool) -> Lockfile | None:
+    """The configured lockfile, after checking it pins everything the plan asks for."""
+    pins = configured(settings)
+    if pins is None:
+        return None
+    if refresh:
+        raise ConfigError(
+            "--refresh moves branches to their newest commit, but a lockfile pins them",
+            remedy="move the pins with `modelcache lock --upgrade [NAME]`, then fetch",
+        )
+    missing = pins.unpinned(plan)
+    if missing:
+        raise ConfigError(
+            f"the configuration asks for {len(missing)} artifact(s) that {settings.lockfile} does not pin; nothing was fetched",
+            details=[f"{a.describe()} ({a.role})" for a in missing],
+            remedy="update the lockfile: `modelcache lock` pins what is new, `modelcache lock --upgrade` moves every pin",
+        )
+    return pins
+
+
+def _warm_lock(layout: Layout, plan: Plan, deep: bool, workers: int, pins: Lockfile | None) -> Lock | None:
     try:
         lock = read_lock(layout)
     except VerificationError:
         return None
     if lock is None or lock.plan_digest != plan.digest:
         return None
-    report = verify(layout, plan, deep=deep, workers=workers, lock=lock)
+    report = verify(layout, plan, deep=deep, workers=workers, lock=lock, lockfile=pins)
     return lock if report.ok else None
 
 
@@ -109,7 +133,7 @@ def _warm_result(lock: Lock, started: float, reporter: Reporter) -> FetchResult:
     return FetchResult(lock=lock, warm=True, seconds=time.monotonic() - started, bytes_total=total)
 
 
-def _ensure_writable(layout: Layout) -> None:
+def ensure_writable(layout: Layout) -> None:
     try:
         layout.partial.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,7 +149,15 @@ def _ensure_writable(layout: Layout) -> None:
 
 
 def _fetch_locked(
-    settings: Settings, layout: Layout, plan: Plan, *, refresh: bool, deep: bool, reporter: Reporter, started: float
+    settings: Settings,
+    layout: Layout,
+    plan: Plan,
+    pins: Lockfile | None,
+    *,
+    refresh: bool,
+    deep: bool,
+    reporter: Reporter,
+    started: float,
 ) -> FetchResult:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ConfigError(
@@ -150,10 +182,11 @@ def _fetch_locked(
     with httpx2.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
         ctx = sources.Context(settings, layout, client, policy, token, deep, previous)
         for artifact in plan.artifacts:
+            pin = pins.pin_for(artifact) if pins else None
             if artifact.is_repo:
-                state, planned = sources.plan_repo(ctx, artifact, refresh=refresh)
+                state, planned = sources.plan_repo(ctx, artifact, refresh=refresh, pin=pin)
             else:
-                state, planned = sources.plan_url(ctx, artifact)
+                state, planned = sources.plan_url(ctx, artifact, pin=pin)
             states.append(state)
             jobs += [(state, job) for job in planned]
         _check_disk(layout, [job for _, job in jobs])
@@ -171,7 +204,7 @@ def _fetch_locked(
         )
         for s in states
     )
-    lock = Lock(plan_digest=plan.digest, artifacts=artifacts)
+    lock = Lock(plan_digest=plan.digest, artifacts=artifacts, lockfile=pins.digest if pins else None)
     write_lock(layout, lock)
     total = sum(a.size for a in artifacts)
     result = FetchResult(

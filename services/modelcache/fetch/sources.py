@@ -20,6 +20,7 @@ from modelcache.fetch.transfer import Expected, Segmenting, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
 from modelcache.lock import Lock, LockedFile
+from modelcache.lockfile import Pin
 from modelcache.plan import Artifact
 from modelcache.settings import Settings
 
@@ -46,11 +47,15 @@ class Context:
 # --- Hub repos ----------------------------------------------------------------------------
 
 
-def plan_repo(ctx: Context, artifact: Artifact, *, refresh: bool) -> tuple[ArtifactState, list[Job]]:
-    from huggingface_hub import HfApi
+def plan_repo(ctx: Context, artifact: Artifact, *, refresh: bool, pin: Pin | None = None) -> tuple[ArtifactState, list[Job]]:
+    """The files of a repo still to transfer: listed by the Hub, or by the lockfile's pin (no request)."""
+    if pin is not None:
+        resolved = hub.from_pin(ctx.layout, artifact, pin)
+    else:
+        from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=ctx.settings.hf_endpoint, token=ctx.token, user_agent="modelcache")
-    resolved = hub.resolve(api, ctx.layout, artifact, ctx.policy, refresh=refresh)
+        api = HfApi(endpoint=ctx.settings.hf_endpoint, token=ctx.token, user_agent="modelcache")
+        resolved = hub.resolve(api, ctx.layout, artifact, ctx.policy, refresh=refresh)
     state = ArtifactState(artifact, resolved.commit)
     jobs: list[Job] = []
     for remote in resolved.files:
@@ -58,7 +63,7 @@ def plan_repo(ctx: Context, artifact: Artifact, *, refresh: bool) -> tuple[Artif
         if entry is not None:
             state.entries.append(entry)
         else:
-            jobs.append(_hub_job(ctx, artifact.source, resolved.commit, remote))
+            jobs.append(_hub_job(ctx, artifact.source, resolved.commit, remote, pinned=pin is not None))
     return state, jobs
 
 
@@ -97,18 +102,24 @@ def _present_hub_file(ctx: Context, repo_id: str, commit: str, remote: hub.Remot
     return _entry(ctx.layout, repo_id, commit, remote, sha256)
 
 
-def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile) -> Job:
+def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile, *, pinned: bool = False) -> Job:
     """Every Hub file, Xet-backed or not, ends the same way: verified in partial/, then published."""
     layout = ctx.layout
     part = layout.partial / f"{remote.oid}.part"
     label = f"{repo_id}/{remote.path}"
+    if pinned:
+        pin = f"the lockfile's pin of {repo_id}@{commit[:12]}"
+        fix = ("HF_ENDPOINT serves other bytes at that commit than the lockfile pins; check HF_ENDPOINT, or if the "
+               "lockfile is wrong, pin again with `modelcache lock --upgrade " + repo_id + "`")  # fmt: skip
+    else:
+        pin = f"the Hub's listing of {repo_id}@{commit[:12]}"
+        fix = "the server at HF_ENDPOINT serves other bytes than its own listing; report it or use another mirror"
     expected = Expected(
         size=remote.size,
         sha256=remote.sha256,
         git_oid=None if remote.lfs else remote.git_oid,
-        pin=f"the Hub's listing of {repo_id}@{commit[:12]}",
-        fix="the server at HF_ENDPOINT serves other bytes than its own listing; report it to its operator "
-        "or use another mirror",
+        pin=pin,
+        fix=fix,
     )
 
     def run(progress: Progress) -> tuple[LockedFile, int]:
@@ -140,7 +151,7 @@ def _discard(path: Path) -> None:
 # --- whisper checkpoints and plain URLs -----------------------------------------------------
 
 
-def plan_url(ctx: Context, artifact: Artifact) -> tuple[ArtifactState, list[Job]]:
+def plan_url(ctx: Context, artifact: Artifact, *, pin: Pin | None = None) -> tuple[ArtifactState, list[Job]]:
     assert artifact.sha256 is not None
     layout = ctx.layout
     final = layout.abs(artifact.dest)
@@ -158,7 +169,7 @@ def plan_url(ctx: Context, artifact: Artifact) -> tuple[ArtifactState, list[Job]
     elif final.exists() or final.is_symlink():
         _discard(final)  # a directory or a link where the checkpoint belongs
     part = layout.partial / f"{artifact.sha256}.part"
-    size = _remote_size(ctx, artifact.source)
+    size = pin.files[0].size if pin is not None else remote_size(ctx.client, artifact.source, ctx.policy.stall_timeout)
 
     pin, fix = _pin_of(ctx.settings, artifact)
     expected = Expected(size=size, sha256=artifact.sha256, pin=pin, fix=fix)
@@ -202,10 +213,10 @@ def _previous_entry(lock: Lock | None, path: str) -> LockedFile | None:
     return next((f for f in lock.files if f.path == path), None)
 
 
-def _remote_size(ctx: Context, url: str) -> int | None:
+def remote_size(client: httpx2.Client, url: str, timeout: float) -> int | None:
     """Content-Length from a HEAD request (for the disk check and resume); None if unknown."""
     try:
-        response = ctx.client.head(url, headers={"Accept-Encoding": "identity"}, timeout=ctx.policy.stall_timeout)
+        response = client.head(url, headers={"Accept-Encoding": "identity"}, timeout=timeout, follow_redirects=True)
     except httpx2.HTTPError:
         return None  # the transfer itself retries and reports
     length = response.headers.get("content-length")

@@ -154,9 +154,9 @@ class _Attempts:
         """Proven-wrong bytes: download again once; the same wrong bytes twice is final."""
         got = hashes.sha256
         if got in self.bad_hashes:
+            want = f"sha256 {expected.sha256}" if expected.sha256 else f"git blob id {expected.git_oid}"
             raise VerificationError(
-                f"{self.label}: the server sent the same bytes twice (sha256 {got}) but "
-                f"{expected.pin} expects sha256 {expected.sha256 or expected.git_oid}",
+                f"{self.label}: the server sent the same bytes twice (sha256 {got}) but {expected.pin} expects {want}",
                 remedy=expected.fix.format(got=got) + "; nothing was kept",
             )
         self.bad_hashes.add(got)
@@ -340,7 +340,7 @@ class _SegmentRun:
     def __init__(self, file: _File, count: int) -> None:
         self.file = file
         self.size = file.expected.size or 0
-        segments = _load_segments(file.part, self.size)
+        segments = _load_segments(file.part, self.size) if file.part.exists() else None
         if segments is None:
             prefix = file.part.stat().st_size if file.part.exists() else 0
             segments = _split(self.size, count, prefix if prefix <= self.size else 0)
@@ -419,7 +419,7 @@ class _SegmentRun:
                     return
                 try:
                     self._fetch(fd, segment)
-                    if segment.complete:
+                    if segment.complete or self.stop.is_set():
                         return
                     attempts.failed("the connection closed before the segment was complete")
                 except Retry as exc:

@@ -1,8 +1,8 @@
 """Opt-in (``MODELCACHE_TRANSFER=xet``): Xet-backed files through hf_xet, held to the same rules.
 
 hf_xet rebuilds a file from content-defined chunks fetched from Xet's storage host (the
-CAS), which saves bytes when a new revision shares chunks with one already fetched. It is
-not the default: the CAS is a second host that firewalls and mirrors often do not let
+CAS), in parallel; near the CAS that can be faster than one HTTP transfer. It is not the
+default: the CAS is a second host that firewalls and mirrors often do not let
 through, and when hf_xet cannot reach it, it retries for minutes. Here it runs so that
 it can only add speed, never a failure:
 
@@ -17,8 +17,8 @@ it can only add speed, never a failure:
    path, from where the caller publishes it like any other transfer.
 
 Any failure on the way costs one log line and hands the file to the HTTP path
-(:func:`fetch` returns None). hf_xet's chunk cache lives in ``partial/xet-cache`` (resume
-across runs) and is swept with the other leftovers once the volume is complete.
+(:func:`fetch` returns None). hf_xet's own cache folder is ``partial/xet-cache`` (hf_xet 1.8
+keeps no chunk cache by default), swept with the other leftovers once the volume is complete.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from modelcache.errors import ModelcacheError, VerificationError
 from modelcache.layout import Layout
 from modelcache.lock import Lock
+from modelcache.lockfile import configured
 from modelcache.plan import Plan, build_plan
 from modelcache.settings import Settings
 from modelcache.verify import Report, verify
@@ -84,7 +85,9 @@ def check(settings: Settings) -> Gate:
             remedy="set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, MODELCACHE_FACE",
         )
     try:
-        report = verify(layout, plan, deep=settings.verify == "deep", workers=settings.workers)
+        report = verify(
+            layout, plan, deep=settings.verify == "deep", workers=settings.workers, lockfile=configured(settings)
+        )
     except VerificationError as exc:  # damaged lock
         raise StartupError(exc.message, remedy=REMEDY) from None
     if not report.ok or report.lock is None:

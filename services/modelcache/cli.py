@@ -68,6 +68,7 @@ def lock_cmd(
     names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these artifacts.", show_default=False)] = None,
     check: Annotated[bool, typer.Option("--check", help="Only say whether the lockfile matches the configuration (offline).")] = False,
     lockfile: Annotated[Path | None, typer.Option(help="The lockfile (default: MODELCACHE_LOCKFILE, else ./models.lock).")] = None,
+    print_: Annotated[bool, typer.Option("--print", help="Print the new lockfile on stdout instead of writing it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin every configured model (commit, files, sizes, sha256) in a lockfile, from metadata only."""
@@ -95,7 +96,15 @@ def lock_cmd(
     from modelcache.fetch.pinning import make_lockfile
     from modelcache.progress import PlainReporter
 
-    result = make_lockfile(settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter())
+    result = make_lockfile(settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter(),
+                           write=not print_)  # fmt: skip
+    if print_:
+        from modelcache.lockfile import render
+
+        sys.stdout.write(render(result.lockfile))
+        print(f"{len(result.lockfile.pins)} artifact(s): {len(result.resolved)} resolved, {len(result.kept)} kept, "
+              f"{len(result.moved)} moved; {result.requests} metadata request(s)", file=sys.stderr)  # fmt: skip
+        return
     if as_json:
         _print_json({"lockfile": str(path), "written": result.written, "resolved": result.resolved,
                      "kept": result.kept, "moved": result.moved, "requests": result.requests,

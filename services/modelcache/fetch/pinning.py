@@ -74,8 +74,10 @@ def make_lockfile(
     upgrade: bool = False,
     names: tuple[str, ...] = (),
     reporter: Reporter,
+    write: bool = True,
 ) -> LockResult:
-    """Resolve the plan to pins and write ``path`` (only when its content changes)."""
+    """Resolve the plan to pins and write ``path`` (only when its content changes; never
+    with ``write=False``, which only returns the result)."""
     from huggingface_hub import HfApi
 
     started = time.monotonic()
@@ -113,7 +115,7 @@ def make_lockfile(
             reporter.note(f"pinned {artifact.describe()}" + (f" at {pin.commit}" if pin.commit else "")
                           + f": {len(pin.files)} file(s)")  # fmt: skip
     result.lockfile = Lockfile(plan.digest, tuple(sorted(pins, key=lambda p: p.name)))
-    if existing is None or existing.digest != result.lockfile.digest:
+    if write and (existing is None or existing.digest != result.lockfile.digest):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_lockfile(path, result.lockfile)
         result.written = True

@@ -144,6 +144,7 @@ def _parse(data: dict) -> Lockfile:
             raise ValueError(f"{where} is not a table")
         name = _text(entry, "name", where)
         where = f"[[artifact]] {name!r}"
+        kind, spec, source = (_text(entry, key, where) for key in ("kind", "spec", "source"))
         commit = entry.get("commit")
         if commit is not None and not _HEX[40].match(str(commit)):
             raise ValueError(f"{where}: commit {commit!r} is not 40 hexadecimal characters")
@@ -153,9 +154,9 @@ def _parse(data: dict) -> Lockfile:
         pins.append(
             Pin(
                 name=name,
-                kind=_text(entry, "kind", where),
-                spec=_text(entry, "spec", where),
-                source=_text(entry, "source", where),
+                kind=kind,
+                spec=spec,
+                source=source,
                 revision=entry.get("revision"),
                 commit=commit,
                 files=tuple(_file(f, where) for f in files),

@@ -261,3 +261,43 @@ def test_reset_then_up_downloads_everything_again(stack: Stack) -> None:
     verify = subprocess.run(["scripts/verify-volume", "--", *stack.args], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert verify.returncode == 0 and "OK" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_air_gapped_install_from_an_exported_bundle(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Export the filled volume, import it into a fresh volume with no network, start on it."""
+    out = tmp_path_factory.mktemp("bundle")
+    os.chmod(out, 0o755)
+    bundle = out / "models.tar"
+    with open(bundle, "wb") as fh:
+        export = subprocess.run(["docker", "compose", *stack.args, "--profile", "tools", "run", "--rm", "-T",
+                                 "model-bundle", "export", "-"], cwd=ROOT, stdout=fh, stderr=subprocess.PIPE,
+                                timeout=300)  # fmt: skip
+    assert export.returncode == 0, export.stderr.decode()
+    os.chmod(bundle, 0o644)
+    listing = subprocess.run(["tar", "-tf", str(bundle)], capture_output=True, text=True, check=True).stdout.split()
+    assert listing[0] == "modelcache-bundle.json" and "whisper/tiny.en.pt" in listing
+    # another volume, on the "isolated host": same .env, a network-less one-off container
+    airgap_env = out / "airgap.env"
+    airgap_env.write_text(f"MODELCACHE_VOLUME={stack.volume}-airgap\n")
+    args = [*stack.args, "--env-file", str(airgap_env)]
+    down = stack.cmd("down")
+    assert down.returncode == 0, down.stderr
+    try:
+        imported = subprocess.run(["docker", "compose", *args, "run", "--rm", "-v", f"{bundle}:/bundle.tar:ro",
+                                   "model-bundle"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        assert "lock written" in imported.stderr
+        inspect = subprocess.run(["docker", "compose", *args, "--profile", "tools", "config", "--format", "json"],
+                                 cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+        assert json.loads(inspect.stdout)["services"]["model-bundle"]["network_mode"] == "none"
+        before = len(stack.mirror_gets())
+        up = subprocess.run(["docker", "compose", *args, "up", "-d", "--wait"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert len(stack.mirror_gets()) == before  # not one request: the downloader found the volume complete
+        embedding = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"},
+                                timeout=60)  # fmt: skip
+        assert embedding.status_code == 200 and len(embedding.json()["data"][0]["embedding"]) == 384
+    finally:
+        subprocess.run(["docker", "compose", *args, "down"], cwd=ROOT, capture_output=True, timeout=120)
+        subprocess.run(["docker", "volume", "rm", "-f", f"{stack.volume}-airgap"], capture_output=True)

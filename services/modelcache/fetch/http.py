@@ -47,6 +47,7 @@ class Want:
     label: str  # names the file in every message
     size: int | None
     sha256: str | None = None
+    pin: str = "its file listing"  # where size and sha256 come from, for messages
 
 
 @dataclass(frozen=True)
@@ -130,18 +131,20 @@ def _check_promise(response: httpx2.Response, want: Want, first: str) -> None:
     if linked_size is not None and want.size is not None:
         if not linked_size.strip().isdigit() or int(linked_size) != want.size:
             raise NetworkError(
-                f"{want.label}: the Hub's redirect promises {linked_size} bytes (X-Linked-Size) but its file "
-                f"listing says {want.size}; nothing was fetched",
-                remedy=f"the server at {first} contradicts itself; try again later or report it to its operator",
+                f"{want.label}: the Hub's redirect promises {linked_size} bytes (X-Linked-Size) but "
+                f"{want.pin} says {want.size}; nothing was fetched",
+                remedy=f"{first} redirects to another file than {want.pin} names: check HF_ENDPOINT, try again later "
+                "or report it to the operator of that server",
             )
     linked_etag = response.headers.get("x-linked-etag")
     if linked_etag is not None and want.sha256 is not None:
         etag = linked_etag.strip().removeprefix("W/").strip('"').lower()
         if len(etag) == 64 and etag != want.sha256:
             raise NetworkError(
-                f"{want.label}: the Hub's redirect names sha256 {etag[:12]}… (X-Linked-Etag) but its file "
-                f"listing says {want.sha256[:12]}…; nothing was fetched",
-                remedy=f"the server at {first} contradicts itself; try again later or report it to its operator",
+                f"{want.label}: the Hub's redirect names sha256 {etag[:12]}… (X-Linked-Etag) but "
+                f"{want.pin} says {want.sha256[:12]}…; nothing was fetched",
+                remedy=f"{first} redirects to another file than {want.pin} names: check HF_ENDPOINT, try again later "
+                "or report it to the operator of that server",
             )
 
 

@@ -182,7 +182,7 @@ class _File:
 
     @property
     def want(self) -> Want:
-        return Want(self.label, self.expected.size, self.expected.sha256)
+        return Want(self.label, self.expected.size, self.expected.sha256, self.expected.pin)
 
     @property
     def timeout(self) -> httpx2.Timeout:

@@ -21,7 +21,11 @@ through the same redirect), except in the row that shows what hf_xet does here. 
   5. time from SIGTERM to exit in the middle of a large transfer, vs `hf download`;
   6. one large file in 4 parallel segments vs 1 stream, on a link throttled per connection;
   7. the CAS out of reach: `MODELCACHE_TRANSFER=xet` (probe, then the HTTP fallback) vs
-     `hf download` with hf_xet on.
+     `hf download` with hf_xet on;
+  8. `modelcache lock` (metadata only) vs a cold fetch of the same plan; fetch from the
+     lockfile, cold and warm, with its request counts;
+  9. `modelcache export` / `import` (which hashes every byte) vs `tar -c` / `tar -x` of the
+     same files, on a volume with a 1 GiB file added.
 """
 
 from __future__ import annotations
@@ -231,6 +235,35 @@ def bench(repeat: int) -> dict:
             "four_segments_s": median(four),
         }
 
+        # 8. the lockfile: `lock` vs a cold fetch of the same plan; fetch from the pins ---------
+        lock_path = work / "models.lock"
+        lroot = work / "pinned" / "models"
+        lenv = {**env_for(models, lroot), "MODELCACHE_LOCKFILE": str(lock_path)}
+        lock_s = []
+        for _ in range(repeat):
+            lock_path.unlink(missing_ok=True)
+            mirror.reset_log()
+            lock_s.append(timed([*modelcache, "lock"], lenv))
+            lock_requests = len(mirror.requests)
+        mirror.reset_log()
+        pinned_cold_s = timed([*modelcache, "fetch", "--plain"], lenv)
+        pinned_metadata = len([r for r in mirror.requests if r.path.startswith("/api/") or r.method == "HEAD"])
+        mirror.reset_log()
+        pinned_warm_s = timed([*modelcache, "fetch", "--plain"], lenv)
+        results["lockfile"] = {
+            "lock_s": median(lock_s),
+            "lock_requests": lock_requests,
+            "cold_fetch_s": results["cold"]["modelcache_s"],
+            "cold_fetch_requests": results["cold"]["modelcache_requests"],
+            "pinned_cold_fetch_s": pinned_cold_s,
+            "pinned_cold_fetch_metadata_requests": pinned_metadata,
+            "pinned_warm_fetch_s": pinned_warm_s,
+            "pinned_warm_fetch_requests": len(mirror.requests),
+        }
+
+        # 9. export / import vs tar -c / tar -x ---------------------------------------------
+        results["bundle"] = bench_bundle(mirror, models, work, modelcache, repeat)
+
         # 7. the CAS out of reach: modelcache in xet mode vs hf download with hf_xet ---------
         xroot = work / "xet" / "models"
         xenv = {**env_for(models, xroot), **ONLY_MINILM, "MODELCACHE_TRANSFER": "xet"}
@@ -258,6 +291,45 @@ def bench(repeat: int) -> dict:
 
 XET_ANCHOR_LIMIT = 300  # seconds we wait for `hf download` to give up on an unreachable CAS
 ONLY_MINILM = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
+
+
+def bench_bundle(mirror: HFMirror, models: fixtures.MirrorModels, work: Path, modelcache: list[str], repeat: int) -> dict:
+    """export/import of a volume with 1 GiB more, vs tar of exactly the same members."""
+    import tarfile
+
+    big = work / "big.bin"
+    with open(big, "wb") as fh:
+        for i in range(64):
+            fh.write(fixtures.noise(16 * 2**20, 1000 + i))
+    sha = fixtures.hashlib.sha256(big.read_bytes()).hexdigest()
+    url = mirror.add_file("files/big.bin", big)
+    manifest = work / "big.toml"
+    manifest.write_text(f'[[file]]\nurl = "{url}"\nsha256 = "{sha}"\n')
+    root = work / "bundled" / "models"
+    env = {**env_for(models, root), "MODELCACHE_MANIFEST": str(manifest)}
+    subprocess.run([*modelcache, "fetch", "--plain"], env=env, check=True, capture_output=True)
+    big.unlink()
+    ours_out, tar_c, ours_in, tar_x = [], [], [], []
+    size = 0
+    for i in range(repeat):
+        bundle, plain = work / f"bundle-{i}.tar", work / f"plain-{i}.tar"
+        ours_out.append(timed([*modelcache, "export", str(bundle)], env))
+        with tarfile.open(bundle) as tar:
+            members = [n for n in tar.getnames() if n != "modelcache-bundle.json"]
+        size = bundle.stat().st_size
+        tar_c.append(timed(["tar", "-cf", str(plain), "-C", str(root), *members], env))
+        target = work / f"imported-{i}" / "models"
+        ours_in.append(timed([*modelcache, "import", str(bundle)], {**env, "MODELCACHE_DIR": str(target)}))
+        untar = work / f"untarred-{i}"
+        untar.mkdir()
+        tar_x.append(timed(["tar", "-xf", str(plain), "-C", str(untar)], env))
+        for path in (bundle, plain):
+            path.unlink()
+        shutil.rmtree(target.parent)
+        shutil.rmtree(untar)
+    shutil.rmtree(root.parent)
+    return {"bytes": size, "export_s": median(ours_out), "tar_c_s": median(tar_c),
+            "import_s": median(ours_in), "tar_x_s": median(tar_x)}  # fmt: skip
 
 
 def sigterm_to_exit(mirror: HFMirror, cmd: list[str], env: dict[str, str], progress, size: int) -> float:
@@ -303,6 +375,8 @@ def kill_and_resume(
 def report(r: dict) -> str:
     c, w, v, k = r["cold"], r["warm"], r["verify_deep"], r["kill9_resume"]
     t, g, x = r["sigterm"], r["segments"], r["cas_unreachable"]
+    lf, b = r["lockfile"], r["bundle"]
+    mibs = b["bytes"] / 2**20
     mib = c["bytes"] / 2**20
     rows = [
         ("cold download, {} files, {:.0f} MiB".format(c["files"], mib),
@@ -332,6 +406,18 @@ def report(r: dict) -> str:
          "hf download (hf_xet): " + ("no result, stopped" if x["hf_download_exit"] is None
                                      else "failed" if x["hf_download_exit"] else "done") + f" after {x['hf_download_s']:.0f} s",
          f"{x['hf_download_s'] / x['modelcache_xet_mode_s']:.0f}x sooner"),
+        ("`lock` (metadata only), same plan", f"{lf['lock_s']:.2f} s, {lf['lock_requests']} requests",
+         f"cold fetch: {lf['cold_fetch_s']:.2f} s, {lf['cold_fetch_requests']} requests",
+         f"{lf['cold_fetch_s'] / lf['lock_s']:.1f}x sooner"),
+        ("fetch from the lockfile, cold", f"{lf['pinned_cold_fetch_s']:.2f} s, "
+         f"{lf['pinned_cold_fetch_metadata_requests']} metadata requests", "", ""),
+        ("fetch from the lockfile, warm (goal 0 requests)",
+         f"{lf['pinned_warm_fetch_s']:.2f} s, {lf['pinned_warm_fetch_requests']} requests", "", ""),
+        (f"export, {mibs:.0f} MiB", f"{b['export_s']:.2f} s ({mibs / b['export_s']:.0f} MiB/s)",
+         f"tar -c: {b['tar_c_s']:.2f} s ({mibs / b['tar_c_s']:.0f} MiB/s)", f"{b['tar_c_s'] / b['export_s']:.2f}x tar"),
+        (f"import (hashes every byte), {mibs:.0f} MiB", f"{b['import_s']:.2f} s ({mibs / b['import_s']:.0f} MiB/s)",
+         f"tar -x: {b['tar_x_s']:.2f} s ({mibs / b['tar_x_s']:.0f} MiB/s)",
+         f"{b['tar_x_s'] / b['import_s']:.2f}x tar (goal 0.8x)"),
     ]  # fmt: skip
     lines = [f"machine: {r['machine']}", "", "| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c_} | {d} |" for a, b, c_, d in rows]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 from modelcache.service.engines.audio import decode_audio
 from modelcache.service.engines.base import Transcript
 from modelcache.service.errors import ApiError

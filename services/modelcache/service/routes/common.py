@@ -7,7 +7,7 @@ import binascii
 
 from fastapi import UploadFile
 
-from modelcache.service.app import State
+from modelcache.service.state import State
 from modelcache.service.errors import ApiError
 from modelcache.service.registry import ModelEntry
 

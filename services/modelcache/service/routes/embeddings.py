@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 from modelcache.service.errors import ApiError
 from modelcache.service.routes.common import find_model
 

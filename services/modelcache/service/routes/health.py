@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 
 router = APIRouter(tags=["health"])
 

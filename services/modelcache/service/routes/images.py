@@ -7,7 +7,7 @@ import copy
 
 from fastapi import APIRouter, Request
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 from modelcache.service.engines.images import decode_image
 from modelcache.service.errors import ApiError
 from modelcache.service.routes.common import find_model

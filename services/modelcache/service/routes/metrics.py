@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 
 router = APIRouter(tags=["metrics"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from modelcache.service.app import get_state
+from modelcache.service.state import get_state
 from modelcache.service.errors import ApiError
 
 router = APIRouter(tags=["models"])

@@ -177,7 +177,6 @@ def _write(
             reporter.advance(task, m.size)
     result.bytes = total
     result.seconds = time.monotonic() - started
-    reporter.finish(task, transferred=total)
     return result
 
 
@@ -288,7 +287,6 @@ def import_bundle(
     if not report.ok:
         raise VerificationError("after the import the volume does not verify", details=[p.line() for p in report.problems])
     write_lock(layout, lock)  # last: now the volume is complete
-    reporter.finish(task, transferred=result.bytes, note=f"{result.skipped} already present" if result.skipped else "")
     result.seconds = time.monotonic() - started
     return result
 
@@ -302,6 +300,11 @@ def _open(source: str) -> tarfile.TarFile:
         raise ConfigError(f"{source}: no such bundle file", remedy="give the path of a file made by `modelcache export`") from None
     except IsADirectoryError:
         raise ConfigError(f"{source} is a directory, not a bundle", remedy="give the bundle file's path") from None
+    except PermissionError:
+        raise ConfigError(
+            f"{source}: permission denied (the downloader runs as uid {os.getuid()})",
+            remedy="make the bundle readable for others (`chmod a+r FILE`) or feed it on standard input (`import -`)",
+        ) from None
     except tarfile.TarError as exc:
         raise VerificationError(f"{source} is not a tar file ({exc})", remedy=BAD_BUNDLE) from None
 

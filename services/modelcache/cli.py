@@ -208,7 +208,9 @@ def verify_cmd(
         state = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         print(f"verify {mode}: {report.files} file(s), {human_bytes(report.bytes)} in {report.seconds:.2f}s: {state}")
         if not report.ok:
-            print(f"remedy: {VerificationError.default_remedy}")
+            files = any(p.issue not in ("drift", "lockfile", "no-lock") for p in report.problems)
+            print("remedy: " + (VerificationError.default_remedy if files else
+                                "run `modelcache fetch`: it brings the volume to what the configuration asks for"))
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY)
 
@@ -360,7 +362,11 @@ def export_cmd(
     lock = read_lock(layout)
     if lock is None:
         raise VerificationError(f"no lock in {layout.root}: the volume is not complete", remedy="run `modelcache fetch` first")
-    result = export(layout, lock, bundle, reporter=make_reporter(force_plain=bundle == "-"))
+    reporter = make_reporter(force_plain=bundle == "-")
+    try:
+        result = export(layout, lock, bundle, reporter=reporter)
+    finally:
+        reporter.close()
     print(f"exported {result.files} file(s), {human_bytes(result.bytes)} to {bundle} in {result.seconds:.1f}s "
           f"({human_bytes(result.bytes / max(result.seconds, 1e-6))}/s)", file=sys.stderr)  # fmt: skip
 
@@ -381,8 +387,11 @@ def import_cmd(
     lockfile = configured(settings)
     ensure_writable(layout)
     reporter = make_reporter()
-    with VolumeLock(layout, settings.lock_timeout, reporter):
-        result = import_bundle(layout, plan, lockfile, bundle, deep=deep, reporter=reporter)
+    try:
+        with VolumeLock(layout, settings.lock_timeout, reporter):
+            result = import_bundle(layout, plan, lockfile, bundle, deep=deep, reporter=reporter)
+    finally:
+        reporter.close()
     print(f"imported {result.files} file(s), {human_bytes(result.bytes)} in {result.seconds:.1f}s; "
           f"{result.skipped} already present; lock written", file=sys.stderr)  # fmt: skip
 

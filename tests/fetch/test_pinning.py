@@ -188,7 +188,16 @@ def test_lock_print_writes_nothing(volume: Volume, tmp_path: Path) -> None:
     assert read_lockfile(path).get(MINILM) is not None
 
 
-def test_the_service_gate_refuses_a_volume_from_another_lockfile(locked, tmp_path: Path) -> None:
+@pytest.fixture
+def saved_environment():
+    """The gate sets the offline variables in this process: put the environment back afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_the_service_gate_refuses_a_volume_from_another_lockfile(locked, tmp_path: Path, saved_environment) -> None:
     from modelcache.service.startup import StartupError, check
 
     volume, path = locked

@@ -4,6 +4,11 @@ The warm path (lock matches the plan, files present with their sizes) lives in
 :mod:`modelcache.fetch.runner` and imports no HTTP library: it makes no request at all.
 """
 
-from modelcache.fetch.runner import FetchResult, run_fetch
+import os
+
+# read by huggingface_hub when it is first imported (by fetch's cold path and `lock`)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from modelcache.fetch.runner import FetchResult, run_fetch  # noqa: E402
 
 __all__ = ["FetchResult", "run_fetch"]

@@ -116,8 +116,15 @@ def make_lockfile(
                           + f": {len(pin.files)} file(s)")  # fmt: skip
     result.lockfile = Lockfile(plan.digest, tuple(sorted(pins, key=lambda p: p.name)))
     if write and (existing is None or existing.digest != result.lockfile.digest):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_lockfile(path, result.lockfile)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_lockfile(path, result.lockfile)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the lockfile {path}: {exc.strerror}",
+                remedy="write it where you can (--lockfile PATH); in the container the lockfile is mounted read-only: "
+                "use `lock --print > models.lock.new && mv models.lock.new models.lock` on the host",
+            ) from None
         result.written = True
     result.requests = counter.count
     result.seconds = time.monotonic() - started

@@ -28,6 +28,9 @@ VERIFY_MODES = ("fast", "deep")
 #: resolve redirect); xet: Xet-backed files through hf_xet first, into a staging area.
 TRANSFER_MODES = ("http", "xet")
 DEVICES = ("auto", "cpu", "cuda")
+#: CTranslate2 compute types faster-whisper accepts
+COMPUTE_TYPES = ("default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16",
+                 "int8_bfloat16", "int16")  # fmt: skip
 
 DEFAULT_TEXT_EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_VISION = "google/siglip-base-patch16-224"
@@ -125,6 +128,10 @@ class Settings:
     batch_wait_ms: float = 0.0
     queue_size: int = 64
     request_timeout: float = 120.0
+    admission_wait: float = 1.0  # seconds a request may wait for a queue slot before 429
+    threads: int = 0  # CPU threads per model process (0: every CPU the process may use)
+    asr_nice: int = 10  # CPU priority offset of speech-to-text processes (long requests yield to short ones)
+    asr_compute_type: str | None = None  # faster-whisper; None: float32 on CPU, float16 on GPU
     extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -177,6 +184,10 @@ class Settings:
             batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 0.0, minimum=0.0, maximum=10_000),
             queue_size=int(get.number("MODELCACHE_QUEUE_SIZE", 64, minimum=1, maximum=100_000, integer=True)),
             request_timeout=get.number("MODELCACHE_REQUEST_TIMEOUT", 120.0, minimum=0.1),
+            admission_wait=get.number("MODELCACHE_ADMISSION_WAIT_MS", 1000, minimum=0, maximum=600_000) / 1000,
+            threads=int(get.number("MODELCACHE_THREADS", 0, minimum=0, maximum=1024, integer=True)),
+            asr_nice=int(get.number("MODELCACHE_ASR_NICE", 10, minimum=0, maximum=19, integer=True)),
+            asr_compute_type=get.choice("MODELCACHE_ASR_COMPUTE_TYPE", "", COMPUTE_TYPES) or None,
             extra_env=env,
         )
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
 from modelcache import __version__
 from modelcache.service import errors
+from modelcache.service.admission import GROUPS, Admission
 from modelcache.service.metrics import Metrics
 from modelcache.service.middleware import BodyLimit, RequestMetrics
 from modelcache.service.registry import Registry
@@ -17,34 +17,35 @@ from modelcache.service.state import State, require_key
 from modelcache.settings import Settings
 
 
-def create_app(settings: Settings, registry: Registry, executor: Executor | None = None) -> FastAPI:
-    """The app over loaded models; ``executor`` runs inference (None: a thread per model)."""
+def create_app(settings: Settings, registry: Registry) -> FastAPI:
+    """The app over loaded models (each running in its worker process)."""
     from modelcache.service.routes import audio, embeddings, faces, health, images, metrics, models
 
     state = State(settings, registry, Metrics(), settings.api_key())
     for entry in registry.entries:
         state.metrics.load_seconds.labels(entry.id).set(entry.load_seconds)
-        runner = Runner(entry.id, queue_size=settings.queue_size, timeout=settings.request_timeout,
-                        metrics=state.metrics, executor=executor)  # fmt: skip
+        assert entry.worker is not None
+        runner = Runner(entry.id, entry.worker, queue_size=settings.queue_size, timeout=settings.request_timeout,
+                        metrics=state.metrics)  # fmt: skip
         state.runners[entry.id] = runner
+        wait = settings.batch_wait_ms / 1000
         if entry.task in ("text-embedding", "image-embedding"):
-            state.batchers[entry.id] = Batcher(
-                runner, entry.engine.embed, max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000
-            )
+            state.batchers[entry.id] = Batcher(runner, "embed", max_batch=settings.batch_max, max_wait=wait)
+        if entry.task == "image-embedding":
+            state.image_batchers[entry.id] = Batcher(runner, "embed_images", max_batch=settings.batch_max,
+                                                     max_wait=wait)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        for batcher in state.batchers.values():
+        for batcher in (*state.batchers.values(), *state.image_batchers.values()):
             batcher.start()
         state.ready = registry.loaded
         try:
             yield
         finally:
             state.ready = False
-            for batcher in state.batchers.values():
+            for batcher in (*state.batchers.values(), *state.image_batchers.values()):
                 await batcher.stop()
-            for runner in state.runners.values():
-                runner.close()
 
     app = FastAPI(
         title="modelcache model service",
@@ -60,5 +61,22 @@ def create_app(settings: Settings, registry: Registry, executor: Executor | None
     for module in (models, audio, embeddings, images, faces, metrics):
         app.include_router(module.router, dependencies=protected)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Admission, limits=admission_limits(state), wait=settings.admission_wait,
+                       metrics=state.metrics, retry_after=lambda group: retry_after(state, group))  # fmt: skip
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
+
+
+def _group_models(state: State, group: str) -> list:
+    tasks = ("text-embedding", "image-embedding") if group == "embeddings" else (group,)
+    return [e for e in state.registry.entries if e.task in tasks]
+
+
+def admission_limits(state: State) -> dict[str, int]:
+    """Each route group admits as many requests as its models' queues hold."""
+    groups = set(GROUPS.values())
+    return {g: state.settings.queue_size * len(_group_models(state, g)) for g in groups}
+
+
+def retry_after(state: State, group: str) -> int:
+    return max((state.runners[e.id].retry_after() for e in _group_models(state, group)), default=1)

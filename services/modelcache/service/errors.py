@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelcache.service.engines.base import InputError
-from modelcache.service.runtime import Busy, TimedOut
+from modelcache.service.runtime import Busy, ClientGone, TimedOut, Unavailable
+from modelcache.service.workers import WorkerError
 
 TYPES = {
     400: "invalid_request_error",
@@ -58,6 +59,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TimedOut)
     async def _timeout(_request: Request, exc: TimedOut) -> JSONResponse:
         return error_response(504, str(exc), code="timeout")
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
+        return error_response(503, str(exc), code="model_unavailable", headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_request: Request, exc: ClientGone) -> JSONResponse:
+        # nobody reads this answer; 499 (as nginx logs it) keeps it apart in the metrics
+        return error_response(499, str(exc), code="client_closed_request")
+
+    @app.exception_handler(WorkerError)
+    async def _model(_request: Request, exc: WorkerError) -> JSONResponse:
+        return error_response(500, f"the model failed on this input: {exc}", code="model_error")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -48,43 +48,31 @@ def serve(settings: Settings | None = None) -> None:
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
-    from modelcache.service.registry import load_all  # the heavy imports start here
+    from modelcache.service.registry import load_all  # each model loads in a process of its own
 
-    from modelcache.service.runtime import MainThreadExecutor
-
-    executor = MainThreadExecutor()
     try:
         registry = load_all(gate, log=log)
-        from modelcache.service.app import create_app
-
-        app = create_app(settings, registry, executor)
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
-    log(f"{len(registry.entries)} model(s) ready in {time.perf_counter() - started:.1f}s; "
-        f"listening on http://{settings.host}:{settings.port}")  # fmt: skip
-    _run_http_beside(app, settings, executor)
+    try:
+        from modelcache.service.app import create_app
+
+        app = create_app(settings, registry)
+        log(f"{len(registry.entries)} model(s) ready in {time.perf_counter() - started:.1f}s; "
+            f"listening on http://{settings.host}:{settings.port}")  # fmt: skip
+        _run_http(app, settings)
+    finally:
+        registry.stop()
 
 
-def _run_http_beside(app, settings: Settings, executor) -> None:
-    """The HTTP server in a thread; the models on this (main) thread until SIGTERM/SIGINT."""
-    import signal
-    import threading
-
+def _run_http(app, settings: Settings) -> None:
+    """uvicorn on this thread until SIGTERM/SIGINT (uvloop and httptools when installed)."""
     import uvicorn
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=10)  # fmt: skip
     server = uvicorn.Server(config)
-    http = threading.Thread(target=server.run, name="http", daemon=True)
-
-    def stop(_signum, _frame) -> None:
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    http.start()
-    executor.run(keep_going=http.is_alive)  # returns when the server has shut down
-    executor.shutdown(cancel_futures=True)
+    server.run()
     if not server.started:
         raise SystemExit(3)  # uvicorn could not start (its error is in the log above)

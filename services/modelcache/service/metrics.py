@@ -29,3 +29,11 @@ class Metrics:
         self.rejected = Counter(
             "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r
         )
+        self.shed = Counter(
+            "modelcache_shed_total", "Requests refused before their body was read (429, every queue full)",
+            ["route"], registry=r,
+        )  # fmt: skip
+        self.cancelled = Counter(
+            "modelcache_cancelled_total", "Requests given up and stopped in the model (deadline, client gone)",
+            ["model", "reason"], registry=r,
+        )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The model registry: every configured model, loaded once at startup, by local path.
+"""The model registry: every configured model, loaded once at startup, by local path,
+each in a worker process of its own (``workers.py``).
 
 Load specs come from the lock (resolved commit -> snapshot directory, or the checkpoint
 file), never from a hub id, so no code path here can download.
@@ -14,6 +15,7 @@ from modelcache.lock import LockedArtifact
 from modelcache.plan import Artifact
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.startup import LOAD_REMEDY, Gate
+from modelcache.service.workers import ModelWorker, WorkerSpec
 
 TASKS = {
     "asr": "speech-to-text",
@@ -30,7 +32,7 @@ class ModelEntry:
     engine_name: str
     artifact: Artifact
     locked: LockedArtifact
-    engine: object = None
+    worker: ModelWorker | None = None
     load_seconds: float = 0.0
     aliases: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
@@ -42,6 +44,15 @@ class ModelEntry:
     @property
     def bytes(self) -> int:
         return self.locked.size
+
+    @property
+    def loaded(self) -> bool:
+        return self.worker is not None and self.worker.alive
+
+    @property
+    def info(self) -> dict:
+        """What the worker reported after loading (dimensions, device, compute type, ...)."""
+        return self.worker.info if self.worker is not None else {}
 
     def describe(self) -> dict:
         return {
@@ -80,7 +91,12 @@ class Registry:
 
     @property
     def loaded(self) -> bool:
-        return all(e.engine is not None for e in self.entries)
+        return all(e.loaded for e in self.entries)
+
+    def stop(self) -> None:
+        for entry in self.entries:
+            if entry.worker is not None:
+                entry.worker.stop()
 
 
 def model_id(artifact: Artifact) -> str:
@@ -110,8 +126,8 @@ def plan_entries(gate: Gate) -> list[ModelEntry]:
     return entries
 
 
-def load_spec(gate: Gate, entry: ModelEntry, device: str) -> LoadSpec:
-    layout, locked = gate.layout, entry.locked
+def load_spec(gate: Gate, entry: ModelEntry) -> LoadSpec:
+    layout, locked, settings = gate.layout, entry.locked, gate.settings
     if entry.artifact.is_repo:
         path = layout.snapshot(locked.source, locked.commit or "")
         if entry.artifact.role == "face":
@@ -119,23 +135,25 @@ def load_spec(gate: Gate, entry: ModelEntry, device: str) -> LoadSpec:
     else:
         path = layout.abs(locked.files[0].path)
     variant = entry.artifact.name.split("/", 1)[1] if entry.artifact.kind == "whisper" else None
-    return LoadSpec(entry.id, path, device, entry.engine_name, variant)
+    compute = settings.asr_compute_type if entry.engine_name == "faster-whisper" else None
+    return LoadSpec(entry.id, path, settings.device, entry.engine_name, variant, settings.threads, compute)
 
 
-def make_engine(entry: ModelEntry, spec: LoadSpec) -> object:
-    if entry.task == "speech-to-text":
-        if entry.engine_name == "faster-whisper":
+def make_engine(task: str, engine: str, spec: LoadSpec) -> object:
+    """The engine object (in the worker process that will run it)."""
+    if task == "speech-to-text":
+        if engine == "faster-whisper":
             from modelcache.service.engines.whisper_faster import FasterWhisper
 
             return FasterWhisper(spec)
         from modelcache.service.engines.whisper_openai import OpenAIWhisper
 
         return OpenAIWhisper(spec)
-    if entry.task == "text-embedding":
+    if task == "text-embedding":
         from modelcache.service.engines.text import TransformersTextEmbedder
 
         return TransformersTextEmbedder(spec)
-    if entry.task == "image-embedding":
+    if task == "image-embedding":
         from modelcache.service.engines.vision import VisionEmbedder
 
         return VisionEmbedder(spec)
@@ -144,35 +162,44 @@ def make_engine(entry: ModelEntry, spec: LoadSpec) -> object:
     return YuNetDetector(spec)
 
 
-def load_all(gate: Gate, log=print) -> Registry:
-    """Load every model once. Any failure stops startup with one message naming them all."""
-    from modelcache.service.engines.device import resolve_device
+def worker_spec(gate: Gate, entry: ModelEntry) -> WorkerSpec:
+    nice = gate.settings.asr_nice if entry.task == "speech-to-text" else 0
+    return WorkerSpec(entry.id, entry.task, entry.engine_name, load_spec(gate, entry), gate.settings.device, nice)
 
-    try:
-        device = resolve_device(gate.settings.device)
-    except RuntimeError as exc:
-        raise ModelLoadError(
-            str(exc),
-            remedy="run the gpu profile on a host with an NVIDIA GPU and its container toolkit "
-            "(`nvidia-smi` must work in a container), or use COMPOSE_PROFILES=cpu / MODELCACHE_DEVICE=cpu",
-        ) from None
+
+def load_all(gate: Gate, log=print) -> Registry:
+    """Start every model's worker (in parallel) and wait until all are loaded. Any failure
+    stops startup with one message naming them all."""
     entries = plan_entries(gate)
+    for entry in entries:
+        entry.worker = ModelWorker(worker_spec(gate, entry))
+        entry.worker.start()
     failures = []
     for entry in entries:
-        spec = load_spec(gate, entry, device)
-        started = time.perf_counter()
-        try:
-            entry.engine = make_engine(entry, spec)
-        except Exception as exc:  # any library error while loading is a startup failure
-            failures.append(f"{entry.id} ({entry.engine_name}) from {gate.layout.rel(spec.path)}: "
-                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+        worker = entry.worker
+        assert worker is not None
+        if not worker.wait_ready():
+            path = gate.layout.rel(worker.spec.load.path)
+            failures.append(f"{entry.id} ({entry.engine_name}) from {path}: {worker.failure}")
             continue
-        entry.load_seconds = time.perf_counter() - started
-        log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {device} in {entry.load_seconds:.2f}s")
+        entry.load_seconds = worker.info["load_seconds"]
+        log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {worker.info['device']} in "
+            f"{entry.load_seconds:.2f}s (process {worker.pid}, {worker.rss_bytes() / 2**20:.0f} MiB)")  # fmt: skip
     if failures:
+        for entry in entries:
+            if entry.worker is not None:
+                entry.worker.stop(grace=1)
+        cuda = any("CUDA" in f or "cuda" in f for f in failures) and gate.settings.device != "cpu"
         raise ModelLoadError(
             f"{len(failures)} model(s) failed to load; the service does not start without every model",
             details=failures,
-            remedy=LOAD_REMEDY,
+            remedy=CUDA_REMEDY if cuda else LOAD_REMEDY,
         )
-    return Registry(entries, device)
+    devices = {e.info.get("device") for e in entries} - {None}
+    return Registry(entries, ",".join(sorted(devices)) or gate.settings.device)
+
+
+CUDA_REMEDY = (
+    "run the gpu profile on a host with an NVIDIA GPU and its container toolkit "
+    "(`nvidia-smi` must work in a container), or use COMPOSE_PROFILES=cpu / MODELCACHE_DEVICE=cpu"
+)

@@ -1,11 +1,11 @@
-"""Inference off the event loop: a bounded queue per model, timeouts, dynamic batching for
-embeddings, and the executor the models run on.
+"""Requests to models, in the HTTP process: a bounded queue per model, a deadline per
+request, cancellation, and dynamic batching of embeddings. The models themselves run in
+their worker processes (``workers.py``); nothing here computes.
 
-`modelcache serve` runs every model on the process's main thread (MainThreadExecutor) and
-the HTTP server in a second thread: torch's OpenMP kernels run 1.5-1.8x slower when called
-from a thread other than the process's first one (measured here on a 2-core VM: a MiniLM
-forward takes 8 ms on the main thread, 14 ms on a worker thread). Without it (tests that
-build the app in-process) each model gets its own worker thread.
+A request given up, because its deadline passed or its client went away, is cancelled:
+still queued, it is dropped before it reaches the model; already running, the worker
+stops it at its next window (Whisper) or segment (faster-whisper); in a batch, it is
+left out of the next forward. ``modelcache_cancelled_total`` counts them.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
-import queue
-import threading
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelcache.service.engines.base import Cancelled, InputError
 from modelcache.service.metrics import Metrics
+from modelcache.service.workers import ModelWorker, WorkerDied
 
 
 class Busy(Exception):
@@ -36,123 +35,99 @@ class TimedOut(Exception):
     pass
 
 
-class MainThreadExecutor(Executor):
-    """Runs submitted calls, in order, on the thread that calls :meth:`run` (the main thread)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._closed = threading.Event()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        if self._closed.is_set():
-            raise RuntimeError("the model executor is shut down")
-        future: Future = Future()
-        self._jobs.put((future, fn, args, kwargs))
-        return future
-
-    def run(self, keep_going: Callable[[], bool]) -> None:
-        """Serve jobs until ``keep_going()`` is false (checked at least every 0.2 s)."""
-        while keep_going():
-            try:
-                future, fn, args, kwargs = self._jobs.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the waiting request
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._closed.set()
-        while cancel_futures:
-            try:
-                future, *_ = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            future.cancel()
+class Unavailable(Exception):
+    """The model is not running (its process died, or it is being replaced): 503."""
 
 
 class Runner:
-    """Runs one model's calls one at a time on ``executor``; at most ``queue_size`` wait."""
+    """One model's calls: at most ``queue_size`` waiting or running, each within ``timeout``."""
 
-    def __init__(
-        self, model: str, *, queue_size: int, timeout: float, metrics: Metrics, executor: Executor | None = None
-    ) -> None:
+    def __init__(self, model: str, worker: ModelWorker, *, queue_size: int, timeout: float, metrics: Metrics) -> None:
         self.model = model
+        self.worker = worker
         self.queue_size = queue_size
         self.timeout = timeout
         self.metrics = metrics
-        self.owns_executor = executor is None
-        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model}"[:30])
-        self.pending = 0  # submitted and not finished (the thread may outlive a timed-out request)
-        self._last_seconds = 1.0
+        self.pending = 0
+        self._last_seconds = 0.05
 
-    def _retry_after(self) -> int:
-        return max(1, int(self._last_seconds * max(1, self.pending) / 2 + 0.999))
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead times the last call's time."""
+        return max(1, int(self._last_seconds * max(1, self.pending) + 0.999))
 
-    def _admit(self, weight: int = 1) -> None:
-        if self.pending + weight > self.queue_size:
+    def admit(self) -> None:
+        if self.pending >= self.queue_size:
             self.metrics.rejected.labels(self.model).inc()
-            raise Busy(self.model, self._retry_after())
-        self.pending += weight
+            raise Busy(self.model, self.retry_after())
+        self.pending += 1
         self.metrics.queue_depth.labels(self.model).set(self.pending)
 
-    def _release(self, weight: int = 1) -> None:
-        self.pending -= weight
+    def release(self) -> None:
+        self.pending -= 1
         self.metrics.queue_depth.labels(self.model).set(self.pending)
 
-    def _timed(self, fn: Callable[..., Any], *args: Any, batch: int = 1) -> Any:
+    async def call(self, op: str, *args: Any) -> Any:
+        """Run ``op`` in the model's worker, within the deadline; cancelled with its request."""
+        self.admit()
+        try:
+            return await self.run(op, *args)
+        finally:
+            self.release()
+
+    async def run(self, op: str, *args: Any, batch: int = 1) -> Any:
+        """Run ``op`` now (the caller did the admission)."""
+        try:
+            call_id, future = self.worker.submit(op, *args)
+        except WorkerDied as exc:
+            raise Unavailable(str(exc)) from None
         started = time.perf_counter()
         try:
-            return fn(*args)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except TimeoutError:
+            self.worker.cancel(call_id)
+            self.metrics.cancelled.labels(self.model, "deadline").inc()
+            raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped") from None
+        except asyncio.CancelledError:  # the client went away
+            self.worker.cancel(call_id)
+            self.metrics.cancelled.labels(self.model, "disconnect").inc()
+            raise
+        except WorkerDied as exc:
+            raise Unavailable(str(exc)) from None
         finally:
             seconds = time.perf_counter() - started
             self._last_seconds = seconds
             self.metrics.inference.labels(self.model).observe(seconds)
             self.metrics.batch_size.labels(self.model).observe(batch)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._admit()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, self._timed, fn, *args)
-        future.add_done_callback(lambda _f: self._release())
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
-            raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s") from None
-
-    def close(self) -> None:
-        if self.owns_executor:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-
 
 @dataclass
 class _Item:
-    texts: list[str]
+    payload: list
     future: asyncio.Future
 
 
 class Batcher:
-    """Collects concurrent embedding requests into one forward pass.
+    """Collects concurrent requests into one call of ``op`` (texts or images of several
+    requests in one forward pass).
 
     A batch closes when it holds ``max_batch`` inputs or ``max_wait`` seconds passed since
     its first request; while the model is busy, requests queue up and form the next batch.
     At most ``queue_size`` requests wait; over that, ``Busy``.
     """
 
-    def __init__(self, runner: Runner, fn: Callable[[list[str]], Any], *, max_batch: int, max_wait: float) -> None:
+    def __init__(self, runner: Runner, op: str, *, max_batch: int, max_wait: float) -> None:
         self.runner = runner
-        self.fn = fn
+        self.op = op
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.queue: deque[_Item] = deque()
         self.queued_inputs = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue)
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -167,23 +142,30 @@ class Batcher:
                 pass
         for item in self.queue:
             if not item.future.done():
-                item.future.set_exception(TimedOut("the service is shutting down"))
+                item.future.set_exception(Unavailable("the service is shutting down"))
 
-    async def submit(self, texts: list[str]) -> Any:
+    async def submit(self, payload: list) -> Any:
         runner = self.runner
         if len(self.queue) >= runner.queue_size:
             runner.metrics.rejected.labels(runner.model).inc()
-            raise Busy(runner.model, runner._retry_after())
+            raise Busy(runner.model, runner.retry_after())
         future = asyncio.get_running_loop().create_future()
-        self.queue.append(_Item(texts, future))
-        self.queued_inputs += len(texts)
+        self.queue.append(_Item(payload, future))
+        self.queued_inputs += len(payload)
         runner.metrics.queue_depth.labels(runner.model).set(self.queued_inputs)
         assert self._wakeup is not None
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), runner.timeout)
-        except TimeoutError:
+            result = await asyncio.wait_for(future, runner.timeout)
+        except TimeoutError:  # the future is cancelled: left out of the next batch
+            runner.metrics.cancelled.labels(runner.model, "deadline").inc()
             raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s") from None
+        except asyncio.CancelledError:
+            runner.metrics.cancelled.labels(runner.model, "disconnect").inc()
+            raise
+        if isinstance(result, InputError):
+            raise result
+        return result
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
@@ -193,24 +175,23 @@ class Batcher:
             self._wakeup.clear()
             while self.queue:
                 deadline = loop.time() + self.max_wait
-                while self._count() < self.max_batch and loop.time() < deadline:
+                while self.queued_inputs < self.max_batch and loop.time() < deadline:
                     self._wakeup.clear()
                     try:
                         await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
                     except TimeoutError:
                         break
-                batch = self._take()
-                await self._run(batch)
-
-    def _count(self) -> int:
-        return self.queued_inputs
+                await self._run(self._take())
 
     def _take(self) -> list[_Item]:
         batch, size = [], 0
-        while self.queue and (not batch or size + len(self.queue[0].texts) <= self.max_batch):
+        while self.queue and (not batch or size + len(self.queue[0].payload) <= self.max_batch):
             item = self.queue.popleft()
+            if item.future.done():  # given up while waiting: never reaches the model
+                self.queued_inputs -= len(item.payload)
+                continue
             batch.append(item)
-            size += len(item.texts)
+            size += len(item.payload)
         self.queued_inputs -= size
         self.runner.metrics.queue_depth.labels(self.runner.model).set(self.queued_inputs)
         return batch
@@ -219,19 +200,48 @@ class Batcher:
         live = [item for item in batch if not item.future.done()]
         if not live:
             return
-        texts = [t for item in live for t in item.texts]
-        loop = asyncio.get_running_loop()
-        runner = self.runner
         try:
-            vectors, tokens = await loop.run_in_executor(runner.executor, lambda: runner._timed(self.fn, texts, batch=len(texts)))
+            results = await self.runner.run(self.op, [item.payload for item in live],
+                                            batch=sum(len(i.payload) for i in live))  # fmt: skip
         except Exception as exc:  # handed to every waiting request
             for item in live:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
-        start = 0
-        for item in live:
-            end = start + len(item.texts)
+        for item, result in zip(live, results):
             if not item.future.done():
-                item.future.set_result((vectors[start:end], tokens[start:end]))
-            start = end
+                item.future.set_result(result)
+
+
+async def unless_disconnected(receive: Callable[[], Awaitable[dict]], work: Awaitable[Any]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it (which cancels the model call).
+
+    ``receive`` is the request's ASGI receive, called only after the body was read: the next
+    message it gives is ``http.disconnect``.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Cancelled, TimedOut):
+        pass
+    raise ClientGone("the client went away; the request was stopped")
+
+
+class ClientGone(Exception):
+    """Nobody is waiting for the answer any more."""

@@ -24,7 +24,8 @@ class State:
     api_key: str | None
     started: float = field(default_factory=time.time)
     runners: dict[str, Runner] = field(default_factory=dict)
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)  # texts (text and image-text models)
+    image_batchers: dict[str, Batcher] = field(default_factory=dict)  # images (image-embedding models)
     ready: bool = False
 
     def runner(self, entry: ModelEntry) -> Runner:
@@ -32,6 +33,9 @@ class State:
 
     def batcher(self, entry: ModelEntry) -> Batcher:
         return self.batchers[entry.id]
+
+    def image_batcher(self, entry: ModelEntry) -> Batcher:
+        return self.image_batchers[entry.id]
 
 
 def get_state(request: Request) -> State:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +14,18 @@ SAMPLE_RATE = 16_000
 # search of 5, and temperature fallback when a decode looks like a failure.
 BEAM_SIZE = 5
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class Cancelled(Exception):
+    """The request was given up (its deadline passed, or its client went away): stop early."""
+
+
+#: polled by long-running engines between units of work (a Whisper window, a segment)
+StopCheck = Callable[[], bool]
+
+
+def never() -> bool:
+    return False
 
 
 class InputError(ValueError):
@@ -79,6 +92,7 @@ class SpeechToText(Protocol):
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
+        should_stop: StopCheck = never,
     ) -> Transcript: ...
 
 
@@ -118,3 +132,5 @@ class LoadSpec:
     device: str
     engine: str | None = None
     variant: str | None = None  # e.g. the Whisper model name (for its alignment heads)
+    threads: int = 0  # CPU threads for the model's kernels (0: the library's default)
+    compute_type: str | None = None  # faster-whisper: CTranslate2's compute type (None: by device)

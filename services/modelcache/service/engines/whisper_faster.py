@@ -9,10 +9,13 @@ import numpy as np
 from modelcache.service.engines.base import (
     BEAM_SIZE,
     FALLBACK_TEMPERATURES,
+    Cancelled,
     LoadSpec,
     Segment,
+    StopCheck,
     Transcript,
     Word,
+    never,
     whisper_task_language,
 )
 
@@ -24,10 +27,10 @@ class FasterWhisper:
     def __init__(self, spec: LoadSpec) -> None:
         from faster_whisper import WhisperModel
 
-        compute_type = "float16" if spec.device == "cuda" else "int8"
+        self.compute_type = spec.compute_type or ("float16" if spec.device == "cuda" else "float32")
         self.model = WhisperModel(
-            str(spec.path), device=spec.device, compute_type=compute_type, cpu_threads=os.cpu_count() or 1,
-            local_files_only=True,
+            str(spec.path), device=spec.device, compute_type=self.compute_type,
+            cpu_threads=spec.threads or os.cpu_count() or 1, local_files_only=True,
         )  # fmt: skip
         self.multilingual = self.model.model.is_multilingual
         self.languages = set(self.model.supported_languages)
@@ -41,6 +44,7 @@ class FasterWhisper:
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
+        should_stop: StopCheck = never,
     ) -> Transcript:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
         pieces, info = self.model.transcribe(
@@ -66,7 +70,7 @@ class FasterWhisper:
                 no_speech_prob=float(s.no_speech_prob),
                 words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
             )
-            for i, s in enumerate(pieces)
+            for i, s in enumerate(_until_stopped(pieces, should_stop))
         ]
         return Transcript(
             text="".join(s.text for s in segments).strip(),
@@ -75,3 +79,11 @@ class FasterWhisper:
             segments=segments,
             task=task,
         )
+
+
+def _until_stopped(pieces, should_stop: StopCheck):
+    """faster-whisper decodes lazily, one segment per step: stop between two of them."""
+    for piece in pieces:
+        yield piece
+        if should_stop():
+            raise Cancelled("transcription stopped")

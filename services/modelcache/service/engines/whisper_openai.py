@@ -9,10 +9,13 @@ import numpy as np
 from modelcache.service.engines.base import (
     BEAM_SIZE,
     FALLBACK_TEMPERATURES,
+    Cancelled,
     LoadSpec,
     Segment,
+    StopCheck,
     Transcript,
     Word,
+    never,
     whisper_task_language,
 )
 
@@ -49,20 +52,36 @@ class OpenAIWhisper:
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
+        should_stop: StopCheck = never,
     ) -> Transcript:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
-        result = self.model.transcribe(
-            audio,
-            task=task,
-            language=language,
-            initial_prompt=prompt or None,
-            temperature=FALLBACK_TEMPERATURES if temperature == 0 else temperature,
-            word_timestamps=word_timestamps,
-            beam_size=BEAM_SIZE if temperature == 0 else None,
-            best_of=BEST_OF,
-            fp16=self.device == "cuda",
-            verbose=None,
-        )
+        model = self.model
+        decode = type(model).decode
+
+        def decode_unless_stopped(mel, *args, **kwargs):  # transcribe() decodes each 30 s window with it
+            if should_stop():
+                raise Cancelled("transcription stopped")
+            return decode(model, mel, *args, **kwargs)
+
+        model.decode = decode_unless_stopped
+        try:
+            result = model.transcribe(
+                audio,
+                task=task,
+                language=language,
+                initial_prompt=prompt or None,
+                temperature=FALLBACK_TEMPERATURES if temperature == 0 else temperature,
+                word_timestamps=word_timestamps,
+                beam_size=BEAM_SIZE if temperature == 0 else None,
+                best_of=BEST_OF,
+                fp16=self.device == "cuda",
+                verbose=None,
+            )
+        finally:
+            del model.decode
+        return self._result(result, audio, task, language)
+
+    def _result(self, result: dict, audio: np.ndarray, task: str, language: str | None) -> Transcript:
         segments = [
             Segment(
                 id=int(s["id"]),

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from modelcache.service.state import get_state
-from modelcache.service.engines.audio import decode_audio
 from modelcache.service.engines.base import Transcript
 from modelcache.service.errors import ApiError
-from modelcache.service.routes.common import find_model, read_upload
+from modelcache.service.routes.common import ERRORS, find_model, read_upload
+from modelcache.service.runtime import unless_disconnected
+from modelcache.service.state import get_state
 
 router = APIRouter(tags=["audio"])
 
@@ -87,21 +86,17 @@ async def _speech(
                        param="timestamp_granularities[]")  # fmt: skip
     if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
         raise ApiError(400, f"language must be an ISO-639-1 code such as 'en', not {language!r}", param="language")
-    runner = state.runner(entry)
-    audio = await asyncio.to_thread(decode_audio, data)
-    words = "word" in granularities
-    transcript = await runner.call(
-        lambda: entry.engine.transcribe(
-            audio, task=task, language=language, prompt=prompt, temperature=temperature, word_timestamps=words
-        )
-    )
+    options = {"task": task, "language": language, "prompt": prompt, "temperature": temperature,
+               "word_timestamps": "word" in granularities}  # fmt: skip
+    # decoded and transcribed in the model's process; stopped at its next window if given up
+    transcript = await unless_disconnected(request.receive, state.runner(entry).call("transcribe", data, options))
     return render(transcript, response_format, set(granularities))
 
 
 Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", responses=ERRORS)
 async def transcriptions(
     request: Request,
     file: Annotated[UploadFile | None, File()] = None,
@@ -116,7 +111,7 @@ async def transcriptions(
                          timestamp_granularities)  # fmt: skip
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", responses=ERRORS)
 async def translations(
     request: Request,
     file: Annotated[UploadFile | None, File()] = None,

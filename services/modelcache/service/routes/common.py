@@ -6,10 +6,42 @@ import base64
 import binascii
 
 from fastapi import UploadFile
+from pydantic import BaseModel
 
 from modelcache.service.state import State
 from modelcache.service.errors import ApiError
 from modelcache.service.registry import ModelEntry
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+#: the error answers every inference route may give (declared in the OpenAPI schema)
+ERRORS: dict[int | str, dict] = {
+    400: _error("Invalid request (a field, the JSON, an input)"),
+    401: _error("Missing or invalid API key"),
+    404: _error("No such model"),
+    413: _error("Body over MODELCACHE_MAX_BODY_MB"),
+    415: _error("Media that cannot be decoded"),
+    429: _error("Every queue for this route is full: retry after Retry-After seconds"),
+    500: _error("The model failed on this input"),
+    503: _error("The model is not running"),
+    504: _error("The request ran past MODELCACHE_REQUEST_TIMEOUT and was stopped"),
+}
 
 
 def find_model(state: State, name: str | None, task: str | tuple[str, ...], *, param: str = "model") -> ModelEntry:

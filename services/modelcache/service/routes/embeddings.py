@@ -6,12 +6,15 @@ import base64
 from typing import Literal
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from modelcache.service.state import get_state
 from modelcache.service.errors import ApiError
-from modelcache.service.routes.common import find_model
+from modelcache.service.routes.common import ERRORS, find_model
+from modelcache.service.runtime import unless_disconnected
+from modelcache.service.state import get_state
 
 router = APIRouter(tags=["embeddings"])
 
@@ -27,10 +30,16 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-def encode(vector: np.ndarray, fmt: str) -> list[float] | str:
+def encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:
+    """base64 of little-endian float32, or the float32 array itself (orjson writes it as numbers)."""
     if fmt == "base64":
         return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode()
-    return vector.astype(np.float32).tolist()
+    return np.ascontiguousarray(vector, dtype=np.float32)
+
+
+def json_response(body: dict) -> Response:
+    """One pass of orjson over the answer, arrays included (no per-float Python objects)."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def texts_of(value) -> list[str]:
@@ -49,17 +58,17 @@ def texts_of(value) -> list[str]:
     return texts
 
 
-@router.post("/v1/embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
+@router.post("/v1/embeddings", responses=ERRORS)
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     state = get_state(request)
     entry = find_model(state, body.model, ("text-embedding", "image-embedding"))
     texts = texts_of(body.input)
-    dims = entry.engine.dimensions
+    dims = entry.info.get("dimensions")
     if body.dimensions is not None and body.dimensions != dims:
         raise ApiError(400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out",
                        param="dimensions")  # fmt: skip
-    vectors, tokens = await state.batcher(entry).submit(texts)
-    return {
+    vectors, tokens = await unless_disconnected(request.receive, state.batcher(entry).submit(texts))
+    return json_response({
         "object": "list",
         "data": [
             {"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
@@ -67,4 +76,4 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
         ],
         "model": entry.id,
         "usage": {"prompt_tokens": int(sum(tokens)), "total_tokens": int(sum(tokens))},
-    }
+    })  # fmt: skip

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 from fastapi import APIRouter, Request
 
-from modelcache.service.state import get_state
-from modelcache.service.engines.images import decode_image, to_bgr
 from modelcache.service.errors import ApiError
-from modelcache.service.routes.common import find_model
+from modelcache.service.routes.common import ERRORS, find_model
+from modelcache.service.runtime import unless_disconnected
+from modelcache.service.state import get_state
 from modelcache.service.routes.uploads import IMAGE_BODY, number, read_images
 
 router = APIRouter(tags=["faces"])
@@ -26,7 +25,7 @@ for content in BODY["requestBody"]["content"].values():
     content["schema"]["properties"].update(PARAMS)
 
 
-@router.post("/v1/faces/detect", openapi_extra=BODY)
+@router.post("/v1/faces/detect", openapi_extra=BODY, responses=ERRORS)
 async def detect(request: Request) -> dict:
     state = get_state(request)
     upload = await read_images(request, file_fields=("file",), json_field="input")
@@ -37,15 +36,15 @@ async def detect(request: Request) -> dict:
     score = number(upload.fields, "score_threshold", 0.9, 0.0, 1.0)
     nms = number(upload.fields, "nms_threshold", 0.3, 0.0, 1.0)
     top_k = int(number(upload.fields, "top_k", 5000, 1, 10000, integer=True))
-    image = await asyncio.to_thread(lambda: to_bgr(decode_image(upload.images[0])))
-    faces = await state.runner(entry).call(
-        lambda: entry.engine.detect(image, score_threshold=score, nms_threshold=nms, top_k=top_k)
+    options = {"score_threshold": score, "nms_threshold": nms, "top_k": top_k}
+    faces, width, height = await unless_disconnected(
+        request.receive, state.runner(entry).call("detect", upload.images[0], options)
     )
     return {
         "object": "list",
         "model": entry.id,
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
+        "width": width,
+        "height": height,
         "data": [
             {
                 "box": {"x": round(f.x, 2), "y": round(f.y, 2), "width": round(f.width, 2), "height": round(f.height, 2)},

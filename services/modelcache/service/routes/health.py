@@ -23,15 +23,20 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def total_rss(state) -> int:
+    """This process and every model's worker process."""
+    return rss_bytes() + sum(e.worker.rss_bytes() for e in state.registry.entries if e.worker is not None)
+
+
 @router.get("/health")
 def health(request: Request) -> JSONResponse:
     state = get_state(request)
     ready = state.ready and state.registry.loaded
     body = {
         "status": "ok" if ready else "loading",
-        "models_loaded": [e.id for e in state.registry.entries if e.engine is not None],
+        "models_loaded": [e.id for e in state.registry.entries if e.loaded],
         "device": state.registry.device,
-        "memory_used_gb": round(rss_bytes() / 1024**3, 3),
+        "memory_used_gb": round(total_rss(state) / 1024**3, 3),
         "uptime_seconds": round(time.time() - state.started, 1),
         "load_seconds": {e.id: round(e.load_seconds, 3) for e in state.registry.entries},
     }

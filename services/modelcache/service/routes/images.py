@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from modelcache.service.state import get_state
-from modelcache.service.engines.images import decode_image
 from modelcache.service.errors import ApiError
-from modelcache.service.routes.common import find_model
-from modelcache.service.routes.embeddings import encode
+from modelcache.service.routes.common import ERRORS, find_model
+from modelcache.service.routes.embeddings import encode, json_response
 from modelcache.service.routes.uploads import IMAGE_BODY, read_images
+from modelcache.service.runtime import unless_disconnected
+from modelcache.service.state import get_state
 
 router = APIRouter(tags=["images"])
 
@@ -23,8 +23,8 @@ BODY["requestBody"]["content"]["application/json"]["schema"]["properties"]["enco
     "type": "string", "enum": ["float", "base64"]}  # fmt: skip
 
 
-@router.post("/v1/images/embeddings", openapi_extra=BODY)
-async def image_embeddings(request: Request) -> dict:
+@router.post("/v1/images/embeddings", openapi_extra=BODY, responses=ERRORS)
+async def image_embeddings(request: Request) -> Response:
     state = get_state(request)
     upload = await read_images(request, file_fields=("file", "files"), json_field="input")
     model = upload.fields.get("model")
@@ -32,10 +32,10 @@ async def image_embeddings(request: Request) -> dict:
     fmt = upload.fields.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-    images = await asyncio.to_thread(lambda: [decode_image(data) for data in upload.images])
-    vectors = await state.runner(entry).call(entry.engine.embed_images, images)
-    return {
+    # decoded in the model's process, batched with other requests' images into one forward
+    vectors = await unless_disconnected(request.receive, state.image_batcher(entry).submit(upload.images))
+    return json_response({
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": encode(v, fmt)} for i, v in enumerate(vectors)],
         "model": entry.id,
-    }
+    })  # fmt: skip

@@ -1,0 +1,121 @@
+"""Admission before the body is read: the cheap half of overload handling.
+
+Each inference route belongs to a group of models (speech, embeddings, image embeddings,
+faces) whose queues hold at most ``limit`` requests between them. This ASGI middleware
+lets that many requests in; up to as many more wait, in arrival order, for a slot to free
+up (at most ``MODELCACHE_ADMISSION_WAIT_MS``); the rest get 429 with Retry-After at once,
+before their body is read or parsed. A refusal then costs a few microseconds of the
+event loop instead of a body, a validation and an exception; and since a freed slot goes
+to the request that waited longest, clients that retry at once cannot starve the ones
+already waiting. Measured effect: docs/benchmarks.md (128 clients retrying at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+import orjson
+
+from modelcache.service.errors import error_body
+from modelcache.service.metrics import Metrics
+
+#: route -> group of models it admits for
+GROUPS = {
+    "/v1/audio/transcriptions": "speech-to-text",
+    "/v1/audio/translations": "speech-to-text",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/embeddings": "image-embedding",
+    "/v1/faces/detect": "face-detection",
+}
+
+
+class Gate:
+    """At most ``limit`` inside; up to ``limit`` more wait in FIFO order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inside = 0
+        self.waiters: deque[asyncio.Future] = deque()
+
+    async def enter(self, wait: float) -> bool:
+        if self.inside < self.limit and not self.waiters:
+            self.inside += 1
+            return True
+        if len(self.waiters) >= self.limit or wait <= 0:
+            return False
+        slot = asyncio.get_running_loop().create_future()
+        self.waiters.append(slot)
+        try:
+            await asyncio.wait_for(asyncio.shield(slot), wait)
+            return True
+        except TimeoutError:
+            if slot.done():  # handed a slot at the last moment: take it
+                return True
+            self._drop(slot)
+            return False
+        except asyncio.CancelledError:
+            if slot.done():
+                self.leave()  # a slot we will not use goes on to the next waiter
+            else:
+                self._drop(slot)
+            raise
+
+    def _drop(self, slot: asyncio.Future) -> None:
+        slot.cancel()
+        try:
+            self.waiters.remove(slot)
+        except ValueError:
+            pass
+
+    def leave(self) -> None:
+        while self.waiters:
+            slot = self.waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)  # the slot passes straight to the longest waiter
+                return
+        self.inside -= 1
+
+
+class Admission:
+    def __init__(
+        self,
+        app,
+        *,
+        limits: dict[str, int],
+        wait: float,
+        metrics: Metrics,
+        retry_after: Callable[[str], int],
+    ) -> None:
+        self.app = app
+        self.gates = {group: Gate(limit) for group, limit in limits.items() if limit > 0}
+        self.wait = wait
+        self.metrics = metrics
+        self.retry_after = retry_after
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        group = GROUPS.get(scope["path"])
+        gate = self.gates.get(group) if group else None
+        if gate is None:
+            return await self.app(scope, receive, send)
+        if not await gate.enter(self.wait):
+            return await self._refuse(scope, send, group)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _refuse(self, scope, send, group: str) -> None:
+        self.metrics.shed.labels(scope["path"]).inc()
+        retry = self.retry_after(group)
+        body = orjson.dumps(error_body(429, f"every {group} model is busy: come back in {retry}s", code="queue_full"))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"retry-after", str(retry).encode())]  # fmt: skip
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > 65536:  # a large unread body: do not keep the connection
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,411 @@
+"""Every model runs in a process of its own (a model worker); the HTTP process runs none.
+
+Why processes and not threads (measured on the project's 2-core VM, numbers in
+docs/architecture.md): torch's CPU kernels use an OpenMP team per calling thread, and
+libgomp stops spin-waiting as soon as more of its threads exist than CPUs; a second
+thread that has ever run a torch kernel (another model, or the thread that loaded it)
+makes every forward of the first about 1.4x slower, idle or not. One process per model
+keeps each model at full single-model speed, keeps one model's Python work (Whisper's
+beam search) off the others' GIL, lets a long-running model run at a lower CPU priority
+(``MODELCACHE_ASR_NICE``) so that short requests to the others are not delayed, and
+frees a model's memory exactly when its process ends. The cost is one interpreter with
+its libraries per model (RSS measured in docs/benchmarks.md).
+
+The protocol, over one pipe per worker (pickled tuples):
+
+    parent -> worker   ("call", id, op, args)  ("cancel", id)  ("stop",)
+    worker -> parent   ("ready", info)  ("failed", message)
+                       ("result", id, value)  ("error", id, exception)  ("cancelled", id)
+
+A worker runs one call at a time, in order. A cancel reaches it while it works (its
+reader thread sets a flag that the engine polls between windows/segments) or before it
+starts a queued call (which is then skipped). Engines receive local paths only; nothing
+here touches the network.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelcache.service.engines.base import Cancelled, InputError, LoadSpec
+
+READY_TIMEOUT = 900.0  # seconds a model may take to load
+
+
+class WorkerError(RuntimeError):
+    """The model failed on a request (a library error), or its process died."""
+
+
+class WorkerDied(WorkerError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to load its model (picklable)."""
+
+    model: str
+    task: str  # speech-to-text | text-embedding | image-embedding | face-detection
+    engine: str
+    load: LoadSpec
+    device_wanted: str  # auto | cpu | cuda
+    nice: int = 0
+
+
+@dataclass
+class _Pending:
+    future: Future
+    op: str
+    sent: float = field(default_factory=time.monotonic)
+
+
+class ModelWorker:
+    """The parent's handle on one model's process."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, spec: WorkerSpec, *, on_death=None) -> None:
+        self.spec = spec
+        self.info: dict[str, Any] = {}
+        self.failure: str | None = None
+        self._on_death = on_death
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._conn = None
+        self._reader: threading.Thread | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.started = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the process (its reader thread starts with :meth:`wait_ready`, so that a
+        parent that must fork starts every worker before it has a thread of its own)."""
+        ctx = multiprocessing.get_context(start_method())
+        parent, child = ctx.Pipe(duplex=True)
+        self.started = time.monotonic()
+        self.process = ctx.Process(target=_child_main, args=(child, self.spec), name=f"model:{self.spec.model}",
+                                   daemon=True)  # fmt: skip
+        self.process.start()
+        child.close()
+        self._conn = parent
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        """True once loaded; False (with :attr:`failure` set) when loading failed or timed out."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name=f"worker-reader:{self.spec.model}", daemon=True)
+            self._reader.start()
+        if not self._ready.wait(timeout):
+            self.failure = f"not loaded within {timeout:g}s"
+            self.stop(grace=0)
+        return self.failure is None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive() and self.failure is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def rss_bytes(self) -> int:
+        try:
+            with open(f"/proc/{self.pid}/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, TypeError, ValueError):
+            return 0
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Ask the process to end; kill it after ``grace`` seconds. Pending calls fail."""
+        process = self.process
+        if process is None:
+            return
+        try:
+            self._send(("stop",))
+        except (OSError, ValueError, WorkerError):
+            pass
+        process.join(grace)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        self._fail_all(WorkerDied(f"model {self.spec.model!r} was stopped"))
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def submit(self, op: str, *args: Any) -> tuple[int, Future]:
+        call_id = next(self._ids)
+        future: Future = Future()
+        with self._lock:
+            if not self.alive:
+                raise WorkerDied(f"model {self.spec.model!r} is not running ({self.failure or 'its process ended'})")
+            self._pending[call_id] = _Pending(future, op)
+        try:
+            self._send(("call", call_id, op, args))
+        except WorkerError as exc:
+            with self._lock:
+                self._pending.pop(call_id, None)
+            future.set_exception(exc)
+        return call_id, future
+
+    def cancel(self, call_id: int) -> None:
+        """Stop the call at its next check (running) or skip it (still queued in the worker)."""
+        with self._lock:
+            if call_id not in self._pending:
+                return
+        try:
+            self._send(("cancel", call_id))
+        except WorkerError:
+            pass
+
+    def _send(self, message: tuple) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise WorkerDied(f"model {self.spec.model!r} is not running")
+            try:
+                conn.send(message)
+            except (OSError, EOFError, BrokenPipeError) as exc:
+                raise WorkerDied(f"model {self.spec.model!r}: its process is gone ({exc.__class__.__name__})") from None
+
+    def _read(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "ready":
+                self.info = message[1]
+                self._ready.set()
+            elif kind == "failed":
+                self.failure = message[1]
+                self._ready.set()
+            else:
+                self._settle(kind, message[1], message[2] if len(message) > 2 else None)
+        code = self.process.exitcode if self.process is not None else None
+        if self.failure is None:
+            self.failure = f"its process ended (exit code {code})"
+        self._ready.set()
+        self._fail_all(WorkerDied(f"model {self.spec.model!r}: {self.failure}"))
+        if self._on_death is not None:
+            self._on_death(self)
+
+    def _settle(self, kind: str, call_id: int, value: Any) -> None:
+        with self._lock:
+            pending = self._pending.pop(call_id, None)
+        if pending is None or pending.future.done():
+            return
+        if kind == "result":
+            pending.future.set_result(value)
+        elif kind == "cancelled":
+            pending.future.set_exception(Cancelled(f"model {self.spec.model!r} stopped the call"))
+        else:
+            pending.future.set_exception(value)
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+
+def start_method() -> str:
+    """spawn (a fresh interpreter: no inherited threads, locks or sockets), unless this user
+    may not execute the interpreter again (seen in some sandboxes): then fork."""
+    return "spawn" if os.access(sys.executable, os.X_OK) else "fork"
+
+
+# --- the worker process ----------------------------------------------------------------------
+
+
+def _child_main(conn, spec: WorkerSpec) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when models stop
+    if spec.nice:
+        try:
+            os.nice(spec.nice)
+        except OSError:
+            pass
+    started = time.perf_counter()
+    try:
+        engine, device = _load(spec)
+    except BaseException as exc:  # any library error while loading: reported, then the process ends
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        conn.send(("failed", f"{exc.__class__.__name__}: {first}"))
+        return
+    info = {"load_seconds": time.perf_counter() - started, "device": device, **_describe(engine)}
+    conn.send(("ready", info))
+    calls: queue.SimpleQueue = queue.SimpleQueue()
+    control = _Control()
+    threading.Thread(target=_reader, args=(conn, calls, control), daemon=True).start()
+    while (item := calls.get()) is not None:
+        call_id, op, args = item
+        if control.begin(call_id):
+            try:
+                value = OPS[op](engine, control.stop_requested, *args)
+                reply = ("result", call_id, value)
+            except Cancelled:
+                reply = ("cancelled", call_id)
+            except InputError as exc:
+                reply = ("error", call_id, exc)
+            except Exception as exc:  # a library error on this input: the request fails, the model stays
+                reply = ("error", call_id, WorkerError(f"{exc.__class__.__name__}: {exc}"))
+            finally:
+                control.end()
+        else:
+            reply = ("cancelled", call_id)
+        try:
+            conn.send(reply)
+        except (OSError, EOFError, BrokenPipeError):
+            return
+
+
+class _Control:
+    """Which call runs, and which were cancelled before or while they ran (child side)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: int | None = None
+        self._last = 0  # calls run in the order of their ids: an id up to this one is done
+        self._stop = threading.Event()
+        self._cancelled: set[int] = set()
+
+    def begin(self, call_id: int) -> bool:
+        with self._lock:
+            self._last = call_id
+            if call_id in self._cancelled:
+                self._cancelled.discard(call_id)
+                return False
+            self._current = call_id
+            self._stop.clear()
+            return True
+
+    def end(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def cancel(self, call_id: int) -> None:
+        with self._lock:
+            if self._current == call_id:
+                self._stop.set()
+            elif call_id > self._last:  # still queued here
+                self._cancelled.add(call_id)
+
+    def stop_current(self) -> None:
+        self._stop.set()
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+
+def _reader(conn, calls: queue.SimpleQueue, control: _Control) -> None:
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break  # the parent is gone
+        if message[0] == "call":
+            calls.put(message[1:])
+        elif message[0] == "cancel":
+            control.cancel(message[1])
+        elif message[0] == "stop":
+            break
+    control.stop_current()  # the parent is gone or wants us gone: stop the running call too
+    calls.put(None)
+
+
+def _load(spec: WorkerSpec):
+    """The engine, loaded in this process, with its thread budget; and the device it runs on."""
+    from modelcache.service.registry import make_engine
+
+    threads = spec.load.threads
+    device = "cpu"  # OpenCV's detector runs on the CPU
+    if spec.engine != "opencv-yunet":
+        from modelcache.service.engines.device import resolve_device
+
+        device = resolve_device(spec.device_wanted)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+    elif threads:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    load = LoadSpec(spec.load.name, spec.load.path, device, spec.load.engine, spec.load.variant, threads,
+                    spec.load.compute_type)  # fmt: skip
+    return make_engine(spec.task, spec.engine, load), device
+
+
+def _describe(engine) -> dict:
+    info: dict[str, Any] = {}
+    for key in ("dimensions", "multilingual", "compute_type"):
+        if hasattr(engine, key):
+            info[key] = getattr(engine, key)
+    return info
+
+
+# --- what a worker can be asked (child side) -----------------------------------------------
+
+
+def _embed(engine, _stop, requests: list[list[str]]) -> list:
+    """One forward for the texts of several requests; each request gets its own slice."""
+    texts = [t for r in requests for t in r]
+    vectors, tokens = engine.embed(texts)
+    out, start = [], 0
+    for r in requests:
+        out.append((vectors[start : start + len(r)], tokens[start : start + len(r)]))
+        start += len(r)
+    return out
+
+
+def _embed_images(engine, _stop, requests: list[list[bytes]]) -> list:
+    """Decode each request's images on its own (a bad image fails its request only), then one forward."""
+    from modelcache.service.engines.images import decode_image
+
+    decoded: list = []
+    for images in requests:
+        try:
+            decoded.append([decode_image(data) for data in images])
+        except InputError as exc:
+            decoded.append(exc)
+    good = [img for d in decoded if not isinstance(d, InputError) for img in d]
+    vectors = engine.embed_images(good) if good else None
+    out, start = [], 0
+    for d in decoded:
+        if isinstance(d, InputError):
+            out.append(d)
+        else:
+            out.append(vectors[start : start + len(d)])
+            start += len(d)
+    return out
+
+
+def _transcribe(engine, stop, audio: bytes, options: dict):
+    from modelcache.service.engines.audio import decode_audio
+
+    return engine.transcribe(decode_audio(audio), should_stop=stop, **options)
+
+
+def _detect(engine, _stop, image: bytes, options: dict):
+    """The faces, and the image's width and height."""
+    from modelcache.service.engines.images import decode_image, to_bgr
+
+    pixels = to_bgr(decode_image(image))
+    return engine.detect(pixels, **options), int(pixels.shape[1]), int(pixels.shape[0])
+
+
+OPS = {"embed": _embed, "embed_images": _embed_images, "transcribe": _transcribe, "detect": _detect}

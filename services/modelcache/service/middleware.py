@@ -27,6 +27,8 @@ async def _send_json(send, status: int, body: dict) -> None:
 class _TooLarge(StarletteHTTPException):
     """An HTTP error (not a parse error), so FastAPI's body parsing passes it through as 413."""
 
+    code = "body_too_large"
+
     def __init__(self, message: str) -> None:
         super().__init__(413, message)
 

@@ -67,6 +67,10 @@ class ModelEntry:
             "bytes": self.bytes,
             "load_seconds": round(self.load_seconds, 3),
             "aliases": list(self.aliases),
+            "state": "loaded" if self.loaded else "failed",
+            "device": self.info.get("device"),
+            "memory_bytes": self.worker.rss_bytes() if self.worker is not None else 0,
+            **({"compute_type": self.info["compute_type"]} if "compute_type" in self.info else {}),
         }
 
 

@@ -74,9 +74,46 @@ class StartupError(VerificationError):
     title = "cannot start"
 
 
+#: what each engine imports, and how to install it when it is missing
+ENGINE_PACKAGES = {
+    "openai-whisper": (("torch", "whisper"), "pip install --no-deps openai-whisper==20250625 (its dependencies "
+                       "are in modelcache's service extra: pip install 'modelcache[service]')"),
+    "faster-whisper": (("faster_whisper", "ctranslate2"), "pip install 'modelcache[service]'"),
+    "transformers": (("torch", "transformers"), "pip install 'modelcache[service]' (torch from the PyTorch index "
+                     "of your choice first)"),
+    "opencv-yunet": (("cv2",), "pip install 'modelcache[service]'"),
+}
+#: Hub credentials: the service never needs them; they must not reach its model processes
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")
+
+
+def missing_packages(plan: Plan) -> list[str]:
+    """One line per configured model whose engine's packages are not installed (nothing is imported)."""
+    import importlib.util
+
+    lines = []
+    for artifact in plan.artifacts:
+        if artifact.role == "asr":
+            engine = artifact.engine or "openai-whisper"
+        else:
+            engine = ENGINE_ENGINES.get(artifact.role)
+        if engine is None:
+            continue
+        modules, install = ENGINE_PACKAGES[engine]
+        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+        if absent:
+            lines.append(f"{artifact.name} needs {', '.join(absent)} ({engine}), not installed: {install}")
+    return lines
+
+
+ENGINE_ENGINES = {"text-embedding": "transformers", "vision": "transformers", "face": "opencv-yunet"}
+
+
 def check(settings: Settings) -> Gate:
     """Everything the service needs is in the volume, as the lock says, or StartupError."""
     layout = Layout(settings.models_dir.absolute())
+    for name in TOKEN_VARIABLES:  # offline and read-only: a token in .env has no business here
+        os.environ.pop(name, None)
     os.environ.update(offline_environment(layout))
     plan = build_plan(settings)
     if not any(a.role in SERVED_ROLES for a in plan.artifacts):
@@ -96,6 +133,13 @@ def check(settings: Settings) -> Gate:
             f"({len(report.problems)} problem(s), {'deep' if report.deep else 'fast'} check)",
             details=[p.line() for p in report.problems],
             remedy=REMEDY,
+        )
+    missing = missing_packages(plan)
+    if missing:
+        raise StartupError(
+            f"{len(missing)} model(s) cannot be loaded: their library is not installed in this environment",
+            details=missing,
+            remedy="install what each line names (the service image has them all), or set that model to none",
         )
     return Gate(settings, layout, plan, report.lock, report)
 

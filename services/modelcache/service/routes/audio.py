@@ -99,7 +99,7 @@ Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
 @router.post("/v1/audio/transcriptions", responses=ERRORS)
 async def transcriptions(
     request: Request,
-    file: Annotated[UploadFile | None, File()] = None,
+    file: Annotated[UploadFile, File()],
     model: Annotated[str | None, Form()] = None,
     language: Annotated[str | None, Form()] = None,
     prompt: Annotated[str | None, Form()] = None,
@@ -114,7 +114,7 @@ async def transcriptions(
 @router.post("/v1/audio/translations", responses=ERRORS)
 async def translations(
     request: Request,
-    file: Annotated[UploadFile | None, File()] = None,
+    file: Annotated[UploadFile, File()],
     model: Annotated[str | None, Form()] = None,
     prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[Format, Form()] = "json",

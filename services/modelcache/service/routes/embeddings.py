@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from modelcache.service.errors import ApiError
 from modelcache.service.routes.common import ERRORS, find_model
@@ -22,11 +22,16 @@ MAX_INPUTS = 2048
 MAX_CHARS = 100_000
 
 
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHARS, pattern=r"\S")]
+
+
 class EmbeddingRequest(BaseModel):
-    input: str | list[str] | list[int] | list[list[int]]
-    model: str | None = None
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
+        description="a text, or a list of texts (token arrays are not supported: send the text)"
+    )
+    model: str = Field(min_length=1, description="a model id from /v1/models")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, description="only the model's own size is accepted")
     user: str | None = None
 
 

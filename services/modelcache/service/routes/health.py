@@ -28,7 +28,7 @@ def total_rss(state) -> int:
     return rss_bytes() + sum(e.worker.rss_bytes() for e in state.registry.entries if e.worker is not None)
 
 
-@router.get("/health")
+@router.get("/health", responses={503: {"description": "Not every model is loaded"}})
 def health(request: Request) -> JSONResponse:
     state = get_state(request)
     ready = state.ready and state.registry.loaded
@@ -39,6 +39,11 @@ def health(request: Request) -> JSONResponse:
         "memory_used_gb": round(total_rss(state) / 1024**3, 3),
         "uptime_seconds": round(time.time() - state.started, 1),
         "load_seconds": {e.id: round(e.load_seconds, 3) for e in state.registry.entries},
+        "models": {
+            e.id: {"state": "loaded" if e.loaded else "failed", "pid": e.worker.pid if e.worker else None,
+                   "memory_bytes": e.worker.rss_bytes() if e.worker else 0}
+            for e in state.registry.entries
+        },  # fmt: skip
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -48,7 +53,7 @@ def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"description": "Not every model is loaded"}})
 def ready(request: Request) -> JSONResponse:
     state = get_state(request)
     ok = state.ready and state.registry.loaded

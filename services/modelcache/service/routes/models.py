@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from modelcache.service.routes.common import ERRORS
 from modelcache.service.state import get_state
 from modelcache.service.errors import ApiError
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={401: ERRORS[401]})
 def list_models(request: Request) -> dict:
     return {"object": "list", "data": [e.describe() for e in get_state(request).registry.entries]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses={401: ERRORS[401], 404: ERRORS[404]})
 def get_model(model_id: str, request: Request) -> dict:
     entry = get_state(request).registry.get(model_id)
     if entry is None:

@@ -81,8 +81,8 @@ IMAGE_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "model": {"type": "string"},
+                        "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
+                        "model": {"type": "string", "description": "a model id; empty or left out: the only one"},
                     },
                     "required": ["file"],
                 }
@@ -91,8 +91,15 @@ IMAGE_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                        "model": {"type": "string"},
+                        "input": {
+                            "description": "base64 image bytes (or a data: URL), or a list of them",
+                            "oneOf": [
+                                {"type": "string", "minLength": 4, "pattern": "^[A-Za-z0-9+/=:;,._-]+$"},
+                                {"type": "array", "minItems": 1,
+                                 "items": {"type": "string", "minLength": 4, "pattern": "^[A-Za-z0-9+/=:;,._-]+$"}},
+                            ],
+                        },
+                        "model": {"type": "string", "description": "a model id; empty or left out: the only one"},
                     },
                     "required": ["input"],
                 }

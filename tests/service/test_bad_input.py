@@ -116,6 +116,7 @@ def test_oversized_chunked_body_is_cut_off(server: Service) -> None:
     response = httpx2.post(f"{server.url}/v1/embeddings", content=chunks(),
                            headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
     assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
 
 
 def test_the_service_is_still_ready_after_all_that(server: Service) -> None:

@@ -23,8 +23,13 @@ class Metrics:
             "modelcache_batch_size", "Inputs per inference call", ["model"], buckets=BATCH_BUCKETS, registry=r
         )
         self.inference = Histogram(
-            "modelcache_inference_seconds", "Time in the model per call", ["model"], buckets=LATENCY_BUCKETS, registry=r
-        )
+            "modelcache_inference_seconds", "Time per call, from handing it to the model's process to its answer",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            "modelcache_model_seconds", "Time per call spent computing inside the model's process",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.load_seconds = Gauge("modelcache_model_load_seconds", "Time to load each model", ["model"], registry=r)
         self.rejected = Counter(
             "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r

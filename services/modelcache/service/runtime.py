@@ -82,7 +82,9 @@ class Runner:
             raise Unavailable(str(exc)) from None
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            value, model_seconds = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            self.metrics.model_seconds.labels(self.model).observe(model_seconds)
+            return value
         except TimeoutError:
             self.worker.cancel(call_id)
             self.metrics.cancelled.labels(self.model, "deadline").inc()

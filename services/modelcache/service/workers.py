@@ -15,7 +15,8 @@ The protocol, over one pipe per worker (pickled tuples):
 
     parent -> worker   ("call", id, op, args)  ("cancel", id)  ("stop",)
     worker -> parent   ("ready", info)  ("failed", message)
-                       ("result", id, value)  ("error", id, exception)  ("cancelled", id)
+                       ("result", id, (value, seconds in the model))  ("error", id, exception)
+                       ("cancelled", id)
 
 A worker runs one call at a time, in order. A cancel reaches it while it works (its
 reader thread sets a flag that the engine polls between windows/segments) or before it
@@ -144,6 +145,7 @@ class ModelWorker:
     # --- calls -----------------------------------------------------------------------------
 
     def submit(self, op: str, *args: Any) -> tuple[int, Future]:
+        """Send a call; its future gives ``(value, seconds spent in the model)``."""
         call_id = next(self._ids)
         future: Future = Future()
         with self._lock:
@@ -255,8 +257,9 @@ def _child_main(conn, spec: WorkerSpec) -> None:
         call_id, op, args = item
         if control.begin(call_id):
             try:
+                began = time.perf_counter()
                 value = OPS[op](engine, control.stop_requested, *args)
-                reply = ("result", call_id, value)
+                reply = ("result", call_id, (value, time.perf_counter() - began))
             except Cancelled:
                 reply = ("cancelled", call_id)
             except InputError as exc:

@@ -31,11 +31,11 @@ def config_error(env: dict[str, str]) -> ConfigError:
 def test_defaults_from_empty_env() -> None:
     s = Settings.from_env({})
     assert s.models_dir == Path("/models")
-    assert s.whisper == "base"
+    assert s.whisper == ("base",)
     assert s.asr_engine == "openai-whisper"
     assert s.whisper_url is None and s.whisper_sha256 is None
-    assert s.text_embedding == RepoRef("sentence-transformers/all-MiniLM-L6-v2", "main")
-    assert s.vision == RepoRef(DEFAULT_VISION, "main")
+    assert s.text_embedding == (RepoRef("sentence-transformers/all-MiniLM-L6-v2", "main"),)
+    assert s.vision == (RepoRef(DEFAULT_VISION, "main"),)
     assert DEFAULT_VISION == "google/siglip-base-patch16-224"
     assert s.face == "yunet"
     assert s.mlx == ()
@@ -50,8 +50,8 @@ def test_from_env_reads_only_the_given_mapping(monkeypatch: pytest.MonkeyPatch) 
     for key in [k for k in os.environ if k.startswith(("MODELCACHE_", "HF_"))]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("MODELCACHE_WHISPER", "tiny")
-    assert Settings.from_env({}).whisper == "base"
-    assert Settings.from_env().whisper == "tiny"
+    assert Settings.from_env({}).whisper == ("base",)
+    assert Settings.from_env().whisper == ("tiny",)
 
 
 def test_blank_values_fall_back_to_defaults() -> None:
@@ -74,7 +74,7 @@ def test_values_are_stripped_and_applied() -> None:
         }
     )
     assert s.models_dir == Path("/data/models")
-    assert s.whisper == "small.en"
+    assert s.whisper == ("small.en",)
     assert s.asr_engine == "faster-whisper"
     assert s.verify == "deep"
     assert s.workers == 8
@@ -124,17 +124,17 @@ def test_none_disables_whisper_vision_text_embedding_face(value: str) -> None:
             "MODELCACHE_MLX": value,
         }
     )
-    assert s.whisper is None
-    assert s.vision is None
-    assert s.text_embedding is None
+    assert s.whisper == ()
+    assert s.vision == ()
+    assert s.text_embedding == ()
     assert s.face is None
     assert s.mlx == ()
 
 
 def test_blank_repo_variables_keep_the_default_models() -> None:
     s = Settings.from_env({"MODELCACHE_VISION": "", "MODELCACHE_TEXT_EMBEDDING": "  "})
-    assert s.vision == RepoRef(DEFAULT_VISION)
-    assert s.text_embedding == RepoRef(DEFAULT_TEXT_EMBEDDING)
+    assert s.vision == (RepoRef(DEFAULT_VISION),)
+    assert s.text_embedding == (RepoRef(DEFAULT_TEXT_EMBEDDING),)
 
 
 # --- repo ids ------------------------------------------------------------------------------
@@ -167,14 +167,14 @@ def test_malformed_repo_ids_are_rejected(value: str) -> None:
 
 def test_longest_valid_repo_id_is_accepted() -> None:
     value = "o" * 48 + "/" + "n" * 47  # 96 characters
-    assert Settings.from_env({"MODELCACHE_VISION": value}).vision == RepoRef(value)
+    assert Settings.from_env({"MODELCACHE_VISION": value}).vision == (RepoRef(value),)
 
 
 @pytest.mark.parametrize(
     "value", ["BAAI/bge-small-en-v1.5", "org_1/Name.v2", "a/b", "sentence-transformers/all-MiniLM-L6-v2"]
 )
 def test_valid_repo_ids(value: str) -> None:
-    assert Settings.from_env({"MODELCACHE_TEXT_EMBEDDING": value}).text_embedding == RepoRef(value, "main")
+    assert Settings.from_env({"MODELCACHE_TEXT_EMBEDDING": value}).text_embedding == (RepoRef(value, "main"),)
 
 
 def test_repo_with_at_but_no_revision() -> None:
@@ -206,7 +206,7 @@ def test_parse_repo_keeps_the_revision() -> None:
 
 def test_repo_env_keeps_the_revision() -> None:
     s = Settings.from_env({"MODELCACHE_VISION": "google/siglip-so400m-patch14-384@v2"})
-    assert s.vision == RepoRef("google/siglip-so400m-patch14-384", "v2")
+    assert s.vision == (RepoRef("google/siglip-so400m-patch14-384", "v2"),)
 
 
 @pytest.mark.parametrize("legacy", ["gpt2", "bert-base-uncased", "t5-small@main"])
@@ -215,7 +215,7 @@ def test_one_segment_repo_ids_are_accepted(legacy: str) -> None:
     ref = parse_repo(legacy, where="MODELCACHE_TEXT_EMBEDDING")
     assert ref.repo_id == legacy.split("@")[0] and ref.revision == "main"
     settings = Settings.from_env({"MODELCACHE_TEXT_EMBEDDING": legacy})
-    assert settings.text_embedding == ref
+    assert settings.text_embedding == (ref,)
 
 
 def test_parse_repo_error_uses_the_given_location() -> None:
@@ -354,3 +354,28 @@ def test_hf_token_empty_file_is_none(tmp_path: Path, content: str) -> None:
 
 def test_hf_token_file_default_path() -> None:
     assert Settings.from_env({}).hf_token_file == Path("/run/secrets/hf_token")
+
+
+# --- several models per task ----------------------------------------------------------------
+
+
+def test_several_models_per_task_are_comma_separated() -> None:
+    s = Settings.from_env({"MODELCACHE_WHISPER": "tiny.en, base", "MODELCACHE_VISION": "none",
+                           "MODELCACHE_TEXT_EMBEDDING": "sentence-transformers/all-MiniLM-L6-v2, BAAI/bge-small-en-v1.5@v1"})  # fmt: skip
+    assert s.whisper == ("tiny.en", "base") and s.vision == ()
+    assert s.text_embedding == (RepoRef(DEFAULT_TEXT_EMBEDDING), RepoRef("BAAI/bge-small-en-v1.5", "v1"))
+
+
+@pytest.mark.parametrize(
+    ("env", "expect"),
+    [
+        ({"MODELCACHE_WHISPER": "tiny, huge"}, "MODELCACHE_WHISPER (item 2)='huge'"),
+        ({"MODELCACHE_WHISPER": "tiny, tiny"}, "listed twice"),
+        ({"MODELCACHE_TEXT_EMBEDDING": "a/b, a/b"}, "listed twice"),
+        ({"MODELCACHE_TEXT_EMBEDDING": "a/b, none"}, "cannot stand in a list"),
+        ({"MODELCACHE_TEXT_EMBEDDING": "a/b c/d"}, "not a Hugging Face repo id"),  # commas separate, not spaces
+    ],
+)
+def test_bad_lists_are_refused_naming_the_item(env: dict[str, str], expect: str) -> None:
+    err = config_error(env)
+    assert expect in err.message and err.remedy

@@ -125,12 +125,18 @@ def build_plan(settings: Settings) -> Plan:
     """Normalise the settings (and the optional manifest) into a plan."""
     layout = Layout(settings.models_dir)
     items: list[Artifact] = []
-    if settings.whisper:
-        items.append(_whisper_artifact(settings, layout))
-    if settings.text_embedding:
-        items.append(_model_repo(settings.text_embedding, "text-embedding", layout))
-    if settings.vision:
-        items.append(_model_repo(settings.vision, "vision", layout))
+    if len(settings.whisper) > 1 and (settings.whisper_url or settings.whisper_sha256):
+        raise ConfigError(
+            f"MODELCACHE_WHISPER lists {len(settings.whisper)} sizes, but MODELCACHE_WHISPER_URL names one checkpoint",
+            remedy="list one size with MODELCACHE_WHISPER_URL, or unset MODELCACHE_WHISPER_URL/_SHA256 for the "
+            "official checkpoints of every size",
+        )
+    for name in settings.whisper:
+        items.append(_whisper_artifact(settings, name, layout))
+    for ref in settings.text_embedding:
+        items.append(_model_repo(ref, "text-embedding", layout))
+    for ref in settings.vision:
+        items.append(_model_repo(ref, "vision", layout))
     if settings.face == "yunet":
         items.append(_repo(RepoRef(YUNET_REPO), "face", "hf", layout, include=(YUNET_FILE,)))
     for ref in settings.mlx:
@@ -141,9 +147,7 @@ def build_plan(settings: Settings) -> Plan:
     return Plan(tuple(items))
 
 
-def _whisper_artifact(settings: Settings, layout: Layout) -> Artifact:
-    name = settings.whisper
-    assert name is not None
+def _whisper_artifact(settings: Settings, name: str, layout: Layout) -> Artifact:
     if settings.asr_engine == "faster-whisper":
         if settings.whisper_url:
             raise ConfigError(

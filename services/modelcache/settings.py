@@ -97,12 +97,12 @@ class Settings:
     """The typed, validated configuration. Build it with :meth:`from_env`."""
 
     models_dir: Path = Path("/models")
-    whisper: str | None = DEFAULT_WHISPER
+    whisper: tuple[str, ...] = (DEFAULT_WHISPER,)  # one or more sizes; the first answers to "whisper-1"
     asr_engine: str = "openai-whisper"
     whisper_url: str | None = None
     whisper_sha256: str | None = None
-    text_embedding: RepoRef | None = RepoRef(DEFAULT_TEXT_EMBEDDING)
-    vision: RepoRef | None = RepoRef(DEFAULT_VISION)
+    text_embedding: tuple[RepoRef, ...] = (RepoRef(DEFAULT_TEXT_EMBEDDING),)
+    vision: tuple[RepoRef, ...] = (RepoRef(DEFAULT_VISION),)
     face: str | None = "yunet"
     mlx: tuple[RepoRef, ...] = ()
     manifest: Path | None = None
@@ -138,7 +138,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         get = _Reader(env)
-        whisper = get.choice("MODELCACHE_WHISPER", DEFAULT_WHISPER, WHISPER_NAMES, allow_none=True)
+        whisper = get.choice_list("MODELCACHE_WHISPER", DEFAULT_WHISPER, WHISPER_NAMES)
         whisper_url = get.text("MODELCACHE_WHISPER_URL", None)
         whisper_sha = get.text("MODELCACHE_WHISPER_SHA256", None)
         if whisper_sha is not None:
@@ -158,10 +158,10 @@ class Settings:
             asr_engine=get.choice("MODELCACHE_ASR_ENGINE", "openai-whisper", ASR_ENGINES),
             whisper_url=whisper_url,
             whisper_sha256=whisper_sha,
-            text_embedding=get.repo("MODELCACHE_TEXT_EMBEDDING", DEFAULT_TEXT_EMBEDDING),
-            vision=get.repo("MODELCACHE_VISION", DEFAULT_VISION),
+            text_embedding=get.repo_list("MODELCACHE_TEXT_EMBEDDING", DEFAULT_TEXT_EMBEDDING),
+            vision=get.repo_list("MODELCACHE_VISION", DEFAULT_VISION),
             face=get.choice("MODELCACHE_FACE", "yunet", FACE_MODELS, allow_none=True),
-            mlx=get.repo_list("MODELCACHE_MLX"),
+            mlx=get.repo_list("MODELCACHE_MLX", spaces=True),
             manifest=Path(manifest) if manifest else None,
             lockfile=Path(lockfile) if (lockfile := get.text("MODELCACHE_LOCKFILE", None)) else None,
             hf_endpoint=endpoint,
@@ -266,17 +266,32 @@ class _Reader:
             )
         return value
 
-    def repo(self, name: str, default: str) -> RepoRef | None:
+    def choice_list(self, name: str, default: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        """One value or a comma-separated list of them; 'none' alone: an empty tuple."""
         value = self.env.get(name)
         if value is None or not value.strip():
             value = default
-        if value.strip().lower() in _NONE:
-            return None
-        return parse_repo(value, where=name)
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if len(items) == 1 and items[0].lower() in _NONE:
+            return ()
+        for i, item in enumerate(items):
+            if item not in allowed:
+                where = name if len(items) == 1 else f"{name} (item {i + 1})"
+                raise ConfigError(
+                    f"{where}={item!r} is not one of: {', '.join(allowed)} or 'none'",
+                    remedy=f"set {name} to one of the listed values, or several separated by commas",
+                )
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{name}: a value is listed twice ({value.strip()!r})", remedy="list each value once")
+        return tuple(items)
 
-    def repo_list(self, name: str) -> tuple[RepoRef, ...]:
-        value = self.env.get(name, "")
-        items = [v for v in re.split(r"[\s,]+", value) if v]
+    def repo_list(self, name: str, default: str = "", *, spaces: bool = False) -> tuple[RepoRef, ...]:
+        """One repo or a comma-separated list of them (``spaces``: whitespace separates too);
+        'none' (or empty without a default): none."""
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            value = default
+        items = [v.strip() for v in re.split(r"[\s,]+" if spaces else r",", value) if v.strip()]
         if len(items) == 1 and items[0].lower() in _NONE:
             return ()
         for i, item in enumerate(items):
@@ -285,7 +300,8 @@ class _Reader:
                     f"{name} (item {i + 1}): {item!r} means 'no repo' and cannot stand in a list",
                     remedy=f"list repos only, or set {name}={item} on its own",
                 )
-        refs = tuple(parse_repo(v, where=f"{name} (item {i + 1})") for i, v in enumerate(items))
+        where = (lambda i: name) if len(items) == 1 else (lambda i: f"{name} (item {i + 1})")
+        refs = tuple(parse_repo(v, where=where(i)) for i, v in enumerate(items))
         seen: set[str] = set()
         for ref in refs:
             if ref.repo_id in seen:

@@ -132,6 +132,8 @@ def stack() -> Iterator[Stack]:
     mirror_root, whisper_path = _mirror_root(base)
     name = f"mctest{uuid.uuid4().hex[:8]}"
     port = free_port()
+    token_env = base / "token.env"  # as if an operator had put a Hub token in .env
+    token_env.write_text("HF_TOKEN=hf_stack_test_secret\nHUGGING_FACE_HUB_TOKEN=hf_stack_test_secret\n")
     env_file = base / "test.env"
     env_file.write_text(
         "\n".join(
@@ -147,6 +149,7 @@ def stack() -> Iterator[Stack]:
                 "MODELCACHE_HEALTH_INTERVAL=1s",
                 "MODELCACHE_START_PERIOD=180s",
                 "MODELCACHE_MEM_LIMIT=4g",
+                f"TEST_TOKEN_ENV={token_env}",
                 "",
             ]
         )
@@ -201,6 +204,10 @@ def test_service_container_is_locked_down(stack: Stack) -> None:
     assert run("touch /tmp/x && echo ok").stdout.strip() == "ok"
     caps = run("grep CapEff /proc/self/status").stdout.split()
     assert caps[-1] == "0000000000000000"
+    # a token in .env never reaches the service: not in its environment, nor in any of its processes
+    assert "hf_stack_test_secret" not in stack.cmd("exec", "-T", "model-service", "env").stdout
+    environ = run("cat /proc/[0-9]*/environ | tr '\\0' '\\n'").stdout
+    assert "HF_HUB_OFFLINE=1" in environ and "hf_stack_test_secret" not in environ
     inspect = json.loads(subprocess.run(["docker", "inspect", stack.compose.get_container("model-service").ID],
                                         capture_output=True, text=True, check=True).stdout)[0]  # fmt: skip
     bindings = inspect["HostConfig"]["PortBindings"]["8000/tcp"]

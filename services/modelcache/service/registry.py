@@ -125,7 +125,8 @@ def plan_entries(gate: Gate) -> list[ModelEntry]:
             "vision": "transformers",
             "face": "opencv-yunet",
         }[artifact.role]
-        aliases = ("whisper-1",) if artifact.role == "asr" else ()
+        # OpenAI's name for speech-to-text means the first Whisper model configured
+        aliases = ("whisper-1",) if artifact.role == "asr" and not any(e.task == "speech-to-text" for e in entries) else ()
         entries.append(ModelEntry(model_id(artifact), task, engine, artifact, locked[artifact.spec], aliases=aliases))
     return entries
 

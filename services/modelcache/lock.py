@@ -35,6 +35,8 @@ class LockedArtifact:
     revision: str | None
     commit: str | None
     files: tuple[LockedFile, ...]
+    role: str | None = None  # what the service does with it (asr, text-embedding, ...); None in older locks
+    engine: str | None = None  # which runtime consumes it (asr)
 
     @property
     def size(self) -> int:
@@ -100,6 +102,8 @@ def parse_lock(data: dict) -> Lock:
             revision=a.get("revision"),
             commit=a.get("commit"),
             files=tuple(LockedFile(**f) for f in a["files"]),
+            role=a.get("role"),
+            engine=a.get("engine"),
         )
         for a in data["artifacts"]
     )

@@ -132,6 +132,10 @@ class Settings:
     threads: int = 0  # CPU threads per model process (0: every CPU the process may use)
     asr_nice: int = 10  # CPU priority offset of speech-to-text processes (long requests yield to short ones)
     asr_compute_type: str | None = None  # faster-whisper; None: float32 on CPU, float16 on GPU
+    memory_budget: int | None = None  # bytes the model processes may use together; None: load all, keep all
+    pin: tuple[str, ...] = ()  # models that always stay loaded under a budget
+    reload: str = "off"  # off | watch (poll the volume's lock and reload when it changes)
+    reload_interval: float = 5.0
     extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -188,6 +192,10 @@ class Settings:
             threads=int(get.number("MODELCACHE_THREADS", 0, minimum=0, maximum=1024, integer=True)),
             asr_nice=int(get.number("MODELCACHE_ASR_NICE", 10, minimum=0, maximum=19, integer=True)),
             asr_compute_type=get.choice("MODELCACHE_ASR_COMPUTE_TYPE", "", COMPUTE_TYPES) or None,
+            memory_budget=get.size("MODELCACHE_MEMORY_BUDGET"),
+            pin=tuple(v.strip() for v in (get.text("MODELCACHE_PIN", "") or "").split(",") if v.strip()),
+            reload=get.choice("MODELCACHE_RELOAD", "off", ("off", "watch")) or "off",
+            reload_interval=get.number("MODELCACHE_RELOAD_INTERVAL", 5.0, minimum=0.5, maximum=3600),
             extra_env=env,
         )
 
@@ -308,6 +316,20 @@ class _Reader:
                 raise ConfigError(f"{name}: {ref.repo_id!r} is listed twice", remedy="list each repo once")
             seen.add(ref.repo_id)
         return refs
+
+    def size(self, name: str) -> int | None:
+        """A byte size such as 4g, 512m, 1.5GiB or 2000000000; unset or 'none': None."""
+        value = (self.env.get(name) or "").strip()
+        if not value or value.lower() in _NONE:
+            return None
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", value.lower())
+        if not match or float(match.group(1)) <= 0:
+            raise ConfigError(
+                f"{name}={value!r} is not a size",
+                remedy=f"write it like 4g, 1536m or 2.5GiB (binary units), or unset {name}",
+            )
+        power = " kmgt".index(match.group(2) or " ")
+        return int(float(match.group(1)) * 1024**power)
 
     def number(
         self, name: str, default: float, *, minimum: float, maximum: float | None = None, integer: bool = False

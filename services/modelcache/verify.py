@@ -160,17 +160,19 @@ def verify(
     entries, drift = wanted_artifacts(plan, lock)
     report.problems += drift
     if lockfile is not None and lock.lockfile != lockfile.digest:
-        report.problems.append(
-            Problem(
-                "lockfile",
-                layout.rel(layout.lock_file),
-                expected=f"filled from the configured lockfile ({lockfile.digest[:12]})",
-                found=f"filled from another lockfile ({lock.lockfile[:12]})" if lock.lockfile else "filled without one",
-            )
-        )
+        report.problems.append(_lockfile_problem(layout, lock, lockfile))
     files = [(f, a.name) for a in entries for f in a.files]
     report.files = len(files)
     report.bytes = sum(f.size for f, _ in files)
     report.problems += check_files(layout, files, deep=deep, workers=workers)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _lockfile_problem(layout: Layout, lock: Lock, lockfile: Lockfile) -> Problem:
+    return Problem(
+        "lockfile",
+        layout.rel(layout.lock_file),
+        expected=f"filled from the configured lockfile ({lockfile.digest[:12]})",
+        found=f"filled from another lockfile ({lock.lockfile[:12]})" if lock.lockfile else "filled without one",
+    )

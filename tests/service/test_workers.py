@@ -78,6 +78,6 @@ def test_the_gate_names_a_missing_engine_package_and_its_install_command(monkeyp
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "whisper" else real(name, *a))
-    lines = startup.missing_packages(build_plan(Settings.from_env({})))
+    lines = startup.missing_packages(list(build_plan(Settings.from_env({})).artifacts))
     assert len(lines) == 1
     assert "whisper/base needs whisper (openai-whisper)" in lines[0] and "pip install --no-deps openai-whisper" in lines[0]

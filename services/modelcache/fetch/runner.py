@@ -201,6 +201,8 @@ def _fetch_locked(
             revision=s.artifact.revision,
             commit=s.commit,
             files=tuple(sorted(s.entries, key=lambda f: f.path)),
+            role=s.artifact.role,
+            engine=s.artifact.engine,
         )
         for s in states
     )

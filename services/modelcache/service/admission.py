@@ -83,13 +83,14 @@ class Admission:
         self,
         app,
         *,
-        limits: dict[str, int],
+        limits: Callable[[], dict[str, int]],
         wait: float,
         metrics: Metrics,
         retry_after: Callable[[str], int],
     ) -> None:
         self.app = app
-        self.gates = {group: Gate(limit) for group, limit in limits.items() if limit > 0}
+        self.limits = limits  # asked again on each request: a reload may change the models
+        self.gates = {group: Gate(limit) for group, limit in limits().items()}
         self.wait = wait
         self.metrics = metrics
         self.retry_after = retry_after
@@ -100,6 +101,9 @@ class Admission:
         group = GROUPS.get(scope["path"])
         gate = self.gates.get(group) if group else None
         if gate is None:
+            return await self.app(scope, receive, send)
+        gate.limit = self.limits().get(group, 0)
+        if gate.limit <= 0:  # no model for this route: the route answers (404/400) by itself
             return await self.app(scope, receive, send)
         if not await gate.enter(self.wait):
             return await self._refuse(scope, send, group)

@@ -62,7 +62,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
-        return error_response(503, str(exc), code="model_unavailable", headers={"Retry-After": "5"})
+        return error_response(503, str(exc), code="model_unavailable", headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(ClientGone)
     async def _gone(_request: Request, exc: ClientGone) -> JSONResponse:

@@ -31,10 +31,10 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(settings: Settings | None = None) -> None:
     started = time.perf_counter()
-    from modelcache.service.startup import run_gate  # standard library only
+    from modelcache.service.startup import run_gate, service_settings  # standard library only
 
     try:
-        settings = settings or Settings.from_env()
+        settings = settings or service_settings()
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
@@ -48,22 +48,24 @@ def serve(settings: Settings | None = None) -> None:
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
-    from modelcache.service.registry import load_all  # each model loads in a process of its own
+    from modelcache.service.lifecycle import Lifecycle  # each model loads in a process of its own
 
+    lifecycle = Lifecycle(settings, gate.layout, gate.plan, gate.lock, log=log)
     try:
-        registry = load_all(gate, log=log)
+        registry = lifecycle.start()
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
     try:
         from modelcache.service.app import create_app
 
-        app = create_app(settings, registry)
-        log(f"{len(registry.entries)} model(s) ready in {time.perf_counter() - started:.1f}s; "
+        app = create_app(settings, lifecycle)
+        loaded = sum(1 for e in registry.entries if e.loaded)
+        log(f"{loaded} of {len(registry.entries)} model(s) loaded in {time.perf_counter() - started:.1f}s; "
             f"listening on http://{settings.host}:{settings.port}")  # fmt: skip
         _run_http(app, settings)
     finally:
-        registry.stop()
+        lifecycle.registry.stop()
 
 
 def _run_http(app, settings: Settings) -> None:

@@ -31,6 +31,12 @@ class Metrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.load_seconds = Gauge("modelcache_model_load_seconds", "Time to load each model", ["model"], registry=r)
+        self.loads = Counter("modelcache_model_loads_total", "Model loads (at start and on demand)", ["model"], registry=r)
+        self.evictions = Counter(
+            "modelcache_model_evictions_total", "Models unloaded to make room under the memory budget", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.reloads = Counter("modelcache_reloads_total", "Reloads from the volume's lock", ["result"], registry=r)
         self.rejected = Counter(
             "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r
         )

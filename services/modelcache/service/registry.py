@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from modelcache.errors import VerificationError
 from modelcache.lock import LockedArtifact
 from modelcache.plan import Artifact
+from modelcache.layout import Layout
 from modelcache.service.engines.base import LoadSpec
-from modelcache.service.startup import LOAD_REMEDY, Gate
 from modelcache.service.workers import ModelWorker, WorkerSpec
+from modelcache.settings import Settings
 
 TASKS = {
     "asr": "speech-to-text",
@@ -25,8 +26,15 @@ TASKS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelEntry:
+    """One servable model: what it is (from the lock), and where it stands in memory.
+
+    ``state`` is one of ``loaded``, ``unloaded``, ``loading``, ``unloading``, ``failed``;
+    the lifecycle (``lifecycle.py``) moves it. ``runner`` and the batchers are attached by
+    the app; ``active`` counts calls handed to the worker and not yet answered.
+    """
+
     id: str
     task: str
     engine_name: str
@@ -36,6 +44,22 @@ class ModelEntry:
     load_seconds: float = 0.0
     aliases: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
+    state: str = "unloaded"
+    error: str | None = None
+    info: dict = field(default_factory=dict)  # what the worker reported after its last load
+    memory_bytes: int = 0  # the worker process's RSS, measured after load (and on each look since)
+    last_used: float | None = None  # time.time() of the last request
+    pinned: bool = False
+    failed_at: float | None = None  # time.monotonic() of the last failed load (loads are not retried at once)
+    active: int = 0
+    runner: object = None
+    batcher: object = None
+    image_batcher: object = None
+
+    @property
+    def key(self) -> tuple:
+        """Same key, same model: configuration, commit and every file's content."""
+        return (self.locked.spec, self.locked.commit, tuple(f.sha256 for f in self.locked.files))
 
     @property
     def revision(self) -> str | None:
@@ -47,12 +71,21 @@ class ModelEntry:
 
     @property
     def loaded(self) -> bool:
-        return self.worker is not None and self.worker.alive
+        return self.state == "loaded" and self.worker is not None and self.worker.alive
 
-    @property
-    def info(self) -> dict:
-        """What the worker reported after loading (dimensions, device, compute type, ...)."""
-        return self.worker.info if self.worker is not None else {}
+    def memory_now(self) -> int:
+        """The worker's RSS now (0 when not running); remembered as the model's size."""
+        if self.worker is not None and self.worker.alive:
+            self.memory_bytes = max(self.memory_bytes, self.worker.rss_bytes())
+            return self.worker.rss_bytes()
+        return 0
+
+    def current_state(self) -> str:
+        """The state, where a process that died under a loaded model reads as failed (the
+        lifecycle's supervisor then restarts it, or its next request does)."""
+        if self.state == "loaded" and not self.loaded:
+            return "failed"
+        return self.state
 
     def describe(self) -> dict:
         return {
@@ -67,9 +100,12 @@ class ModelEntry:
             "bytes": self.bytes,
             "load_seconds": round(self.load_seconds, 3),
             "aliases": list(self.aliases),
-            "state": "loaded" if self.loaded else "failed",
+            "state": self.current_state(),
+            "pinned": self.pinned,
+            "last_used": round(self.last_used, 3) if self.last_used else None,
             "device": self.info.get("device"),
-            "memory_bytes": self.worker.rss_bytes() if self.worker is not None else 0,
+            "memory_bytes": self.memory_now(),
+            **({"error": self.error} if self.error else {}),
             **({"compute_type": self.info["compute_type"]} if "compute_type" in self.info else {}),
         }
 
@@ -97,6 +133,11 @@ class Registry:
     def loaded(self) -> bool:
         return all(e.loaded for e in self.entries)
 
+    @property
+    def ready(self) -> bool:
+        """Every model that must stay in memory is there (all of them without a memory budget)."""
+        return all(e.current_state() == "loaded" for e in self.entries if e.pinned)
+
     def stop(self) -> None:
         for entry in self.entries:
             if entry.worker is not None:
@@ -111,28 +152,9 @@ def model_id(artifact: Artifact) -> str:
     return artifact.name
 
 
-def plan_entries(gate: Gate) -> list[ModelEntry]:
-    """One entry per servable artifact in the plan (MLX repos and extra files are not served)."""
-    locked = {a.spec: a for a in gate.lock.artifacts}
-    entries = []
-    for artifact in gate.plan.artifacts:
-        task = TASKS.get(artifact.role)
-        if task is None:
-            continue
-        engine = {
-            "asr": artifact.engine or "openai-whisper",
-            "text-embedding": "transformers",
-            "vision": "transformers",
-            "face": "opencv-yunet",
-        }[artifact.role]
-        # OpenAI's name for speech-to-text means the first Whisper model configured
-        aliases = ("whisper-1",) if artifact.role == "asr" and not any(e.task == "speech-to-text" for e in entries) else ()
-        entries.append(ModelEntry(model_id(artifact), task, engine, artifact, locked[artifact.spec], aliases=aliases))
-    return entries
-
-
-def load_spec(gate: Gate, entry: ModelEntry) -> LoadSpec:
-    layout, locked, settings = gate.layout, entry.locked, gate.settings
+def load_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> LoadSpec:
+    """Where the model's files are (from the lock) and how to run it."""
+    locked = entry.locked
     if entry.artifact.is_repo:
         path = layout.snapshot(locked.source, locked.commit or "")
         if entry.artifact.role == "face":
@@ -167,41 +189,9 @@ def make_engine(task: str, engine: str, spec: LoadSpec) -> object:
     return YuNetDetector(spec)
 
 
-def worker_spec(gate: Gate, entry: ModelEntry) -> WorkerSpec:
-    nice = gate.settings.asr_nice if entry.task == "speech-to-text" else 0
-    return WorkerSpec(entry.id, entry.task, entry.engine_name, load_spec(gate, entry), gate.settings.device, nice)
-
-
-def load_all(gate: Gate, log=print) -> Registry:
-    """Start every model's worker (in parallel) and wait until all are loaded. Any failure
-    stops startup with one message naming them all."""
-    entries = plan_entries(gate)
-    for entry in entries:
-        entry.worker = ModelWorker(worker_spec(gate, entry))
-        entry.worker.start()
-    failures = []
-    for entry in entries:
-        worker = entry.worker
-        assert worker is not None
-        if not worker.wait_ready():
-            path = gate.layout.rel(worker.spec.load.path)
-            failures.append(f"{entry.id} ({entry.engine_name}) from {path}: {worker.failure}")
-            continue
-        entry.load_seconds = worker.info["load_seconds"]
-        log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {worker.info['device']} in "
-            f"{entry.load_seconds:.2f}s (process {worker.pid}, {worker.rss_bytes() / 2**20:.0f} MiB)")  # fmt: skip
-    if failures:
-        for entry in entries:
-            if entry.worker is not None:
-                entry.worker.stop(grace=1)
-        cuda = any("CUDA" in f or "cuda" in f for f in failures) and gate.settings.device != "cpu"
-        raise ModelLoadError(
-            f"{len(failures)} model(s) failed to load; the service does not start without every model",
-            details=failures,
-            remedy=CUDA_REMEDY if cuda else LOAD_REMEDY,
-        )
-    devices = {e.info.get("device") for e in entries} - {None}
-    return Registry(entries, ",".join(sorted(devices)) or gate.settings.device)
+def worker_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> WorkerSpec:
+    nice = settings.asr_nice if entry.task == "speech-to-text" else 0
+    return WorkerSpec(entry.id, entry.task, entry.engine_name, load_spec(settings, layout, entry), settings.device, nice)
 
 
 CUDA_REMEDY = (

@@ -4,7 +4,7 @@ their worker processes (``workers.py``); nothing here computes.
 
 A request given up, because its deadline passed or its client went away, is cancelled:
 still queued, it is dropped before it reaches the model; already running, the worker
-stops it at its next window (Whisper) or segment (faster-whisper); in a batch, it is
+stops it at its next token step (openai-whisper) or segment (faster-whisper); in a batch, it is
 left out of the next forward. ``modelcache_cancelled_total`` counts them.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from modelcache.service.engines.base import Cancelled, InputError
 from modelcache.service.metrics import Metrics
-from modelcache.service.workers import ModelWorker, WorkerDied
+from modelcache.service.workers import WorkerDied
 
 
 class Busy(Exception):
@@ -36,15 +36,24 @@ class TimedOut(Exception):
 
 
 class Unavailable(Exception):
-    """The model is not running (its process died, or it is being replaced): 503."""
+    """The model cannot take the request now (not loaded in time, no room, its process died): 503."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Runner:
-    """One model's calls: at most ``queue_size`` waiting or running, each within ``timeout``."""
+    """One model's calls: at most ``queue_size`` waiting or running, each within ``timeout``.
 
-    def __init__(self, model: str, worker: ModelWorker, *, queue_size: int, timeout: float, metrics: Metrics) -> None:
-        self.model = model
-        self.worker = worker
+    The model's process comes from the lifecycle at each call: it may have to be loaded
+    first (the wait counts against the deadline), and while a call runs it is not unloaded.
+    """
+
+    def __init__(self, entry, lifecycle, *, queue_size: int, timeout: float, metrics: Metrics) -> None:
+        self.entry = entry
+        self.lifecycle = lifecycle
+        self.model = entry.id
         self.queue_size = queue_size
         self.timeout = timeout
         self.metrics = metrics
@@ -76,30 +85,41 @@ class Runner:
 
     async def run(self, op: str, *args: Any, batch: int = 1) -> Any:
         """Run ``op`` now (the caller did the admission)."""
+        from modelcache.service.lifecycle import NoRoom
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
-            call_id, future = self.worker.submit(op, *args)
-        except WorkerDied as exc:
-            raise Unavailable(str(exc)) from None
-        started = time.perf_counter()
-        try:
-            value, model_seconds = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-            self.metrics.model_seconds.labels(self.model).observe(model_seconds)
-            return value
+            await asyncio.wait_for(self.lifecycle.ensure_loaded(self.entry), self.timeout)
         except TimeoutError:
-            self.worker.cancel(call_id)
-            self.metrics.cancelled.labels(self.model, "deadline").inc()
-            raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped") from None
-        except asyncio.CancelledError:  # the client went away
-            self.worker.cancel(call_id)
-            self.metrics.cancelled.labels(self.model, "disconnect").inc()
-            raise
-        except WorkerDied as exc:
-            raise Unavailable(str(exc)) from None
-        finally:
-            seconds = time.perf_counter() - started
-            self._last_seconds = seconds
-            self.metrics.inference.labels(self.model).observe(seconds)
-            self.metrics.batch_size.labels(self.model).observe(batch)
+            raise Unavailable(f"model {self.model!r} is still loading", retry_after=max(1, int(self.entry.load_seconds))) from None
+        except NoRoom as exc:
+            raise Unavailable(str(exc), retry_after=exc.retry_after) from None
+        async with self.lifecycle.using(self.entry) as worker:
+            try:
+                call_id, future = worker.submit(op, *args)
+            except WorkerDied as exc:
+                raise Unavailable(str(exc)) from None
+            started = time.perf_counter()
+            try:
+                value, model_seconds = await asyncio.wait_for(asyncio.wrap_future(future), deadline - loop.time())
+                self.metrics.model_seconds.labels(self.model).observe(model_seconds)
+                return value
+            except TimeoutError:
+                worker.cancel(call_id)
+                self.metrics.cancelled.labels(self.model, "deadline").inc()
+                raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped") from None
+            except asyncio.CancelledError:  # the client went away
+                worker.cancel(call_id)
+                self.metrics.cancelled.labels(self.model, "disconnect").inc()
+                raise
+            except WorkerDied as exc:
+                raise Unavailable(str(exc)) from None
+            finally:
+                seconds = time.perf_counter() - started
+                self._last_seconds = seconds
+                self.metrics.inference.labels(self.model).observe(seconds)
+                self.metrics.batch_size.labels(self.model).observe(batch)
 
 
 @dataclass

@@ -14,11 +14,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from modelcache.errors import ModelcacheError, VerificationError
+from modelcache.errors import ConfigError, ModelcacheError, VerificationError
 from modelcache.layout import Layout
-from modelcache.lock import Lock
+from modelcache.lock import Lock, LockedArtifact, read_lock
 from modelcache.lockfile import configured
-from modelcache.plan import Plan, build_plan
+from modelcache.plan import Artifact, Plan, build_plan
 from modelcache.settings import Settings
 from modelcache.verify import Report, verify
 
@@ -87,12 +87,12 @@ ENGINE_PACKAGES = {
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")
 
 
-def missing_packages(plan: Plan) -> list[str]:
-    """One line per configured model whose engine's packages are not installed (nothing is imported)."""
+def missing_packages(artifacts: list[Artifact]) -> list[str]:
+    """One line per model whose engine's packages are not installed (nothing is imported)."""
     import importlib.util
 
     lines = []
-    for artifact in plan.artifacts:
+    for artifact in artifacts:
         if artifact.role == "asr":
             engine = artifact.engine or "openai-whisper"
         else:
@@ -110,7 +110,8 @@ ENGINE_ENGINES = {"text-embedding": "transformers", "vision": "transformers", "f
 
 
 def check(settings: Settings) -> Gate:
-    """Everything the service needs is in the volume, as the lock says, or StartupError."""
+    """Everything the configuration asks the service to serve is in the volume, as the lock
+    says, and the libraries to load it are here; or StartupError."""
     layout = Layout(settings.models_dir.absolute())
     for name in TOKEN_VARIABLES:  # offline and read-only: a token in .env has no business here
         os.environ.pop(name, None)
@@ -134,7 +135,7 @@ def check(settings: Settings) -> Gate:
             details=[p.line() for p in report.problems],
             remedy=REMEDY,
         )
-    missing = missing_packages(plan)
+    missing = missing_packages([a for a in plan.artifacts if a.role in SERVED_ROLES])
     if missing:
         raise StartupError(
             f"{len(missing)} model(s) cannot be loaded: their library is not installed in this environment",
@@ -144,10 +145,46 @@ def check(settings: Settings) -> Gate:
     return Gate(settings, layout, plan, report.lock, report)
 
 
+def served(plan: Plan, lock: Lock) -> list[tuple[Artifact, LockedArtifact]]:
+    """The configured models the service serves, each with its lock entry (verified present)."""
+    locked = {a.spec: a for a in lock.artifacts}
+    return [(a, locked[a.spec]) for a in plan.artifacts if a.role in SERVED_ROLES and a.spec in locked]
+
+
+#: the settings a reload takes from MODELCACHE_ENV_FILE (which models, how they are kept);
+#: the others (port, paths, keys, limits) take effect at the next start
+RELOADABLE = (
+    "MODELCACHE_WHISPER", "MODELCACHE_ASR_ENGINE", "MODELCACHE_WHISPER_URL", "MODELCACHE_WHISPER_SHA256",
+    "MODELCACHE_ASR_COMPUTE_TYPE", "MODELCACHE_TEXT_EMBEDDING", "MODELCACHE_VISION", "MODELCACHE_FACE",
+    "MODELCACHE_MLX", "MODELCACHE_MEMORY_BUDGET", "MODELCACHE_PIN",
+)  # fmt: skip
+
+
+def service_settings(env: dict[str, str] | None = None) -> Settings:
+    """The service's settings: its environment, where MODELCACHE_ENV_FILE (compose mounts the
+    project's .env there) overrides the model settings. Read at start and on every reload,
+    so that an edited .env takes effect without recreating the container."""
+    env = dict(os.environ if env is None else env)
+    path = env.get("MODELCACHE_ENV_FILE", "").strip()
+    if path:
+        from dotenv import dotenv_values
+
+        if not os.path.isfile(path) and not os.path.exists(path):
+            raise ConfigError(f"MODELCACHE_ENV_FILE ({path}): file not found",
+                              remedy="mount the project's .env there (compose does), or unset MODELCACHE_ENV_FILE")  # fmt: skip
+        try:
+            values = dotenv_values(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"MODELCACHE_ENV_FILE ({path}): cannot read: {exc}",
+                              remedy="fix the file (KEY=value lines), or unset MODELCACHE_ENV_FILE") from None  # fmt: skip
+        env.update({k: v for k, v in values.items() if k in RELOADABLE and v is not None})
+    return Settings.from_env(env)
+
+
 def run_gate(settings: Settings | None = None) -> Gate:
     """check(), printing the error and exiting non-zero on failure (the service entry point)."""
     try:
-        return check(settings or Settings.from_env())
+        return check(settings or service_settings())
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from modelcache.service.errors import ApiError
+from modelcache.service.lifecycle import Lifecycle
 from modelcache.service.metrics import Metrics
 from modelcache.service.registry import ModelEntry, Registry
 from modelcache.service.runtime import Batcher, Runner
@@ -19,23 +20,29 @@ from modelcache.settings import Settings
 @dataclass
 class State:
     settings: Settings
-    registry: Registry
+    lifecycle: Lifecycle
     metrics: Metrics
     api_key: str | None
     started: float = field(default_factory=time.time)
-    runners: dict[str, Runner] = field(default_factory=dict)
-    batchers: dict[str, Batcher] = field(default_factory=dict)  # texts (text and image-text models)
-    image_batchers: dict[str, Batcher] = field(default_factory=dict)  # images (image-embedding models)
-    ready: bool = False
+    serving: bool = False  # between the app's start and its shutdown
+
+    @property
+    def registry(self) -> Registry:
+        """The models served now (a reload swaps it in one step)."""
+        return self.lifecycle.registry
+
+    @property
+    def ready(self) -> bool:
+        return self.serving and self.registry.ready
 
     def runner(self, entry: ModelEntry) -> Runner:
-        return self.runners[entry.id]
+        return entry.runner  # type: ignore[return-value]
 
     def batcher(self, entry: ModelEntry) -> Batcher:
-        return self.batchers[entry.id]
+        return entry.batcher  # type: ignore[return-value]
 
     def image_batcher(self, entry: ModelEntry) -> Batcher:
-        return self.image_batchers[entry.id]
+        return entry.image_batcher  # type: ignore[return-value]
 
 
 def get_state(request: Request) -> State:

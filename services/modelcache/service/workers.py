@@ -197,6 +197,8 @@ class ModelWorker:
                 self._ready.set()
             else:
                 self._settle(kind, message[1], message[2] if len(message) > 2 else None)
+        if self.process is not None:
+            self.process.join(2)  # reaped, so that its exit code is known
         code = self.process.exitcode if self.process is not None else None
         if self.failure is None:
             self.failure = f"its process ended (exit code {code})"

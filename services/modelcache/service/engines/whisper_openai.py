@@ -56,14 +56,12 @@ class OpenAIWhisper:
     ) -> Transcript:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
         model = self.model
-        decode = type(model).decode
 
-        def decode_unless_stopped(mel, *args, **kwargs):  # transcribe() decodes each 30 s window with it
+        def stop_here(_module, _inputs) -> None:  # before every token step of the text decoder
             if should_stop():
                 raise Cancelled("transcription stopped")
-            return decode(model, mel, *args, **kwargs)
 
-        model.decode = decode_unless_stopped
+        hook = model.decoder.register_forward_pre_hook(stop_here)
         try:
             result = model.transcribe(
                 audio,
@@ -78,7 +76,7 @@ class OpenAIWhisper:
                 verbose=None,
             )
         finally:
-            del model.decode
+            hook.remove()
         return self._result(result, audio, task, language)
 
     def _result(self, result: dict, audio: np.ndarray, task: str, language: str | None) -> Transcript:

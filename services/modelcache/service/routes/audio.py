@@ -88,7 +88,7 @@ async def _speech(
         raise ApiError(400, f"language must be an ISO-639-1 code such as 'en', not {language!r}", param="language")
     options = {"task": task, "language": language, "prompt": prompt, "temperature": temperature,
                "word_timestamps": "word" in granularities}  # fmt: skip
-    # decoded and transcribed in the model's process; stopped at its next window if given up
+    # decoded and transcribed in the model's process; stopped within a token step if given up
     transcript = await unless_disconnected(request.receive, state.runner(entry).call("transcribe", data, options))
     return render(transcript, response_format, set(granularities))
 

@@ -25,25 +25,31 @@ def rss_bytes() -> int:
 
 def total_rss(state) -> int:
     """This process and every model's worker process."""
-    return rss_bytes() + sum(e.worker.rss_bytes() for e in state.registry.entries if e.worker is not None)
+    return rss_bytes() + sum(e.memory_now() for e in state.registry.entries)
 
 
-@router.get("/health", responses={503: {"description": "Not every model is loaded"}})
+@router.get("/health", responses={503: {"description": "A model that must be loaded is not"}})
 def health(request: Request) -> JSONResponse:
     state = get_state(request)
-    ready = state.ready and state.registry.loaded
+    ready = state.ready
+    lifecycle = state.lifecycle
+    entries = state.registry.entries
     body = {
         "status": "ok" if ready else "loading",
-        "models_loaded": [e.id for e in state.registry.entries if e.loaded],
+        "models_loaded": [e.id for e in entries if e.loaded],
         "device": state.registry.device,
         "memory_used_gb": round(total_rss(state) / 1024**3, 3),
+        "memory_budget_gb": round(lifecycle.budget / 1024**3, 3) if lifecycle.budget else None,
         "uptime_seconds": round(time.time() - state.started, 1),
-        "load_seconds": {e.id: round(e.load_seconds, 3) for e in state.registry.entries},
+        "load_seconds": {e.id: round(e.load_seconds, 3) for e in entries},
         "models": {
-            e.id: {"state": "loaded" if e.loaded else "failed", "pid": e.worker.pid if e.worker else None,
-                   "memory_bytes": e.worker.rss_bytes() if e.worker else 0}
-            for e in state.registry.entries
+            e.id: {"state": e.current_state(), "pinned": e.pinned, "pid": e.worker.pid if e.worker else None,
+                   "memory_bytes": e.memory_now(), "last_used": e.last_used, "revision": e.revision,
+                   "load_seconds": round(e.load_seconds, 3), **({"error": e.error} if e.error else {})}
+            for e in entries
         },  # fmt: skip
+        "drift": lifecycle.drift,
+        "last_reload": lifecycle.last_reload,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -53,8 +59,7 @@ def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", responses={503: {"description": "Not every model is loaded"}})
+@router.get("/health/ready", responses={503: {"description": "A model that must be loaded is not"}})
 def ready(request: Request) -> JSONResponse:
-    state = get_state(request)
-    ok = state.ready and state.registry.loaded
+    ok = get_state(request).ready
     return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

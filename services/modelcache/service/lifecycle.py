@@ -1,0 +1,496 @@
+"""Which models are in memory, and changing that while the service runs.
+
+- **Start.** Without ``MODELCACHE_MEMORY_BUDGET`` every model loads at start (in parallel)
+  and stays: the service is ready only when all are loaded, and any failure stops it.
+  With a budget, each model is loaded once at start, one after the other, so that its
+  size is *measured* (the RSS of its process); pinned models (``MODELCACHE_PIN``) stay,
+  the others stay while they fit, the rest are unloaded again. A model larger than the
+  budget on its own, or pins that do not fit together, stop the start with an error.
+- **On demand.** A request for an unloaded model loads it (one load however many
+  requests wait: they share it), first unloading the least recently used unpinned, idle
+  models until it fits. A request waits for the load within its deadline; when no room
+  can be made (every loaded model is busy or pinned) it gets 503 with Retry-After.
+- **Reload** (``POST /admin/reload``, SIGHUP, ``MODELCACHE_RELOAD=watch``). What to serve
+  comes from the operator's ``.env``, which compose mounts at ``MODELCACHE_ENV_FILE`` and
+  the service reads again (the container's own environment is fixed at its creation);
+  what is there comes from the volume's lock, which the downloader rewrote. The new
+  configuration must match the new lock, verified like at start; then the models that
+  are new or changed load beside the old ones (or, under a budget, are marked to load on
+  first use), the set is swapped in one step, calls in flight on the old models finish,
+  and those stop. Any failure (a model the lock lacks, a damaged file, a model that does
+  not load) leaves the old set serving; the reload answers with the error, and
+  ``/health`` and the log show it.
+
+Loading and unloading a model is starting and stopping its worker process, so an
+unloaded model gives back exactly the memory it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from modelcache.errors import ConfigError, ModelcacheError
+from modelcache.layout import Layout
+from modelcache.lock import Lock
+from modelcache.lockfile import configured
+from modelcache.plan import Plan, build_plan
+from modelcache.progress import human_bytes
+from modelcache.service.metrics import Metrics
+from modelcache.service.registry import TASKS, ModelEntry, ModelLoadError, Registry, model_id, worker_spec
+from modelcache.service.startup import served, service_settings
+from modelcache.service.workers import ModelWorker
+from modelcache.settings import Settings
+from modelcache.verify import verify
+
+
+LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
+
+
+class ReloadError(ModelcacheError):
+    title = "reload refused"
+    default_remedy = "fix what is named above (usually: run the downloader again), then reload; the previous models keep serving"
+
+
+class NoRoom(Exception):
+    """A model cannot be loaded now: every loaded model is busy or pinned."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --- what the configuration asks, from the lock ------------------------------------------------
+
+
+def servable_entries(plan: Plan, lock: Lock) -> list[ModelEntry]:
+    """One entry per configured model to serve, with its lock entry, in configured order."""
+    entries: list[ModelEntry] = []
+    for artifact, locked in served(plan, lock):
+        task = TASKS[artifact.role]
+        engine = {"asr": artifact.engine or "openai-whisper", "text-embedding": "transformers",
+                  "vision": "transformers", "face": "opencv-yunet"}[artifact.role]  # fmt: skip
+        first_asr = task == "speech-to-text" and not any(e.task == "speech-to-text" for e in entries)
+        entries.append(ModelEntry(model_id(artifact), task, engine, artifact, locked,
+                                  aliases=("whisper-1",) if first_asr else ()))  # fmt: skip
+    return entries
+
+
+# --- the manager -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReloadReport:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    drift: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"added": self.added, "removed": self.removed, "kept": self.kept,
+                "seconds": round(self.seconds, 3), "drift": self.drift}  # fmt: skip
+
+
+class Lifecycle:
+    """Loads, unloads and swaps the service's models (one per worker process)."""
+
+    def __init__(self, settings: Settings, layout: Layout, plan: Plan, lock: Lock, metrics: Metrics | None = None,
+                 log: Callable[[str], None] = print) -> None:  # fmt: skip
+        self.settings = settings
+        self.layout = layout
+        self.plan = plan  # from the service's environment, fixed at start
+        self.lock = lock
+        self.metrics = metrics
+        self.log = log
+        self.budget = settings.memory_budget
+        self.registry = Registry([], settings.device)
+        self.drift: list[str] = []  # why the last reload was refused: the configuration and the volume differ
+        self._loads: dict[int, asyncio.Future] = {}  # id(entry) -> the load in progress
+        self._reload_lock: asyncio.Lock | None = None
+        self._attach: Callable[[ModelEntry], None] = lambda entry: None
+        self._retire: Callable[[ModelEntry], None] = lambda entry: None
+        self.last_reload: dict | None = None
+
+    def bind(self, metrics: Metrics, attach: Callable[[ModelEntry], None], retire: Callable[[ModelEntry], None]) -> None:
+        """The app's hooks: give an entry its runner and batchers; take them away."""
+        self.metrics, self._attach, self._retire = metrics, attach, retire
+        for entry in self.registry.entries:
+            if entry.loaded:
+                metrics.loads.labels(entry.id).inc()  # the loads at start
+
+    # --- start (before the HTTP server runs; blocking) ---------------------------------------
+
+    def start(self) -> Registry:
+        entries = servable_entries(self.plan, self.lock)
+        self._apply_pins(entries)
+        if self.budget is None:
+            self._load_all(entries)
+        else:
+            self._load_within_budget(entries)
+        self.registry = Registry(entries, self._devices(entries))
+        return self.registry
+
+    def _apply_pins(self, entries: list[ModelEntry]) -> None:
+        if self.budget is None:
+            for entry in entries:
+                entry.pinned = True  # no budget: every model stays loaded
+            return
+        names = {n: e for e in entries for n in (e.id, *e.aliases)}
+        unknown = [p for p in self.settings.pin if p not in names]
+        if unknown:
+            raise ConfigError(
+                f"MODELCACHE_PIN names {', '.join(repr(u) for u in unknown)}, which the service does not serve",
+                remedy=f"pin models by id: {', '.join(e.id for e in entries)}",
+            )
+        for name in self.settings.pin:
+            names[name].pinned = True
+
+    def _load_all(self, entries: list[ModelEntry]) -> None:
+        for entry in entries:
+            self._start_worker(entry)
+        failures = [line for entry in entries if (line := self._finish_load(entry))]
+        if failures:
+            for entry in entries:
+                self._stop_worker(entry)
+            raise self._load_error(failures)
+
+    def _load_within_budget(self, entries: list[ModelEntry]) -> None:
+        """Each model once, alone, to measure it; keep pins, then what fits, in configured order."""
+        assert self.budget is not None
+        failures, kept = [], 0
+        for entry in sorted(entries, key=lambda e: not e.pinned):
+            self._start_worker(entry)
+            line = self._finish_load(entry)
+            if line:
+                failures.append(line)
+                continue
+            size = entry.memory_bytes
+            if size > self.budget:
+                failures.append(f"{entry.id} takes {human_bytes(size)} loaded (measured), more than "
+                                f"MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)}) on its own")  # fmt: skip
+            elif entry.pinned and kept + size > self.budget:
+                failures.append(f"{entry.id} is pinned but the pinned models need {human_bytes(kept + size)} together, "
+                                f"more than MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)})")  # fmt: skip
+            elif entry.pinned or kept + size <= self.budget:
+                kept += size
+                continue
+            self._stop_worker(entry)
+            entry.state = "unloaded"
+            self.log(f"unloaded {entry.id} ({human_bytes(size)}): it loads again on its first request")
+        if failures:
+            for entry in entries:
+                self._stop_worker(entry)
+            raise self._load_error(failures)
+
+    def _start_worker(self, entry: ModelEntry) -> None:
+        entry.worker = ModelWorker(worker_spec(self.settings, self.layout, entry))
+        entry.state, entry.error = "loading", None
+        entry.worker.start()
+
+    def _finish_load(self, entry: ModelEntry) -> str | None:
+        """Wait for the entry's worker; on failure, the line that says why."""
+        worker = entry.worker
+        assert worker is not None
+        if not worker.wait_ready():
+            entry.state, entry.error = "failed", worker.failure
+            return f"{entry.id} ({entry.engine_name}) from {self.layout.rel(worker.spec.load.path)}: {worker.failure}"
+        entry.info = dict(worker.info)
+        entry.load_seconds = worker.info["load_seconds"]
+        entry.memory_bytes = worker.rss_bytes()
+        entry.state = "loaded"
+        self.log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {entry.info.get('device')} in "
+                 f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.memory_bytes)})")  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.loads.labels(entry.id).inc()
+        return None
+
+    def _stop_worker(self, entry: ModelEntry) -> None:
+        if entry.worker is not None:
+            entry.worker.stop(grace=2)
+            entry.worker = None
+
+    def _load_error(self, failures: list[str]) -> ModelLoadError:
+        from modelcache.service.registry import CUDA_REMEDY
+        from modelcache.service.startup import LOAD_REMEDY
+
+        budget = any("MODELCACHE_MEMORY_BUDGET" in f for f in failures)
+        cuda = any("CUDA" in f or "cuda" in f for f in failures) and self.settings.device != "cpu"
+        return ModelLoadError(
+            f"{len(failures)} model(s) failed to load or do not fit; the service does not start like this",
+            details=failures,
+            remedy="raise MODELCACHE_MEMORY_BUDGET (or the container's memory), pin fewer models, or configure "
+            "smaller ones" if budget else CUDA_REMEDY if cuda else LOAD_REMEDY,
+        )
+
+    @staticmethod
+    def _devices(entries: list[ModelEntry]) -> str:
+        devices = {e.info.get("device") for e in entries} - {None}
+        return ",".join(sorted(devices)) or "not loaded yet"
+
+    # --- while serving (in the event loop) -----------------------------------------------
+
+    @asynccontextmanager
+    async def using(self, entry: ModelEntry) -> AsyncIterator[ModelWorker]:
+        """The entry's worker for one call: loaded first if need be; unload waits for the call."""
+        await self.ensure_loaded(entry)
+        worker = entry.worker
+        assert worker is not None
+        entry.active += 1
+        entry.last_used = time.time()
+        try:
+            yield worker
+        finally:
+            entry.active -= 1
+            entry.last_used = time.time()
+
+    async def ensure_loaded(self, entry: ModelEntry) -> None:
+        """Load the entry unless it is (a dead process is restarted; a failed load is retried
+        only after LOAD_RETRY_AFTER seconds)."""
+        from modelcache.service.runtime import Unavailable
+
+        if entry.current_state() == "loaded":
+            return
+        if entry.state == "failed" and entry.failed_at is not None:
+            wait = LOAD_RETRY_AFTER - (time.monotonic() - entry.failed_at)
+            if wait > 0:
+                raise Unavailable(f"model {entry.id!r} failed to load ({entry.error}); next try in {wait:.0f}s",
+                                  retry_after=max(1, int(wait)))  # fmt: skip
+        if entry.state in ("unloading", "retired"):
+            raise Unavailable(f"model {entry.id!r} is being {'replaced' if entry.state == 'retired' else 'unloaded'}; retry")
+        pending = self._loads.get(id(entry))
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loads[id(entry)] = pending
+            asyncio.get_running_loop().create_task(self._load(entry, pending))
+        await asyncio.shield(pending)
+
+    async def _load(self, entry: ModelEntry, done: asyncio.Future) -> None:
+        """One load of ``entry`` (every waiting request shares it), making room first."""
+        from modelcache.service.runtime import Unavailable
+
+        try:
+            await self._make_room(entry)
+            self._start_worker(entry)
+            failure = await asyncio.to_thread(self._finish_load, entry)
+            if failure:
+                self._stop_worker(entry)
+                entry.failed_at = time.monotonic()
+                raise Unavailable(f"model {entry.id!r} could not be loaded: {entry.error}", retry_after=LOAD_RETRY_AFTER)
+            entry.failed_at = None
+            done.set_result(None)
+        except BaseException as exc:  # every waiting request gets it
+            if entry.state == "loading":
+                entry.state = "failed" if entry.error else "unloaded"
+            if not done.done():
+                done.set_exception(exc)
+        finally:
+            self._loads.pop(id(entry), None)
+
+    async def _make_room(self, entry: ModelEntry) -> None:
+        if self.budget is None:
+            return
+        need = entry.memory_bytes  # measured at start (or at its last load)
+        while True:
+            loaded = [e for e in self.registry.entries if e is not entry and e.current_state() in ("loaded", "loading")]
+            used = sum(e.memory_now() or e.memory_bytes for e in loaded)
+            if used + need <= self.budget:
+                return
+            victims = sorted((e for e in loaded if not e.pinned and e.active == 0 and e.state == "loaded"
+                              and (e.runner is None or e.runner.pending == 0)),
+                             key=lambda e: e.last_used or 0)  # fmt: skip
+            if not victims:
+                raise NoRoom(
+                    f"model {entry.id!r} ({human_bytes(need)}) does not fit in MODELCACHE_MEMORY_BUDGET "
+                    f"({human_bytes(self.budget)}) while the loaded models are busy or pinned",
+                    retry_after=2,
+                )
+            await self.unload(victims[0], reason="evicted")
+
+    async def unload(self, entry: ModelEntry, *, reason: str = "unloaded") -> None:
+        """Stop the entry's worker once its calls in flight are answered."""
+        if entry.state not in ("loaded", "failed"):
+            return
+        entry.state = "unloading"
+        deadline = time.monotonic() + self.settings.request_timeout
+        while entry.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        worker, entry.worker = entry.worker, None
+        if worker is not None:
+            await asyncio.to_thread(worker.stop, 2)
+        entry.state = "unloaded"
+        self.log(f"{reason} {entry.id} ({human_bytes(entry.memory_bytes)} given back)")
+        if self.metrics is not None and reason == "evicted":
+            self.metrics.evictions.labels(entry.id).inc()
+
+    # --- reload ----------------------------------------------------------------------------
+
+    async def reload(self, *, trigger: str) -> ReloadReport:
+        """Serve what the volume's lock holds now, or raise ReloadError and keep the old set."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            started = time.monotonic()
+            try:
+                report = await self._reload()
+            except ReloadError as exc:
+                if self.metrics is not None:
+                    self.metrics.reloads.labels("failed").inc()
+                self.last_reload = {"ok": False, "trigger": trigger, "error": exc.message, "details": exc.details,
+                                    "at": time.time()}  # fmt: skip
+                self.log(f"reload ({trigger}) refused, the previous models keep serving: {exc.message}")
+                for line in exc.details:
+                    self.log(f"  - {line}")
+                raise
+            report.seconds = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.reloads.labels("ok").inc()
+            self.last_reload = {"ok": True, "trigger": trigger, **report.to_dict(), "at": time.time()}
+            self.log(f"reload ({trigger}) in {report.seconds:.2f}s: added {report.added or 'nothing'}, "
+                     f"removed {report.removed or 'nothing'}, kept {len(report.kept)}")  # fmt: skip
+            return report
+
+    async def _reload(self) -> ReloadReport:
+        settings, plan, lock = await asyncio.to_thread(self._read_and_verify)
+        old = self.registry
+        by_key = {e.key: e for e in old.entries}
+        entries: list[ModelEntry] = []
+        report = ReloadReport()
+        for entry in servable_entries(plan, lock):
+            kept = by_key.get(entry.key)
+            if kept is not None and kept.id == entry.id:
+                kept.aliases = entry.aliases
+                entries.append(kept)
+                report.kept.append(kept.id)
+            else:
+                entries.append(entry)
+                report.added.append(entry.id)
+        previous = (self.settings, self.budget)
+        self.settings, self.budget = settings, settings.memory_budget
+        try:
+            self._apply_pins(entries)
+            new = [e for e in entries if e.state == "unloaded" and e.worker is None]
+            to_load = new if self.budget is None else [e for e in new if e.pinned]
+            for entry in new:
+                if entry not in to_load:  # sized when it first loads; an older load of the same id is a guess
+                    entry.memory_bytes = max((o.memory_bytes for o in old.entries if o.id == entry.id), default=0)
+            await self._load_beside(to_load, old)
+        except (ModelcacheError, ReloadError) as exc:
+            self.settings, self.budget = previous
+            raise ReloadError(exc.message, details=exc.details, remedy=exc.remedy) from None
+        for entry in new:
+            self._attach(entry)
+        retired = [e for e in old.entries if e not in entries]
+        report.removed = [e.id for e in retired if e.id not in report.added]
+        self.plan, self.lock = plan, lock
+        self.registry = Registry(entries, self._devices(entries))  # the swap: new requests see the new set
+        self.drift = []
+        for entry in retired:
+            asyncio.get_running_loop().create_task(self._retire_entry(entry))
+        return report
+
+    def _read_and_verify(self) -> tuple[Settings, Plan, Lock]:
+        """The configuration as the operator's .env says now, and the volume holding it."""
+        try:
+            settings = service_settings()
+            plan = build_plan(settings)
+            report = verify(self.layout, plan, deep=settings.verify == "deep", workers=settings.workers,
+                            lockfile=configured(settings))  # fmt: skip
+        except ModelcacheError as exc:
+            raise ReloadError(exc.message, details=exc.details, remedy=exc.remedy) from None
+        if not report.ok or report.lock is None:
+            self.drift = [p.line() for p in report.problems]
+            raise ReloadError(
+                f"the volume does not hold what the configuration asks for now ({len(report.problems)} problem(s))",
+                details=self.drift[:20],
+                remedy="run the downloader with the current .env (`docker compose run --rm model-downloader`), "
+                "then reload; the previous models keep serving",
+            )
+        if not served(plan, report.lock):
+            raise ReloadError("the configuration asks for no model to serve")
+        return settings, plan, report.lock
+
+    async def _load_beside(self, entries: list[ModelEntry], old: Registry) -> None:
+        """Load new models while the old ones still serve; all or nothing."""
+        if not entries:
+            return
+        if self.budget is not None:
+            for entry in entries:
+                try:
+                    await self._make_room(entry)
+                except NoRoom as exc:
+                    raise ReloadError(str(exc)) from None
+        for entry in entries:
+            self._start_worker(entry)
+        failures = [line for e in entries if (line := await asyncio.to_thread(self._finish_load, e))]
+        if failures:
+            for entry in entries:
+                await asyncio.to_thread(self._stop_worker, entry)
+                entry.state = "failed"
+            raise ReloadError(f"{len(failures)} new model(s) failed to load", details=failures)
+
+    async def _retire_entry(self, entry: ModelEntry) -> None:
+        """A model no longer served: its calls in flight finish, then its process stops."""
+        entry.state = "retired"
+        deadline = time.monotonic() + self.settings.request_timeout
+        runner = entry.runner
+        while (entry.active or (runner is not None and runner.pending)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if entry.worker is not None:
+            await asyncio.to_thread(entry.worker.stop, 2)
+            entry.worker = None
+        self._retire(entry)
+
+    # --- supervision ------------------------------------------------------------------------
+
+    async def supervise(self, interval: float = 1.0) -> None:
+        """Notice model processes that died (killed, out of memory) and restart the ones that
+        must stay loaded; the others load again on their next request."""
+        while True:
+            await asyncio.sleep(interval)
+            for entry in self.registry.entries:
+                worker = entry.worker
+                if worker is None or worker.alive or entry.state not in ("loaded", "failed"):
+                    continue  # only a process that ended under a loaded model
+                entry.worker = None
+                entry.state, entry.error = "failed", worker.failure
+                entry.failed_at = None  # a crash, not a failed load: no waiting before the restart
+                self.log(f"{entry.id}: {entry.error}; "
+                         + ("restarting it" if entry.pinned else "it loads again on its next request"))  # fmt: skip
+                if entry.pinned:
+                    asyncio.get_running_loop().create_task(self._restart(entry))
+
+    async def _restart(self, entry: ModelEntry) -> None:
+        try:
+            await self.ensure_loaded(entry)
+        except Exception as exc:  # logged; /health shows the entry as failed
+            self.log(f"restarting {entry.id} failed: {exc}")
+
+    # --- watch ------------------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """MODELCACHE_RELOAD=watch: reload when the volume's lock changes (polled)."""
+        path = self.layout.lock_file
+        seen = _stamp(path)
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            stamp = _stamp(path)
+            if stamp != seen and stamp is not None:
+                seen = stamp
+                try:
+                    await self.reload(trigger="watch")
+                except ReloadError:
+                    pass  # logged; the old set serves; the next change triggers again
+
+
+def _stamp(path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+

@@ -176,3 +176,22 @@ def _lockfile_problem(layout: Layout, lock: Lock, lockfile: Lockfile) -> Problem
         expected=f"filled from the configured lockfile ({lockfile.digest[:12]})",
         found=f"filled from another lockfile ({lock.lockfile[:12]})" if lock.lockfile else "filled without one",
     )
+
+
+def verify_lock(
+    layout: Layout, lock: Lock | None, *, deep: bool = False, workers: int = 4, lockfile: Lockfile | None = None
+) -> Report:
+    """Every file the lock names, as the lock says (and the lock made from the configured
+    lockfile), whatever the configuration asks: what the service checks at start and on reload."""
+    start = time.perf_counter()
+    report = Report(deep=deep, lock=lock)
+    if lock is None:
+        report.problems.append(Problem("no-lock", layout.rel(layout.lock_file), "a lock written by the downloader", "nothing"))
+    else:
+        if lockfile is not None and lock.lockfile != lockfile.digest:
+            report.problems.append(_lockfile_problem(layout, lock, lockfile))
+        files = [(f, a.name) for a in lock.artifacts for f in a.files]
+        report.files, report.bytes = len(files), sum(f.size for f, _ in files)
+        report.problems += check_files(layout, files, deep=deep, workers=workers)
+    report.seconds = time.perf_counter() - start
+    return report

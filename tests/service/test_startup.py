@@ -77,10 +77,22 @@ def test_empty_volume(tmp_path: Path, damaged) -> None:
     assert_refused(run_serve({**env, "MODELCACHE_DIR": str(tmp_path / "empty")}), "no-lock")
 
 
-def test_config_drift(damaged) -> None:
+def test_config_drift_is_reported_and_the_lock_is_served(damaged, tmp_path) -> None:
+    """The container's environment asks for a model the volume's lock does not hold (after a
+    hot reload, it is stale by design): the lock wins, the difference is reported."""
+    import httpx2
+
+    from tests.support.service import start_service
+
     _root, env = damaged
-    assert_refused(run_serve({**env, "MODELCACHE_VISION": "google/siglip-so400m-patch14-384"}), "drift",
-                   "google/siglip-so400m-patch14-384")  # fmt: skip
+    service = start_service({**env, "MODELCACHE_VISION": "google/siglip-so400m-patch14-384"}, tmp_path / "log")
+    try:
+        health = httpx2.get(f"{service.url}/health").json()
+        assert any("google/siglip-so400m-patch14-384" in line and "does not hold" in line for line in health["drift"])
+        assert "google/siglip-base-patch16-224" in health["models"]  # what the lock holds
+        assert "note: the configuration asks for google/siglip-so400m-patch14-384" in service.output()
+    finally:
+        service.stop()
 
 
 def test_corrupt_weights_that_fail_to_load(damaged) -> None:

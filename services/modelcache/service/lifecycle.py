@@ -10,16 +10,17 @@
   requests wait: they share it), first unloading the least recently used unpinned, idle
   models until it fits. A request waits for the load within its deadline; when no room
   can be made (every loaded model is busy or pinned) it gets 503 with Retry-After.
-- **Reload** (``POST /admin/reload``, SIGHUP, ``MODELCACHE_RELOAD=watch``). What to serve
-  comes from the operator's ``.env``, which compose mounts at ``MODELCACHE_ENV_FILE`` and
-  the service reads again (the container's own environment is fixed at its creation);
-  what is there comes from the volume's lock, which the downloader rewrote. The new
-  configuration must match the new lock, verified like at start; then the models that
-  are new or changed load beside the old ones (or, under a budget, are marked to load on
-  first use), the set is swapped in one step, calls in flight on the old models finish,
-  and those stop. Any failure (a model the lock lacks, a damaged file, a model that does
-  not load) leaves the old set serving; the reload answers with the error, and
-  ``/health`` and the log show it.
+- **Reload** (``POST /admin/reload``, SIGHUP, ``MODELCACHE_RELOAD=watch``). The operator
+  edits ``.env`` and runs the downloader, which writes a new lock; the container's own
+  environment is fixed at its creation, so the lock says what changed. A service that
+  serves what the lock holds (the usual case, see ``startup.select``) serves what the new
+  lock holds; one configured for a subset of a shared volume keeps its subset (and takes
+  new revisions of it). The new lock is verified like at start; the models that are new
+  or changed load beside the old ones (or, under a budget, are marked to load on first
+  use), the set is swapped in one step, calls in flight on the old models finish, and
+  those stop. Any failure (a damaged file, a model the subset needs and the lock lacks, a
+  model that does not load) leaves the old set serving; the reload answers with the
+  error, and ``/health`` and the log show it.
 
 Loading and unloading a model is starting and stopping its worker process, so an
 unloaded model gives back exactly the memory it took.
@@ -36,16 +37,16 @@ from dataclasses import dataclass, field
 
 from modelcache.errors import ConfigError, ModelcacheError
 from modelcache.layout import Layout
-from modelcache.lock import Lock
+from modelcache.lock import Lock, read_lock
 from modelcache.lockfile import configured
-from modelcache.plan import Plan, build_plan
+from modelcache.plan import Plan
 from modelcache.progress import human_bytes
 from modelcache.service.metrics import Metrics
 from modelcache.service.registry import TASKS, ModelEntry, ModelLoadError, Registry, model_id, worker_spec
-from modelcache.service.startup import served, service_settings
+from modelcache.service.startup import Selection, select
 from modelcache.service.workers import ModelWorker
 from modelcache.settings import Settings
-from modelcache.verify import verify
+from modelcache.verify import verify_lock
 
 
 LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
@@ -67,10 +68,10 @@ class NoRoom(Exception):
 # --- what the configuration asks, from the lock ------------------------------------------------
 
 
-def servable_entries(plan: Plan, lock: Lock) -> list[ModelEntry]:
-    """One entry per configured model to serve, with its lock entry, in configured order."""
+def servable_entries(selection: Selection) -> list[ModelEntry]:
+    """One entry per model to serve, with its lock entry."""
     entries: list[ModelEntry] = []
-    for artifact, locked in served(plan, lock):
+    for artifact, locked in selection.served:
         task = TASKS[artifact.role]
         engine = {"asr": artifact.engine or "openai-whisper", "text-embedding": "transformers",
                   "vision": "transformers", "face": "opencv-yunet"}[artifact.role]  # fmt: skip
@@ -99,17 +100,19 @@ class ReloadReport:
 class Lifecycle:
     """Loads, unloads and swaps the service's models (one per worker process)."""
 
-    def __init__(self, settings: Settings, layout: Layout, plan: Plan, lock: Lock, metrics: Metrics | None = None,
-                 log: Callable[[str], None] = print) -> None:  # fmt: skip
+    def __init__(self, settings: Settings, layout: Layout, plan: Plan, lock: Lock, selection: Selection,
+                 metrics: Metrics | None = None, log: Callable[[str], None] = print) -> None:  # fmt: skip
         self.settings = settings
         self.layout = layout
         self.plan = plan  # from the service's environment, fixed at start
         self.lock = lock
+        self.selection = selection
+        self.follow = selection.follow
         self.metrics = metrics
         self.log = log
         self.budget = settings.memory_budget
         self.registry = Registry([], settings.device)
-        self.drift: list[str] = []  # why the last reload was refused: the configuration and the volume differ
+        self.drift: list[str] = list(selection.drift)  # how the configuration and the volume's lock differ
         self._loads: dict[int, asyncio.Future] = {}  # id(entry) -> the load in progress
         self._reload_lock: asyncio.Lock | None = None
         self._attach: Callable[[ModelEntry], None] = lambda entry: None
@@ -126,7 +129,12 @@ class Lifecycle:
     # --- start (before the HTTP server runs; blocking) ---------------------------------------
 
     def start(self) -> Registry:
-        entries = servable_entries(self.plan, self.lock)
+        for line in self.drift:
+            self.log(f"note: {line}")
+        if self.selection.drift and self.follow:
+            self.log("note: serving what the volume's lock holds (a reload or the downloader changed it since "
+                     "this container was created)")  # fmt: skip
+        entries = servable_entries(self.selection)
         self._apply_pins(entries)
         if self.budget is None:
             self._load_all(entries)
@@ -135,20 +143,24 @@ class Lifecycle:
         self.registry = Registry(entries, self._devices(entries))
         return self.registry
 
-    def _apply_pins(self, entries: list[ModelEntry]) -> None:
+    def _apply_pins(self, entries: list[ModelEntry], *, strict: bool = True) -> None:
         if self.budget is None:
             for entry in entries:
                 entry.pinned = True  # no budget: every model stays loaded
             return
         names = {n: e for e in entries for n in (e.id, *e.aliases)}
         unknown = [p for p in self.settings.pin if p not in names]
-        if unknown:
+        if unknown and not strict:  # after a reload a pinned model may be gone: say so, pin the rest
+            for name in unknown:
+                self.log(f"note: MODELCACHE_PIN names {name!r}, which is no longer served")
+        elif unknown:
             raise ConfigError(
                 f"MODELCACHE_PIN names {', '.join(repr(u) for u in unknown)}, which the service does not serve",
                 remedy=f"pin models by id: {', '.join(e.id for e in entries)}",
             )
         for name in self.settings.pin:
-            names[name].pinned = True
+            if name in names:
+                names[name].pinned = True
 
     def _load_all(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
@@ -355,12 +367,12 @@ class Lifecycle:
             return report
 
     async def _reload(self) -> ReloadReport:
-        settings, plan, lock = await asyncio.to_thread(self._read_and_verify)
+        lock, selection = await asyncio.to_thread(self._read_and_verify)
         old = self.registry
         by_key = {e.key: e for e in old.entries}
         entries: list[ModelEntry] = []
         report = ReloadReport()
-        for entry in servable_entries(plan, lock):
+        for entry in servable_entries(selection):
             kept = by_key.get(entry.key)
             if kept is not None and kept.id == entry.id:
                 kept.aliases = entry.aliases
@@ -369,52 +381,53 @@ class Lifecycle:
             else:
                 entries.append(entry)
                 report.added.append(entry.id)
-        previous = (self.settings, self.budget)
-        self.settings, self.budget = settings, settings.memory_budget
-        try:
-            self._apply_pins(entries)
-            new = [e for e in entries if e.state == "unloaded" and e.worker is None]
-            to_load = new if self.budget is None else [e for e in new if e.pinned]
-            for entry in new:
-                if entry not in to_load:  # sized when it first loads; an older load of the same id is a guess
-                    entry.memory_bytes = max((o.memory_bytes for o in old.entries if o.id == entry.id), default=0)
-            await self._load_beside(to_load, old)
-        except (ModelcacheError, ReloadError) as exc:
-            self.settings, self.budget = previous
-            raise ReloadError(exc.message, details=exc.details, remedy=exc.remedy) from None
+        self._apply_pins(entries, strict=False)
+        new = [e for e in entries if e.state == "unloaded" and e.worker is None]
+        to_load = new if self.budget is None else [e for e in new if e.pinned]
+        for entry in new:
+            if entry not in to_load:  # sized when it first loads; an older load of the same id is a guess
+                entry.memory_bytes = max((o.memory_bytes for o in old.entries if o.id == entry.id), default=0)
+        await self._load_beside(to_load)
         for entry in new:
             self._attach(entry)
         retired = [e for e in old.entries if e not in entries]
         report.removed = [e.id for e in retired if e.id not in report.added]
-        self.plan, self.lock = plan, lock
+        self.lock, self.selection = lock, selection
         self.registry = Registry(entries, self._devices(entries))  # the swap: new requests see the new set
-        self.drift = []
+        self.drift = report.drift = list(selection.drift)
         for entry in retired:
             asyncio.get_running_loop().create_task(self._retire_entry(entry))
         return report
 
-    def _read_and_verify(self) -> tuple[Settings, Plan, Lock]:
-        """The configuration as the operator's .env says now, and the volume holding it."""
+    def _read_and_verify(self) -> tuple[Lock, Selection]:
+        """The volume's lock now, verified, and what of it to serve."""
         try:
-            settings = service_settings()
-            plan = build_plan(settings)
-            report = verify(self.layout, plan, deep=settings.verify == "deep", workers=settings.workers,
-                            lockfile=configured(settings))  # fmt: skip
+            lock = read_lock(self.layout)
+            report = verify_lock(self.layout, lock, deep=self.settings.verify == "deep", workers=self.settings.workers,
+                                 lockfile=configured(self.settings))  # fmt: skip
         except ModelcacheError as exc:
             raise ReloadError(exc.message, details=exc.details, remedy=exc.remedy) from None
-        if not report.ok or report.lock is None:
-            self.drift = [p.line() for p in report.problems]
+        if not report.ok or lock is None:
             raise ReloadError(
-                f"the volume does not hold what the configuration asks for now ({len(report.problems)} problem(s))",
-                details=self.drift[:20],
-                remedy="run the downloader with the current .env (`docker compose run --rm model-downloader`), "
-                "then reload; the previous models keep serving",
+                f"the volume does not hold what its lock says ({len(report.problems)} problem(s))",
+                details=[p.line() for p in report.problems[:20]],
+                remedy="run the downloader again (`docker compose run --rm model-downloader`), then reload; "
+                "the previous models keep serving",
             )
-        if not served(plan, report.lock):
-            raise ReloadError("the configuration asks for no model to serve")
-        return settings, plan, report.lock
+        selection = select(self.plan, lock, follow=self.follow)
+        if not self.follow and selection.missing:
+            self.drift = [f"the configuration asks for {m}, which the new lock does not hold" for m in selection.missing]
+            raise ReloadError(
+                f"this service serves {len(self.plan.artifacts)} configured model(s) of a shared volume, and the new "
+                "lock lacks some of them",
+                details=self.drift,
+                remedy="fetch them into the volume (the downloader with this service's configuration), then reload",
+            )
+        if not selection.served:
+            raise ReloadError("the new lock holds no model to serve")
+        return lock, selection
 
-    async def _load_beside(self, entries: list[ModelEntry], old: Registry) -> None:
+    async def _load_beside(self, entries: list[ModelEntry]) -> None:
         """Load new models while the old ones still serve; all or nothing."""
         if not entries:
             return

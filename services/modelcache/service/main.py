@@ -31,10 +31,10 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(settings: Settings | None = None) -> None:
     started = time.perf_counter()
-    from modelcache.service.startup import run_gate, service_settings  # standard library only
+    from modelcache.service.startup import run_gate  # standard library only
 
     try:
-        settings = settings or service_settings()
+        settings = settings or Settings.from_env()
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
@@ -50,7 +50,7 @@ def serve(settings: Settings | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     from modelcache.service.lifecycle import Lifecycle  # each model loads in a process of its own
 
-    lifecycle = Lifecycle(settings, gate.layout, gate.plan, gate.lock, log=log)
+    lifecycle = Lifecycle(settings, gate.layout, gate.plan, gate.lock, gate.selection, log=log)
     try:
         registry = lifecycle.start()
     except ModelcacheError as exc:

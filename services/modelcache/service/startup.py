@@ -14,13 +14,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from modelcache.errors import ConfigError, ModelcacheError, VerificationError
+from modelcache.errors import ModelcacheError, VerificationError
 from modelcache.layout import Layout
 from modelcache.lock import Lock, LockedArtifact, read_lock
 from modelcache.lockfile import configured
 from modelcache.plan import Artifact, Plan, build_plan
 from modelcache.settings import Settings
-from modelcache.verify import Report, verify
+from modelcache.verify import Report, verify_lock
 
 RESET = "or reset only the models volume (`scripts/reset-models-volume --yes`) and run `docker compose up --wait`"
 REMEDY = (
@@ -65,6 +65,7 @@ class Gate:
     plan: Plan
     lock: Lock
     report: Report
+    selection: Selection
 
 
 SERVED_ROLES = ("asr", "text-embedding", "vision", "face")
@@ -110,81 +111,103 @@ ENGINE_ENGINES = {"text-embedding": "transformers", "vision": "transformers", "f
 
 
 def check(settings: Settings) -> Gate:
-    """Everything the configuration asks the service to serve is in the volume, as the lock
-    says, and the libraries to load it are here; or StartupError."""
+    """The volume holds every file its lock names, what the service is to serve is among
+    them, and the libraries to load it are here; or StartupError.
+
+    What is served (see :func:`select`): when the service's configuration asks for exactly
+    the models of the volume's lock, it *follows the lock* (and serves what a new lock
+    holds after each reload); when it asks for some of them, that subset; when it asks for
+    something the lock lacks, the lock wins and the difference is reported (``Gate.selection.drift``,
+    ``/health``, the log): after a hot reload, the container's environment is stale by design.
+    """
     layout = Layout(settings.models_dir.absolute())
     for name in TOKEN_VARIABLES:  # offline and read-only: a token in .env has no business here
         os.environ.pop(name, None)
     os.environ.update(offline_environment(layout))
     plan = build_plan(settings)
-    if not any(a.role in SERVED_ROLES for a in plan.artifacts):
-        raise StartupError(
-            "no model to serve is configured (MLX repos and manifest files are fetched, not served)",
-            remedy="set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, MODELCACHE_FACE",
-        )
     try:
-        report = verify(
-            layout, plan, deep=settings.verify == "deep", workers=settings.workers, lockfile=configured(settings)
-        )
+        lock = read_lock(layout)
     except VerificationError as exc:  # damaged lock
         raise StartupError(exc.message, remedy=REMEDY) from None
-    if not report.ok or report.lock is None:
+    report = verify_lock(layout, lock, deep=settings.verify == "deep", workers=settings.workers,
+                         lockfile=configured(settings))  # fmt: skip
+    if not report.ok or lock is None:
         raise StartupError(
-            f"the models volume at {layout.root} does not hold what this configuration needs "
+            f"the models volume at {layout.root} does not hold what its lock says "
             f"({len(report.problems)} problem(s), {'deep' if report.deep else 'fast'} check)",
             details=[p.line() for p in report.problems],
             remedy=REMEDY,
         )
-    missing = missing_packages([a for a in plan.artifacts if a.role in SERVED_ROLES])
+    selection = select(plan, lock)
+    if not selection.served:
+        raise StartupError(
+            "no model to serve: neither the configuration nor the volume's lock names one "
+            "(MLX repos and manifest files are fetched, not served)",
+            remedy="set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, "
+            "MODELCACHE_FACE and run the downloader",
+        )
+    missing = missing_packages([artifact for artifact, _ in selection.served])
     if missing:
         raise StartupError(
             f"{len(missing)} model(s) cannot be loaded: their library is not installed in this environment",
             details=missing,
             remedy="install what each line names (the service image has them all), or set that model to none",
         )
-    return Gate(settings, layout, plan, report.lock, report)
+    return Gate(settings, layout, plan, lock, report, selection)
 
 
-def served(plan: Plan, lock: Lock) -> list[tuple[Artifact, LockedArtifact]]:
-    """The configured models the service serves, each with its lock entry (verified present)."""
-    locked = {a.spec: a for a in lock.artifacts}
-    return [(a, locked[a.spec]) for a in plan.artifacts if a.role in SERVED_ROLES and a.spec in locked]
+@dataclass(frozen=True)
+class Selection:
+    """Which of the lock's models the service serves."""
+
+    follow: bool  # serve whatever the lock holds, now and after each reload
+    served: list[tuple[Artifact, LockedArtifact]]
+    drift: list[str]  # how the configuration and the lock differ (reported, never refused)
+    missing: list[str]  # configured models the lock lacks (a subset-serving reload refuses these)
 
 
-#: the settings a reload takes from MODELCACHE_ENV_FILE (which models, how they are kept);
-#: the others (port, paths, keys, limits) take effect at the next start
-RELOADABLE = (
-    "MODELCACHE_WHISPER", "MODELCACHE_ASR_ENGINE", "MODELCACHE_WHISPER_URL", "MODELCACHE_WHISPER_SHA256",
-    "MODELCACHE_ASR_COMPUTE_TYPE", "MODELCACHE_TEXT_EMBEDDING", "MODELCACHE_VISION", "MODELCACHE_FACE",
-    "MODELCACHE_MLX", "MODELCACHE_MEMORY_BUDGET", "MODELCACHE_PIN",
-)  # fmt: skip
+def select(plan: Plan, lock: Lock, *, follow: bool | None = None) -> Selection:
+    """The models to serve: see :func:`check`. ``follow`` is decided at start (None) and kept
+    by every reload."""
+    by_spec = {a.spec: a for a in plan.artifacts}
+    in_lock = []
+    for locked in lock.artifacts:
+        artifact = by_spec.get(locked.spec) or _artifact_of(locked)
+        if artifact is not None and artifact.role in SERVED_ROLES:
+            in_lock.append((artifact, locked))
+    wanted = [a for a in plan.artifacts if a.role in SERVED_ROLES]
+    locked_specs = {locked.spec for _, locked in in_lock}
+    missing = [f"{a.describe()} ({a.role})" for a in wanted if a.spec not in locked_specs]
+    if follow is None:
+        follow = bool(missing) or {a.spec for a in wanted} == locked_specs
+    if follow:
+        served = in_lock
+    else:
+        locked = {locked.spec: locked for _, locked in in_lock}
+        served = [(a, locked[a.spec]) for a in wanted if a.spec in locked]
+    wanted_specs = {a.spec for a in wanted}
+    drift = [f"the configuration asks for {m}, which the volume's lock does not hold" for m in missing]
+    if follow:
+        drift += [f"the volume's lock holds {locked.source}{'@' + locked.revision if locked.revision else ''} "
+                  f"({artifact.role}), which the configuration does not ask for"
+                  for artifact, locked in in_lock if locked.spec not in wanted_specs]  # fmt: skip
+    return Selection(follow, served, drift, missing)
 
 
-def service_settings(env: dict[str, str] | None = None) -> Settings:
-    """The service's settings: its environment, where MODELCACHE_ENV_FILE (compose mounts the
-    project's .env there) overrides the model settings. Read at start and on every reload,
-    so that an edited .env takes effect without recreating the container."""
-    env = dict(os.environ if env is None else env)
-    path = env.get("MODELCACHE_ENV_FILE", "").strip()
-    if path:
-        from dotenv import dotenv_values
-
-        if not os.path.isfile(path) and not os.path.exists(path):
-            raise ConfigError(f"MODELCACHE_ENV_FILE ({path}): file not found",
-                              remedy="mount the project's .env there (compose does), or unset MODELCACHE_ENV_FILE")  # fmt: skip
-        try:
-            values = dotenv_values(path)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"MODELCACHE_ENV_FILE ({path}): cannot read: {exc}",
-                              remedy="fix the file (KEY=value lines), or unset MODELCACHE_ENV_FILE") from None  # fmt: skip
-        env.update({k: v for k, v in values.items() if k in RELOADABLE and v is not None})
-    return Settings.from_env(env)
+def _artifact_of(locked: LockedArtifact) -> Artifact | None:
+    """The plan artifact a lock entry was made from, rebuilt from what the lock records
+    (None for locks from before the lock recorded roles)."""
+    if locked.role is None:
+        return None
+    sha256 = locked.files[0].sha256 if locked.kind in ("whisper", "url") and locked.files else None
+    return Artifact(name=locked.name, role=locked.role, kind=locked.kind, source=locked.source,  # type: ignore[arg-type]
+                    dest=locked.dest, revision=locked.revision, sha256=sha256, engine=locked.engine)  # fmt: skip
 
 
 def run_gate(settings: Settings | None = None) -> Gate:
     """check(), printing the error and exiting non-zero on failure (the service entry point)."""
     try:
-        return check(settings or service_settings())
+        return check(settings or Settings.from_env())
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None

@@ -24,6 +24,7 @@ SIGLIP = "google/siglip-base-patch16-224"
 CLIP = "openai/clip-vit-base-patch32"
 YUNET = "opencv/face_detection_yunet"
 MLX_WHISPER = "mlx-community/whisper-tiny"
+TINY_BERT = "acme/tiny-bert-embedder"  # a second text-embedding model
 
 
 def package_dir(module: str) -> Path:
@@ -120,6 +121,7 @@ def fill_mirror(mirror: HFMirror, workdir: Path) -> MirrorModels:
         CLIP: mirror.add_repo(CLIP, {**tiny_models.tiny_clip_repo(), "README.md": b"# tiny CLIP for tests\n"}),
         YUNET: mirror.add_repo(YUNET, yunet_repo()),
         MLX_WHISPER: mirror.add_repo(MLX_WHISPER, mlx_whisper_standin()),
+        TINY_BERT: mirror.add_repo(TINY_BERT, tiny_models.tiny_bert_repo(minilm_dir())),
     }
     checkpoint = openai_whisper_tiny_en(workdir)
     data = checkpoint.read_bytes()

@@ -446,3 +446,31 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
     )
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+# --------------------------------------------------------------------------------------------
+# A second text-embedding model: a tiny random BERT with MiniLM's tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def tiny_bert_repo(tokenizer_dir: Path) -> dict[str, bytes]:
+    """A loadable text-embedding repo (hidden size 64, 2 layers, mean pooling + normalise, as
+    a sentence-transformers repo declares them), with the tokenizer of ``tokenizer_dir``."""
+    import json
+    import tempfile
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    with _quiet(), tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)  # fmt: skip
+        root = Path(tmp)
+        files = _save_seeded(BertModel, config, tokenizer, root / "repo")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]  # fmt: skip
+    files["modules.json"] = json.dumps(modules).encode()
+    files["1_Pooling/config.json"] = json.dumps({"word_embedding_dimension": 64, "pooling_mode_mean_tokens": True}).encode()
+    files["sentence_bert_config.json"] = json.dumps({"max_seq_length": 128}).encode()
+    return files

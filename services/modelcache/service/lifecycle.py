@@ -447,12 +447,12 @@ class Lifecycle:
             raise ReloadError(f"{len(failures)} new model(s) failed to load", details=failures)
 
     async def _retire_entry(self, entry: ModelEntry) -> None:
-        """A model no longer served: its calls in flight finish, then its process stops."""
-        entry.state = "retired"
+        """A model no longer served: requests already queued for it or running on it are
+        answered by it (new ones see the new set), then its process stops."""
         deadline = time.monotonic() + self.settings.request_timeout
-        runner = entry.runner
-        while (entry.active or (runner is not None and runner.pending)) and time.monotonic() < deadline:
+        while _busy(entry) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        entry.state = "retired"
         if entry.worker is not None:
             await asyncio.to_thread(entry.worker.stop, 2)
             entry.worker = None
@@ -498,6 +498,13 @@ class Lifecycle:
                     await self.reload(trigger="watch")
                 except ReloadError:
                     pass  # logged; the old set serves; the next change triggers again
+
+
+def _busy(entry: ModelEntry) -> bool:
+    """Calls running on the entry's worker, or waiting in its queue or batchers."""
+    runner = entry.runner
+    queued = sum(len(b.queue) for b in (entry.batcher, entry.image_batcher) if b is not None)  # type: ignore[attr-defined]
+    return bool(entry.active or queued or (runner is not None and runner.pending))  # type: ignore[attr-defined]
 
 
 def _stamp(path) -> tuple | None:

@@ -379,3 +379,10 @@ def test_several_models_per_task_are_comma_separated() -> None:
 def test_bad_lists_are_refused_naming_the_item(env: dict[str, str], expect: str) -> None:
     err = config_error(env)
     assert expect in err.message and err.remedy
+
+
+def test_the_compute_type_is_a_faster_whisper_setting() -> None:
+    assert Settings.from_env({"MODELCACHE_ASR_ENGINE": "faster-whisper", "MODELCACHE_ASR_COMPUTE_TYPE": "int8"}
+                             ).asr_compute_type == "int8"  # fmt: skip
+    err = config_error({"MODELCACHE_ASR_COMPUTE_TYPE": "int8"})
+    assert "faster-whisper setting" in err.message and "MODELCACHE_ASR_ENGINE=faster-whisper" in err.remedy

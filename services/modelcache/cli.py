@@ -436,7 +436,9 @@ def _interrupt(_signum, _frame) -> None:
 def _exit_interrupted() -> None:
     """Exit 130 now: a transfer thread stuck in a stalled read must not hold the process
     (its partial file and segment record are on disk; a re-run resumes them)."""
-    print("modelcache: interrupted; partial files are kept and a re-run resumes them", file=sys.stderr)
+    fetching = len(sys.argv) > 1 and sys.argv[1] in ("fetch", "import")
+    print("modelcache: interrupted" + ("; partial files are kept and a re-run resumes them" if fetching else ""),
+          file=sys.stderr)  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)

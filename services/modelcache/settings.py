@@ -153,6 +153,12 @@ class Settings:
                 remedy="give the full http:// or https:// address of the checkpoint, or unset it",
             )
         manifest = get.text("MODELCACHE_MANIFEST", None)
+        compute = get.choice("MODELCACHE_ASR_COMPUTE_TYPE", "", COMPUTE_TYPES) or None
+        if compute and get.choice("MODELCACHE_ASR_ENGINE", "openai-whisper", ASR_ENGINES) != "faster-whisper":
+            raise ConfigError(
+                f"MODELCACHE_ASR_COMPUTE_TYPE={compute} is a faster-whisper setting, and the engine is openai-whisper",
+                remedy="set MODELCACHE_ASR_ENGINE=faster-whisper, or unset MODELCACHE_ASR_COMPUTE_TYPE",
+            )
         endpoint = (get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL", remedy="e.g. https://huggingface.co")
@@ -191,7 +197,7 @@ class Settings:
             admission_wait=get.number("MODELCACHE_ADMISSION_WAIT_MS", 1000, minimum=0, maximum=600_000) / 1000,
             threads=int(get.number("MODELCACHE_THREADS", 0, minimum=0, maximum=1024, integer=True)),
             asr_nice=int(get.number("MODELCACHE_ASR_NICE", 10, minimum=0, maximum=19, integer=True)),
-            asr_compute_type=get.choice("MODELCACHE_ASR_COMPUTE_TYPE", "", COMPUTE_TYPES) or None,
+            asr_compute_type=compute,
             memory_budget=get.size("MODELCACHE_MEMORY_BUDGET"),
             pin=tuple(v.strip() for v in (get.text("MODELCACHE_PIN", "") or "").split(",") if v.strip()),
             reload=get.choice("MODELCACHE_RELOAD", "off", ("off", "watch")) or "off",

@@ -123,3 +123,11 @@ def test_the_service_is_still_ready_after_all_that(server: Service) -> None:
     assert httpx2.get(f"{server.url}/health/ready").status_code == 200
     ok = httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "still fine"})
     assert ok.status_code == 200
+
+
+def test_validation_errors_name_the_field_as_the_client_wrote_it(server: Service) -> None:
+    tokens = httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": [[1, 2, 3]]})
+    error = tokens.json()["error"]
+    assert tokens.status_code == 400 and error["param"] == "input" and "token arrays are not supported" in error["message"]
+    blank = httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": ["ok", "  "]})
+    assert blank.json()["error"]["param"] == "input[1]"

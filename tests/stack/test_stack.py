@@ -65,6 +65,7 @@ def _mirror_root(base: Path) -> tuple[Path, str]:
         fixtures.MINILM: fixtures.minilm_dir(),
         fixtures.SIGLIP: fixtures.siglip_repo(),
         fixtures.YUNET: fixtures.yunet_repo(),
+        fixtures.TINY_BERT: tiny_models.tiny_bert_repo(fixtures.minilm_dir()),
     }
     for repo, content in repos.items():
         target = root / "models" / repo
@@ -308,3 +309,24 @@ def test_air_gapped_install_from_an_exported_bundle(stack: Stack, tmp_path_facto
     finally:
         subprocess.run(["docker", "compose", *args, "down"], cwd=ROOT, capture_output=True, timeout=120)
         subprocess.run(["docker", "volume", "rm", "-f", f"{stack.volume}-airgap"], capture_output=True)
+
+
+def test_a_model_changes_without_restarting_the_service(stack: Stack) -> None:
+    """Change the text model (as an operator edits .env), run the downloader, reload: the new
+    model answers, and the service container was never restarted."""
+    stack.up()
+    service = stack.compose.get_container("model-service")
+    before = json.loads(subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True,
+                                       check=True).stdout)[0]  # fmt: skip
+    fetched = stack.cmd("run", "--rm", "-e", f"MODELCACHE_TEXT_EMBEDDING={fixtures.TINY_BERT}", "model-downloader",
+                        timeout=300)  # fmt: skip
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    reloaded = httpx2.post(f"{stack.url}/admin/reload", timeout=300)
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["added"] == [fixtures.TINY_BERT] and reloaded.json()["removed"] == [fixtures.MINILM]
+    vector = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.TINY_BERT, "input": "hello"}, timeout=60)
+    assert vector.status_code == 200 and len(vector.json()["data"][0]["embedding"]) == 64
+    after = json.loads(subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True,
+                                      check=True).stdout)[0]  # fmt: skip
+    assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
+    assert after["RestartCount"] == before["RestartCount"] and after["State"]["Running"]

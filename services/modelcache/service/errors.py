@@ -42,6 +42,22 @@ def error_response(status: int, message: str, *, param=None, code=None, headers=
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+def _param(loc) -> str | None:
+    """The field a validation error is about, as a client names it: ``input``, ``input[2]``
+    (pydantic's names for the branches of a union, such as ``constrained-str``, left out)."""
+    name = ""
+    for part in loc:
+        if part in ("body", "query", "form"):
+            continue
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not name:
+            name = str(part)
+        elif not any(c in str(part) for c in "[]-"):  # a nested field, not a union branch
+            name += f".{part}"
+    return name or None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_request: Request, exc: ApiError) -> JSONResponse:
@@ -75,12 +91,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
+        errors = exc.errors()
+        # of a union's failed branches, the one that reached into the value (input[1]) says most
+        first = next((e for e in errors if any(isinstance(p, int) for p in e.get("loc", ()))), errors[0] if errors else {})
         if first.get("type") == "json_invalid":
             return error_response(400, "the body is not valid JSON", code="invalid_json")
-        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
-        message = first.get("msg", "invalid request")
-        param = ".".join(where) or None
+        message = first.get("msg", "invalid request").removeprefix("Value error, ")
+        param = _param(first.get("loc", ()))
         return error_response(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)

@@ -18,7 +18,10 @@ class Metrics:
         self.latency = Histogram(
             "modelcache_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("modelcache_queue_depth", "Requests waiting or running per model", ["model"], registry=r)
+        self.queue_depth = Gauge(
+            "modelcache_queue_depth", "Requests waiting or running per model (its queue and its batchers)", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "modelcache_batch_size", "Inputs per inference call", ["model"], buckets=BATCH_BUCKETS, registry=r
         )

@@ -7,6 +7,7 @@ import time
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelcache.service.admission import GROUPS
 from modelcache.service.errors import error_body
 from modelcache.service.metrics import Metrics
 
@@ -103,6 +104,7 @@ class RequestMetrics:
             await self.app(scope, receive, recording_send)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            # a request refused before routing (429 at the door) still counts under its route
+            path = getattr(route, "path", None) or (scope["path"] if scope["path"] in GROUPS else "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)

@@ -60,20 +60,28 @@ class Runner:
         self.pending = 0
         self._last_seconds = 0.05
 
+    def depth(self) -> int:
+        """Requests waiting or running for this model: its own queue and its batchers'."""
+        batchers = (getattr(self.entry, "batcher", None), getattr(self.entry, "image_batcher", None))
+        return self.pending + sum(len(b.queue) for b in batchers if b is not None)
+
+    def update_depth(self) -> None:
+        self.metrics.queue_depth.labels(self.model).set(self.depth())
+
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the queue ahead times the last call's time."""
-        return max(1, int(self._last_seconds * max(1, self.pending) + 0.999))
+        return max(1, int(self._last_seconds * max(1, self.depth()) + 0.999))
 
     def admit(self) -> None:
         if self.pending >= self.queue_size:
             self.metrics.rejected.labels(self.model).inc()
             raise Busy(self.model, self.retry_after())
         self.pending += 1
-        self.metrics.queue_depth.labels(self.model).set(self.pending)
+        self.update_depth()
 
     def release(self) -> None:
         self.pending -= 1
-        self.metrics.queue_depth.labels(self.model).set(self.pending)
+        self.update_depth()
 
     async def call(self, op: str, *args: Any) -> Any:
         """Run ``op`` in the model's worker, within the deadline; cancelled with its request."""
@@ -174,14 +182,15 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         self.queue.append(_Item(payload, future))
         self.queued_inputs += len(payload)
-        runner.metrics.queue_depth.labels(runner.model).set(self.queued_inputs)
+        runner.update_depth()
         assert self._wakeup is not None
         self._wakeup.set()
         try:
             result = await asyncio.wait_for(future, runner.timeout)
         except TimeoutError:  # the future is cancelled: left out of the next batch
             runner.metrics.cancelled.labels(runner.model, "deadline").inc()
-            raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s") from None
+            raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
+                           "left out of its batch") from None  # fmt: skip
         except asyncio.CancelledError:
             runner.metrics.cancelled.labels(runner.model, "disconnect").inc()
             raise
@@ -215,7 +224,7 @@ class Batcher:
             batch.append(item)
             size += len(item.payload)
         self.queued_inputs -= size
-        self.runner.metrics.queue_depth.labels(self.runner.model).set(self.queued_inputs)
+        self.runner.update_depth()
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:

@@ -121,11 +121,9 @@ class ModelWorker:
         return self.process.pid if self.process is not None else None
 
     def rss_bytes(self) -> int:
-        try:
-            with open(f"/proc/{self.pid}/statm") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, TypeError, ValueError):
-            return 0
+        """The process's memory: its proportional set size (shared library pages split among
+        the processes that map them, so the models' figures add up), else its RSS."""
+        return memory_of(self.pid)
 
     def stop(self, grace: float = 5.0) -> None:
         """Ask the process to end; kill it after ``grace`` seconds. Pending calls fail."""
@@ -225,6 +223,23 @@ class ModelWorker:
         for item in pending.values():
             if not item.future.done():
                 item.future.set_exception(exc)
+
+
+def memory_of(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def start_method() -> str:
@@ -338,7 +353,15 @@ def _load(spec: WorkerSpec):
 
     threads = spec.load.threads
     device = "cpu"  # OpenCV's detector runs on the CPU
-    if spec.engine != "opencv-yunet":
+    if spec.engine == "faster-whisper":  # CTranslate2: no torch in this process
+        import ctranslate2
+
+        wanted = spec.device_wanted
+        if wanted == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+            raise RuntimeError("MODELCACHE_DEVICE=cuda but CTranslate2 sees no CUDA device")
+        device = "cuda" if wanted in ("auto", "cuda") and ctranslate2.get_cuda_device_count() else "cpu"
+        threads = threads or len(os.sched_getaffinity(0))
+    elif spec.engine != "opencv-yunet":
         from modelcache.service.engines.device import resolve_device
 
         device = resolve_device(spec.device_wanted)

@@ -30,7 +30,7 @@ class FasterWhisper:
         self.compute_type = spec.compute_type or ("float16" if spec.device == "cuda" else "float32")
         self.model = WhisperModel(
             str(spec.path), device=spec.device, compute_type=self.compute_type,
-            cpu_threads=spec.threads or os.cpu_count() or 1, local_files_only=True,
+            cpu_threads=spec.threads or len(os.sched_getaffinity(0)), local_files_only=True,
         )  # fmt: skip
         self.multilingual = self.model.model.is_multilingual
         self.languages = set(self.model.supported_languages)

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from modelcache.service.errors import ApiError
 from modelcache.service.routes.common import ERRORS, find_model
@@ -33,6 +33,13 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, description="only the model's own size is accepted")
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_arrays(cls, value):
+        if isinstance(value, list) and value and all(isinstance(v, int) or isinstance(v, list) for v in value):
+            raise ValueError("token arrays are not supported: send the text")
+        return value
 
 
 def encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:

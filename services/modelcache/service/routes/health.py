@@ -9,18 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from modelcache.service.state import get_state
+from modelcache.service.workers import memory_of
 
 router = APIRouter(tags=["health"])
 
 
 def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's memory, measured like the model processes' (see workers.memory_of)."""
+    return memory_of(os.getpid())
 
 
 def total_rss(state) -> int:

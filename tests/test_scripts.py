@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.docker import docker_unavailable
+
 from tests.conftest import ROOT
 
 SCRIPTS = ROOT / "scripts"
@@ -168,16 +170,6 @@ def test_test_script_help_shows_pytest_options_when_the_venv_exists() -> None:
 # --- verify-volume on a real engine ---------------------------------------------------------
 
 
-def _docker_unavailable() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker CLI"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine is running"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return "no docker compose v2 plugin"
-    return None
-
-
 def _require(reason: str | None) -> None:
     if reason:
         if os.environ.get("MODELCACHE_REQUIRE_DOCKER") == "1":
@@ -202,7 +194,7 @@ def _project_objects(project: str) -> dict[str, list[str]]:
 @pytest.fixture
 def project() -> Iterator[tuple[str, str, dict[str, str]]]:
     """A unique compose project and volume name, and the environment that selects them."""
-    _require(_docker_unavailable())
+    _require(docker_unavailable())
     name = f"mcscripts{uuid.uuid4().hex[:8]}"
     volume = f"{name}-models"
     env = {**os.environ, "COMPOSE_PROJECT_NAME": name, "MODELCACHE_VOLUME": volume,

@@ -99,9 +99,9 @@ def test_the_budget_keeps_what_fits_and_evicts_the_least_recently_used(volume, s
         assert httpx2.get(f"{service.url}/health/ready").status_code == 200  # nothing pinned: ready
         assert embed(service, MINILM).status_code == 200
         time.sleep(0.1)
-        face = httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", _png())}, timeout=60)
+        face = httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}, timeout=60)
         assert face.status_code == 200  # YuNet is now the most recently used; MiniLM the least
-        image = httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", _png())}, timeout=120)
+        image = httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())}, timeout=120)
         assert image.status_code == 200  # SigLIP loaded on demand...
         states = {m: i["state"] for m, i in health(service)["models"].items()}
         assert states == {MINILM: "unloaded", SIGLIP: "loaded", "yunet": "loaded"}  # ...in MiniLM's place
@@ -119,8 +119,8 @@ def test_pinned_models_stay_and_gate_readiness(volume, sizes, tmp_path) -> None:
     service = start_service({**env, "MODELCACHE_MEMORY_BUDGET": budget, "MODELCACHE_PIN": MINILM}, tmp_path / "log")
     try:
         for _ in range(2):  # SigLIP and YuNet take turns beside the pinned MiniLM
-            assert httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", _png())}).status_code == 200
-            assert httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", _png())},
+            assert httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}).status_code == 200
+            assert httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())},
                                timeout=120).status_code == 200  # fmt: skip
             assert health(service)["models"][MINILM]["state"] == "loaded"
         assert health(service)["models"][MINILM]["pinned"] is True
@@ -139,7 +139,7 @@ def test_concurrent_first_requests_share_one_load(volume, sizes, tmp_path) -> No
         before = counter(service, "modelcache_model_loads_total", model=SIGLIP)
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda _: httpx2.post(f"{service.url}/v1/images/embeddings",
-                                                           files={"file": ("i.png", _png())}, timeout=120).status_code,
+                                                           files={"file": ("i.png", fixtures.png())}, timeout=120).status_code,
                                      range(8)))  # fmt: skip
         assert statuses == [200] * 8
         assert counter(service, "modelcache_model_loads_total", model=SIGLIP) == before + 1
@@ -309,16 +309,6 @@ def test_admin_routes_need_the_api_key(volume, tmp_path) -> None:
         assert ok.status_code == 200 and ok.json()["added"] == [] and ok.json()["removed"] == []
     finally:
         service.stop()
-
-
-def _png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (48, 48), (30, 120, 200)).save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_model_state_is_described(volume, tmp_path) -> None:

@@ -246,15 +246,9 @@ def test_a_model_whose_process_dies_is_restarted_and_the_others_keep_serving(ser
                 break
             time.sleep(0.2)
         assert health["state"] == "loaded" and health["pid"] != killed  # a new process
-        face = httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", _png())}, timeout=30)
+        face = httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}, timeout=30)
         assert face.status_code == 200
         assert httpx2.get(f"{service.url}/health/ready").status_code == 200
         assert "exit code -9" in service.output() and "restarting it" in service.output()
     finally:
         service.stop()
-
-
-def _png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (10, 20, 30)).save(out, format="PNG")
-    return out.getvalue()

@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.conftest import SENTENCE
+from tests.support.docker import docker_unavailable
 from tests.support.service import free_port
 from tests.support import fixtures, tiny_models
 from tests.support.whisper_ckpt import wer
@@ -34,19 +35,6 @@ from tests.support.whisper_ckpt import wer
 VERSION = "0.1.0"
 IMAGES = (f"modelcache-downloader:{VERSION}", f"modelcache-service:{VERSION}")
 pytestmark = pytest.mark.docker
-
-
-def _unavailable() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker CLI"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine is running"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return "no docker compose v2 plugin"
-    for image in IMAGES:
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
-            return f"image {image} is not built (scripts/build-images)"
-    return None
 
 
 def _base_image() -> str:
@@ -121,7 +109,7 @@ TIMES: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    reason = _unavailable()
+    reason = docker_unavailable(IMAGES)
     if reason:
         if os.environ.get("MODELCACHE_REQUIRE_DOCKER") == "1":
             pytest.fail(f"the stack tests are required here but cannot run: {reason}")

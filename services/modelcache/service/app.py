@@ -30,7 +30,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
         """Give a model its queue and batchers (at start, and for models a reload adds)."""
         state.metrics.load_seconds.labels(entry.id).set(entry.load_seconds)
         entry.runner = Runner(entry, lifecycle, queue_size=settings.queue_size, timeout=settings.request_timeout,
-                              metrics=state.metrics)  # fmt: skip
+                              metrics=state.metrics, wait=settings.admission_wait)  # fmt: skip
         wait = settings.batch_wait_ms / 1000
         if entry.task in ("text-embedding", "image-embedding"):
             entry.batcher = Batcher(entry.runner, "embed", max_batch=settings.batch_max, max_wait=wait)

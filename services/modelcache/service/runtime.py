@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelcache.service.gate import Gate
 from modelcache.service.engines.base import Cancelled, InputError
 from modelcache.service.metrics import Metrics
 from modelcache.service.workers import WorkerDied
@@ -50,20 +51,29 @@ class Runner:
     first (the wait counts against the deadline), and while a call runs it is not unloaded.
     """
 
-    def __init__(self, entry, lifecycle, *, queue_size: int, timeout: float, metrics: Metrics) -> None:
+    def __init__(
+        self, entry, lifecycle, *, queue_size: int, timeout: float, metrics: Metrics, wait: float = 0.0
+    ) -> None:
         self.entry = entry
         self.lifecycle = lifecycle
         self.model = entry.id
-        self.queue_size = queue_size
+        self.slots = Gate(queue_size)  # every request for this model, batched or not, holds one
+        self.wait = wait
         self.timeout = timeout
         self.metrics = metrics
-        self.pending = 0
         self._last_seconds = 0.05
 
+    @property
+    def pending(self) -> int:
+        return self.slots.inside
+
+    @property
+    def queue_size(self) -> int:
+        return self.slots.limit
+
     def depth(self) -> int:
-        """Requests waiting or running for this model: its own queue and its batchers'."""
-        batchers = (getattr(self.entry, "batcher", None), getattr(self.entry, "image_batcher", None))
-        return self.pending + sum(len(b.queue) for b in batchers if b is not None)
+        """Requests waiting or running for this model (in its batchers too)."""
+        return self.slots.inside
 
     def update_depth(self) -> None:
         self.metrics.queue_depth.labels(self.model).set(self.depth())
@@ -72,20 +82,21 @@ class Runner:
         """Seconds until a slot is likely free: the queue ahead times the last call's time."""
         return max(1, int(self._last_seconds * max(1, self.depth()) + 0.999))
 
-    def admit(self) -> None:
-        if self.pending >= self.queue_size:
+    async def admit(self) -> None:
+        """A slot in this model's queue: at once, or after waiting in arrival order for up to
+        MODELCACHE_ADMISSION_WAIT_MS; else Busy (429)."""
+        if not await self.slots.enter(self.wait):
             self.metrics.rejected.labels(self.model).inc()
             raise Busy(self.model, self.retry_after())
-        self.pending += 1
         self.update_depth()
 
     def release(self) -> None:
-        self.pending -= 1
+        self.slots.leave()
         self.update_depth()
 
     async def call(self, op: str, *args: Any) -> Any:
         """Run ``op`` in the model's worker, within the deadline; cancelled with its request."""
-        self.admit()
+        await self.admit()
         try:
             return await self.run(op, *args)
         finally:
@@ -104,11 +115,11 @@ class Runner:
         except NoRoom as exc:
             raise Unavailable(str(exc), retry_after=exc.retry_after) from None
         async with self.lifecycle.using(self.entry) as worker:
+            started = time.perf_counter()
             try:
                 call_id, future = worker.submit(op, *args)
             except WorkerDied as exc:
                 raise Unavailable(str(exc)) from None
-            started = time.perf_counter()
             try:
                 value, model_seconds = await asyncio.wait_for(asyncio.wrap_future(future), deadline - loop.time())
                 self.metrics.model_seconds.labels(self.model).observe(model_seconds)
@@ -176,24 +187,24 @@ class Batcher:
 
     async def submit(self, payload: list) -> Any:
         runner = self.runner
-        if len(self.queue) >= runner.queue_size:
-            runner.metrics.rejected.labels(runner.model).inc()
-            raise Busy(runner.model, runner.retry_after())
-        future = asyncio.get_running_loop().create_future()
-        self.queue.append(_Item(payload, future))
-        self.queued_inputs += len(payload)
-        runner.update_depth()
-        assert self._wakeup is not None
-        self._wakeup.set()
+        await runner.admit()  # one slot of the model's queue per request, batched or not
         try:
-            result = await asyncio.wait_for(future, runner.timeout)
-        except TimeoutError:  # the future is cancelled: left out of the next batch
-            runner.metrics.cancelled.labels(runner.model, "deadline").inc()
-            raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
-                           "left out of its batch") from None  # fmt: skip
-        except asyncio.CancelledError:
-            runner.metrics.cancelled.labels(runner.model, "disconnect").inc()
-            raise
+            future = asyncio.get_running_loop().create_future()
+            self.queue.append(_Item(payload, future))
+            self.queued_inputs += len(payload)
+            assert self._wakeup is not None
+            self._wakeup.set()
+            try:
+                result = await asyncio.wait_for(future, runner.timeout)
+            except TimeoutError:  # the future is cancelled: left out of the next batch
+                runner.metrics.cancelled.labels(runner.model, "deadline").inc()
+                raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
+                               "left out of its batch") from None  # fmt: skip
+            except asyncio.CancelledError:
+                runner.metrics.cancelled.labels(runner.model, "disconnect").inc()
+                raise
+        finally:
+            runner.release()
         if isinstance(result, InputError):
             raise result
         return result
@@ -224,7 +235,6 @@ class Batcher:
             batch.append(item)
             size += len(item.payload)
         self.queued_inputs -= size
-        self.runner.update_depth()
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:

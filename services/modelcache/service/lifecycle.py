@@ -44,6 +44,7 @@ from modelcache.progress import human_bytes
 from modelcache.service.metrics import Metrics
 from modelcache.service.registry import TASKS, ModelEntry, ModelLoadError, Registry, model_id, worker_spec
 from modelcache.service.startup import Selection, select
+from modelcache.service import zygote
 from modelcache.service.workers import ModelWorker
 from modelcache.settings import Settings
 from modelcache.verify import verify_lock
@@ -136,6 +137,7 @@ class Lifecycle:
                      "this container was created)")  # fmt: skip
         entries = servable_entries(self.selection)
         self._apply_pins(entries)
+        zygote.prepare([worker_spec(self.settings, self.layout, entry) for entry in entries])
         if self.budget is None:
             self._load_all(entries)
         else:
@@ -213,7 +215,7 @@ class Lifecycle:
             return f"{entry.id} ({entry.engine_name}) from {self.layout.rel(worker.spec.load.path)}: {worker.failure}"
         entry.info = dict(worker.info)
         entry.load_seconds = worker.info["load_seconds"]
-        entry.memory_bytes = worker.rss_bytes()
+        entry.memory_bytes = worker.memory_bytes()
         entry.state = "loaded"
         self.log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {entry.info.get('device')} in "
                  f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.memory_bytes)})")  # fmt: skip

@@ -47,7 +47,7 @@ class ModelEntry:
     state: str = "unloaded"
     error: str | None = None
     info: dict = field(default_factory=dict)  # what the worker reported after its last load
-    memory_bytes: int = 0  # the worker process's RSS, measured after load (and on each look since)
+    memory_bytes: int = 0  # the worker process's private memory (USS), measured after load, largest since
     last_used: float | None = None  # time.time() of the last request
     pinned: bool = False
     failed_at: float | None = None  # time.monotonic() of the last failed load (loads are not retried at once)
@@ -74,11 +74,17 @@ class ModelEntry:
         return self.state == "loaded" and self.worker is not None and self.worker.alive
 
     def memory_now(self) -> int:
-        """The worker's RSS now (0 when not running); remembered as the model's size."""
+        """What unloading the model would give back now (its process's private pages; 0 when
+        not running); the largest figure seen is remembered as the model's size."""
         if self.worker is not None and self.worker.alive:
-            self.memory_bytes = max(self.memory_bytes, self.worker.rss_bytes())
-            return self.worker.rss_bytes()
+            now = self.worker.memory_bytes()
+            self.memory_bytes = max(self.memory_bytes, now)
+            return now
         return 0
+
+    def pss_now(self) -> int:
+        """The process's share of all it maps (0 when not running): these add up across processes."""
+        return self.worker.pss_bytes() if self.worker is not None and self.worker.alive else 0
 
     def current_state(self) -> str:
         """The state, where a process that died under a loaded model reads as failed (the

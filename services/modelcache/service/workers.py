@@ -31,13 +31,13 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelcache.service import zygote
 from modelcache.service.engines.base import Cancelled, InputError, LoadSpec
 
 READY_TIMEOUT = 900.0  # seconds a model may take to load
@@ -93,7 +93,7 @@ class ModelWorker:
     def start(self) -> None:
         """Start the process (its reader thread starts with :meth:`wait_ready`, so that a
         parent that must fork starts every worker before it has a thread of its own)."""
-        ctx = multiprocessing.get_context(start_method())
+        ctx = zygote.context(self.spec.engine)
         parent, child = ctx.Pipe(duplex=True)
         self.started = time.monotonic()
         self.process = ctx.Process(target=_child_main, args=(child, self.spec), name=f"model:{self.spec.model}",
@@ -120,9 +120,13 @@ class ModelWorker:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def rss_bytes(self) -> int:
-        """The process's memory: its proportional set size (shared library pages split among
-        the processes that map them, so the models' figures add up), else its RSS."""
+    def memory_bytes(self) -> int:
+        """What ending the process gives back: its private pages (USS). The libraries it
+        shares with the zygote and the other model processes are not counted."""
+        return memory_of(self.pid, private=True)
+
+    def pss_bytes(self) -> int:
+        """Its share of everything it maps (PSS): the figures of all processes add up."""
         return memory_of(self.pid)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -225,27 +229,25 @@ class ModelWorker:
                 item.future.set_exception(exc)
 
 
-def memory_of(pid: int | None) -> int:
+def memory_of(pid: int | None, *, private: bool = False) -> int:
+    """A process's memory from /proc/<pid>/smaps_rollup: its proportional set size (PSS:
+    pages shared with other processes split among them, so that the figures of several
+    processes add up to what they use together), or with ``private`` its unique set size
+    (USS: the pages no other process maps, which is what ending it gives back). Where Linux
+    reports neither, its RSS. 0 for no process."""
     if pid is None:
         return 0
+    wanted = ("Private_Clean:", "Private_Dirty:") if private else ("Pss:",)
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+            return sum(int(line.split()[1]) * 1024 for line in fh if line.startswith(wanted))
+    except (OSError, ValueError, IndexError):
         pass
     try:
         with open(f"/proc/{pid}/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
-
-
-def start_method() -> str:
-    """spawn (a fresh interpreter: no inherited threads, locks or sockets), unless this user
-    may not execute the interpreter again (seen in some sandboxes): then fork."""
-    return "spawn" if os.access(sys.executable, os.X_OK) else "fork"
 
 
 # --- the worker process ----------------------------------------------------------------------

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Live model management benchmarks, each measured side by side with its anchor in one run.
+
+    scripts/test --version >/dev/null       # once: makes .venv with everything installed
+    .venv/bin/python scripts/bench_lifecycle.py [--json out.json] [--quick]
+
+A volume with the real all-MiniLM-L6-v2, a tiny BERT as a second text model and YuNet,
+from the project's loopback mirror. Measures:
+  1. hot reload under 32 clients: a new revision of MiniLM is fetched while 32 clients
+     embed with it back to back; time from `POST /admin/reload` until the new revision
+     serves, and failed requests, vs stopping the service and starting it again until ready
+  2. memory: total RSS (HTTP process + model processes) after unloading MiniLM vs before it
+     was loaded
+  3. first request to an unloaded model: its latency vs loading the model alone
+     (`POST /admin/models/{id}/load`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_service  # noqa: E402  (also puts the project on sys.path)
+import httpx2  # noqa: E402
+from bench_service import Conn, Server, text_body  # noqa: E402
+
+from modelcache.fetch import run_fetch  # noqa: E402
+from modelcache.progress import PlainReporter  # noqa: E402
+from modelcache.settings import Settings  # noqa: E402
+from tests.support import fixtures  # noqa: E402
+from tests.support.hfmirror import HFMirror  # noqa: E402
+
+MINILM, TINY_BERT = fixtures.MINILM, fixtures.TINY_BERT
+CLIENTS = 32
+MIB = 2**20
+
+
+def fetch(env: dict[str, str]) -> None:
+    run_fetch(Settings.from_env(env), reporter=PlainReporter(open(os.devnull, "w")))
+
+
+def revision(server: Server, model: str) -> str | None:
+    return httpx2.get(f"{server.url}/health", timeout=30).json()["models"].get(model, {}).get("revision")
+
+
+def reload_under_load(server: Server, mirror: HFMirror, env: dict[str, str], n: int) -> dict:
+    """32 clients embed with MiniLM back to back; meanwhile a new revision is fetched and the
+    service reloaded. Time from the reload call until it answers (the new revision serves
+    from then on) and every answer's status."""
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        conn = Conn(server.url)
+        body = text_body(bench_service.TEXT)
+        while not stop.is_set():
+            status, _ = conn.post(bench_service.EMBED, body)
+            statuses.append(status)
+        conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    seconds = []
+    try:
+        time.sleep(2)
+        source = fixtures.minilm_dir()
+        files: dict = {p.relative_to(source).as_posix(): p for p in source.rglob("*") if p.is_file()}
+        for i in range(n):
+            files["README.md"] = f"# revision {i} of the same weights\n".encode()
+            commit = mirror.add_repo(MINILM, files)
+            fetch({**env, "MODELCACHE_TEXT_EMBEDDING": f"{MINILM}@{commit},{TINY_BERT}"})
+            started = time.perf_counter()
+            answer = httpx2.post(f"{server.url}/admin/reload", timeout=600)
+            seconds.append(time.perf_counter() - started)
+            if answer.status_code != 200 or revision(server, MINILM) != commit:
+                raise RuntimeError(f"reload {i}: {answer.status_code} {answer.text[:300]}")
+            time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return {
+        "clients": CLIENTS,
+        "reloads": n,
+        "reload_s": seconds,
+        "requests": len(statuses),
+        "failed": sum(1 for s in statuses if s != 200),
+        "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+    }
+
+
+def restart(server: Server, env: dict[str, str], log: Path) -> tuple[Server, float]:
+    """Stop the service and start it again until /health/ready; the seconds it took."""
+    started = time.perf_counter()
+    server.stop()
+    server = Server(env, log)
+    return server, time.perf_counter() - started
+
+
+def admin(server: Server, action: str, model: str) -> float:
+    started = time.perf_counter()
+    answer = httpx2.post(f"{server.url}/admin/models/{model}/{action}", timeout=600)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{action} {model}: {answer.status_code} {answer.text[:300]}")
+    return time.perf_counter() - started
+
+
+def settle(server: Server) -> int:
+    """Total RSS once it stops moving (a stopped process's pages go back within a moment)."""
+    time.sleep(1)
+    return server.rss()["total"]
+
+
+def on_demand(server: Server, n: int) -> dict:
+    """With a budget that holds every model: RSS before MiniLM is loaded, after a request
+    loaded it, after it was unloaded; the first request's latency vs an explicit load."""
+    conn = Conn(server.url)
+    body = text_body(bench_service.TEXT)
+    first, loads, rss = [], [], []
+    for _ in range(n):
+        admin(server, "unload", MINILM)
+        before = settle(server)
+        started = time.perf_counter()
+        conn.post_ok(bench_service.EMBED, body)  # loads MiniLM, then embeds
+        first.append(time.perf_counter() - started)
+        loaded = settle(server)
+        admin(server, "unload", MINILM)
+        after = settle(server)
+        rss.append({"before_load": before, "loaded": loaded, "after_unload": after})
+        loads.append(admin(server, "load", MINILM))
+    conn.close()
+    return {"first_request_s": first, "load_s": loads, "rss": rss}
+
+
+def bench(quick: bool) -> dict:
+    reps = 2 if quick else 3
+    work = Path(tempfile.mkdtemp(prefix="mc-bench-life-"))
+    results: dict = {"repetitions": reps}
+    with HFMirror() as mirror:
+        models = fixtures.fill_mirror(mirror, work)
+        env = models.env(work / "vol" / "models", MODELCACHE_WHISPER="none", MODELCACHE_VISION="none",
+                         MODELCACHE_MLX="", MODELCACHE_TEXT_EMBEDDING=f"{MINILM},{TINY_BERT}",
+                         MODELCACHE_REQUEST_TIMEOUT="900")  # fmt: skip
+        fetch(env)
+        # 1. reload under load vs restart -------------------------------------------------------
+        server = Server(env, work / "reload.log")
+        try:
+            results["reload"] = reload_under_load(server, mirror, env, reps)
+            restarts = []
+            for i in range(reps):
+                server, seconds = restart(server, env, work / f"restart{i}.log")
+                restarts.append(seconds)
+            results["reload"]["restart_to_ready_s"] = restarts
+        finally:
+            server.stop()
+    # 2 and 3. on demand, under a budget that holds every model ------------------------------
+    server = Server({**env, "MODELCACHE_MEMORY_BUDGET": "16g"}, work / "budget.log")
+    try:
+        results["on_demand"] = on_demand(server, reps)
+        info = httpx2.get(f"{server.url}/v1/models/{MINILM}", timeout=30).json()
+        results["on_demand"]["load_seconds_reported"] = info["load_seconds"]
+    finally:
+        server.stop()
+    return results
+
+
+def report(r: dict) -> str:
+    rel, od = r["reload"], r["on_demand"]
+    reload_s, restart_s = statistics.median(rel["reload_s"]), statistics.median(rel["restart_to_ready_s"])
+    first_s, load_s = statistics.median(od["first_request_s"]), statistics.median(od["load_s"])
+    before = statistics.median(x["before_load"] for x in od["rss"])
+    after = statistics.median(x["after_unload"] for x in od["rss"])
+    loaded = statistics.median(x["loaded"] for x in od["rss"])
+    n = r["repetitions"]
+    rows = [
+        (f"hot reload of a new MiniLM revision under {rel['clients']} clients: call to serving (median of {n})",
+         f"{reload_s:.2f} s", f"process restart to ready: {restart_s:.2f} s", f"{reload_s / restart_s:.2f}x"),
+        (f"requests that failed during {rel['reloads']} reloads (goal 0)",
+         f"{rel['failed']} of {rel['requests']:,}", "", ""),
+        ("total RSS after unloading MiniLM vs before it was loaded (goal within 10%)",
+         f"{after / MIB:.0f} MiB (loaded: {loaded / MIB:.0f} MiB)", f"before: {before / MIB:.0f} MiB",
+         f"{after / before:.2f}x"),
+        (f"first request to an unloaded MiniLM vs loading it alone (goal <= 1.1x; median of {n})",
+         f"{first_s:.2f} s", f"`POST /admin/models/…/load`: {load_s:.2f} s", f"{first_s / load_s:.2f}x"),
+    ]  # fmt: skip
+    lines = ["| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    results = bench(args.quick)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

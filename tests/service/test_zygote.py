@@ -76,3 +76,15 @@ def test_the_preload_imports_what_it_is_told_and_skips_what_fails() -> None:
     env = {**os.environ, zygote.ENV: json.dumps(wanted)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
+
+
+def test_the_zygote_ends_with_the_service(service_volume: dict, tmp_path: Path) -> None:
+    from tests.support.service import start_service
+
+    env = {**service_volume, "MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}
+    service = start_service(env, tmp_path / "log")
+    try:
+        pid = httpx2.get(f"{service.url}/health").json()["zygote"]["pid"]
+    finally:
+        service.stop()
+    assert not Path(f"/proc/{pid}").exists()  # ended and reaped by the service, not left to init

@@ -48,12 +48,14 @@ def serve(settings: Settings | None = None) -> None:
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
+    from modelcache.service import zygote
     from modelcache.service.lifecycle import Lifecycle  # each model loads in a process of its own
 
     lifecycle = Lifecycle(settings, gate.layout, gate.plan, gate.lock, gate.selection, log=log)
     try:
         registry = lifecycle.start()
     except ModelcacheError as exc:
+        zygote.stop()
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
     try:
@@ -66,6 +68,7 @@ def serve(settings: Settings | None = None) -> None:
         _run_http(app, settings)
     finally:
         lifecycle.registry.stop()
+        zygote.stop()
 
 
 def _run_http(app, settings: Settings) -> None:

@@ -105,3 +105,18 @@ def pid() -> int | None:
             if b"multiprocessing.forkserver" in cmdline:
                 return int(child)
     return None
+
+
+def stop() -> None:
+    """End the zygote once the model processes have ended, and reap it (with the CPU time
+    of the processes it forked), instead of leaving it to end on its own after this
+    process. multiprocessing offers this only as ``ForkServer._stop``; without it the
+    zygote still ends when this process does (its pipe from here closes)."""
+    from multiprocessing import forkserver
+
+    stop_server = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop_server is not None and pid() is not None:
+        try:
+            stop_server()
+        except OSError:
+            pass

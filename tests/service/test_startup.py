@@ -145,3 +145,6 @@ def test_nothing_to_serve_is_refused(damaged) -> None:
     proc = run_serve({**env, "MODELCACHE_WHISPER": "none", "MODELCACHE_TEXT_EMBEDDING": "none",
                       "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"})  # fmt: skip
     assert proc.returncode == EXIT_VERIFY and "no model to serve" in proc.stderr
+    # the lock does hold models: the message says the configuration switched them off, and names them
+    assert "the configuration switches every model off" in proc.stderr
+    assert "sentence-transformers/all-MiniLM-L6-v2 (text-embedding)" in proc.stderr and "remedy:" in proc.stderr

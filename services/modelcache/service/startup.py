@@ -140,12 +140,7 @@ def check(settings: Settings) -> Gate:
         )
     selection = select(plan, lock)
     if not selection.served:
-        raise StartupError(
-            "no model to serve: neither the configuration nor the volume's lock names one "
-            "(MLX repos and manifest files are fetched, not served)",
-            remedy="set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, "
-            "MODELCACHE_FACE and run the downloader",
-        )
+        raise _nothing_to_serve(lock)
     missing = missing_packages([artifact for artifact, _ in selection.served])
     if missing:
         raise StartupError(
@@ -192,6 +187,24 @@ def select(plan: Plan, lock: Lock, *, follow: bool | None = None) -> Selection:
                   f"({artifact.role}), which the configuration does not ask for"
                   for artifact, locked in in_lock if locked.spec not in wanted_specs]  # fmt: skip
     return Selection(follow, served, drift, missing)
+
+
+def _nothing_to_serve(lock: Lock) -> StartupError:
+    """Why no model is served: the lock holds none, or the configuration switched off every
+    model the lock holds (a service may serve a subset of a shared volume, here none)."""
+    remedy = ("set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, "
+              "MODELCACHE_FACE and run the downloader")  # fmt: skip
+    held = [f"{locked.name if locked.kind in ('whisper', 'url') else locked.source} ({locked.role})"
+            for locked in lock.artifacts if locked.role in SERVED_ROLES]  # fmt: skip
+    if not held:
+        return StartupError("no model to serve: neither the configuration nor the volume's lock names one "
+                            "(MLX repos and manifest files are fetched, not served)", remedy=remedy)  # fmt: skip
+    return StartupError(
+        f"no model to serve: the configuration switches every model off, though the volume's lock holds "
+        f"{len(held)}: {', '.join(held)}",
+        remedy="name the models this service should serve in .env (MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, "
+        "MODELCACHE_VISION, MODELCACHE_FACE), or leave them unset to serve what the lock holds",
+    )
 
 
 def _artifact_of(locked: LockedArtifact) -> Artifact | None:

@@ -17,8 +17,6 @@ from the project's loopback mirror. Measures:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -194,20 +192,11 @@ def report(r: dict) -> str:
         (f"first request to an unloaded MiniLM vs loading it alone (goal <= 1.1x; median of {n})",
          f"{first_s:.2f} s", f"`POST /admin/models/…/load`: {load_s:.2f} s", f"{first_s / load_s:.2f}x"),
     ]  # fmt: skip
-    lines = ["| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return "\n".join(lines)
+    return bench_service.table(rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
-    results = bench(args.quick)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(report(results))
+    bench_service.cli(__doc__, bench, report)
 
 
 if __name__ == "__main__":

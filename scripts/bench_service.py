@@ -758,20 +758,30 @@ def report(r: dict) -> str:
     machine = f"machine: {r['machine']}"
     if r.get("other_processes_cpu_share", 0) > 0.05:
         machine += f"; other processes kept {r['other_processes_cpu_share']:.0%} of its CPU time busy during this run"
-    lines = [machine, "", "| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
-    lines += [f"| {a_} | {b} | {c_} | {d} |" for a_, b, c_, d in rows]
+    return f"{machine}\n\n{table(rows)}"
+
+
+def table(rows: list[tuple[str, str, str, str]]) -> str:
+    """The rows as a markdown table: measure, modelcache, anchor, ratio."""
+    lines = ["| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(doc: str, bench, report) -> None:
+    """A benchmark script's command line: ``[--json FILE] [--quick]``, then the report."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--quick", action="store_true", help="about half the repetitions and durations")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter runs")
     args = parser.parse_args()
     results = bench(args.quick)
     if args.json:  # first: the figures survive a report that fails
         args.json.write_text(json.dumps(results, indent=2))
     print(report(results))
+
+
+def main() -> None:
+    cli(__doc__, bench, report)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 - **Start.** Without ``MODELCACHE_MEMORY_BUDGET`` every model loads at start (in parallel)
   and stays: the service is ready only when all are loaded, and any failure stops it.
   With a budget, each model is loaded once at start, one after the other, so that its
-  size is *measured* (the RSS of its process); pinned models (``MODELCACHE_PIN``) stay,
+  size is *measured* (the private memory of its process); pinned models (``MODELCACHE_PIN``) stay,
   the others stay while they fit, the rest are unloaded again. A model larger than the
   budget on its own, or pins that do not fit together, stop the start with an error.
 - **On demand.** A request for an unloaded model loads it (one load however many
@@ -38,16 +38,15 @@ from dataclasses import dataclass, field
 from modelcache.errors import ConfigError, ModelcacheError
 from modelcache.layout import Layout
 from modelcache.lock import Lock, read_lock
-from modelcache.lockfile import configured
 from modelcache.plan import Plan
 from modelcache.progress import human_bytes
 from modelcache.service.metrics import Metrics
-from modelcache.service.registry import TASKS, ModelEntry, ModelLoadError, Registry, model_id, worker_spec
-from modelcache.service.startup import Selection, select
 from modelcache.service import zygote
+from modelcache.service.registry import (CUDA_REMEDY, TASKS, ModelEntry, ModelLoadError, Registry, model_id,
+                                         worker_spec)  # fmt: skip
+from modelcache.service.startup import LOAD_REMEDY, Selection, select, verify_volume
 from modelcache.service.workers import ModelWorker
 from modelcache.settings import Settings
-from modelcache.verify import verify_lock
 
 
 LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
@@ -229,9 +228,6 @@ class Lifecycle:
             entry.worker = None
 
     def _load_error(self, failures: list[str]) -> ModelLoadError:
-        from modelcache.service.registry import CUDA_REMEDY
-        from modelcache.service.startup import LOAD_REMEDY
-
         budget = any("MODELCACHE_MEMORY_BUDGET" in f for f in failures)
         cuda = any("CUDA" in f or "cuda" in f for f in failures) and self.settings.device != "cpu"
         return ModelLoadError(
@@ -315,7 +311,7 @@ class Lifecycle:
             if used + need <= self.budget:
                 return
             victims = sorted((e for e in loaded if not e.pinned and e.active == 0 and e.state == "loaded"
-                              and (e.runner is None or e.runner.pending == 0)),
+                              and (e.runner is None or e.runner.depth() == 0)),
                              key=lambda e: e.last_used or 0)  # fmt: skip
             if not victims:
                 raise NoRoom(
@@ -405,8 +401,7 @@ class Lifecycle:
         """The volume's lock now, verified, and what of it to serve."""
         try:
             lock = read_lock(self.layout)
-            report = verify_lock(self.layout, lock, deep=self.settings.verify == "deep", workers=self.settings.workers,
-                                 lockfile=configured(self.settings))  # fmt: skip
+            report = verify_volume(self.settings, self.layout, lock)
         except ModelcacheError as exc:
             raise ReloadError(exc.message, details=exc.details, remedy=exc.remedy) from None
         if not report.ok or lock is None:
@@ -503,10 +498,10 @@ class Lifecycle:
 
 
 def _busy(entry: ModelEntry) -> bool:
-    """Calls running on the entry's worker, or waiting in its queue or batchers."""
+    """Calls running on the entry's worker, or waiting in its queue (a batched request
+    holds a place in it until it is answered)."""
     runner = entry.runner
-    queued = sum(len(b.queue) for b in (entry.batcher, entry.image_batcher) if b is not None)  # type: ignore[attr-defined]
-    return bool(entry.active or queued or (runner is not None and runner.pending))  # type: ignore[attr-defined]
+    return bool(entry.active or (runner is not None and runner.depth()))
 
 
 def _stamp(path) -> tuple | None:

@@ -136,10 +136,6 @@ class Registry:
         return [e for e in self.entries if e.task == task]
 
     @property
-    def loaded(self) -> bool:
-        return all(e.loaded for e in self.entries)
-
-    @property
     def ready(self) -> bool:
         """Every model that must stay in memory is there (all of them without a memory budget)."""
         return all(e.current_state() == "loaded" for e in self.entries if e.pinned)

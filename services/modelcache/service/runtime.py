@@ -63,14 +63,6 @@ class Runner:
         self.metrics = metrics
         self._last_seconds = 0.05
 
-    @property
-    def pending(self) -> int:
-        return self.slots.inside
-
-    @property
-    def queue_size(self) -> int:
-        return self.slots.limit
-
     def depth(self) -> int:
         """Requests waiting or running for this model (in its batchers too)."""
         return self.slots.inside
@@ -165,10 +157,6 @@ class Batcher:
         self.queued_inputs = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-
-    @property
-    def waiting(self) -> int:
-        return len(self.queue)
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()

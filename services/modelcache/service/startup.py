@@ -129,8 +129,7 @@ def check(settings: Settings) -> Gate:
         lock = read_lock(layout)
     except VerificationError as exc:  # damaged lock
         raise StartupError(exc.message, remedy=REMEDY) from None
-    report = verify_lock(layout, lock, deep=settings.verify == "deep", workers=settings.workers,
-                         lockfile=configured(settings))  # fmt: skip
+    report = verify_volume(settings, layout, lock)
     if not report.ok or lock is None:
         raise StartupError(
             f"the models volume at {layout.root} does not hold what its lock says "
@@ -149,6 +148,14 @@ def check(settings: Settings) -> Gate:
             remedy="install what each line names (the service image has them all), or set that model to none",
         )
     return Gate(settings, layout, plan, lock, report, selection)
+
+
+def verify_volume(settings: Settings, layout: Layout, lock: Lock | None) -> Report:
+    """The volume against its lock as the service checks it, at start and on every reload:
+    every file the lock names, fast or deep (MODELCACHE_VERIFY), and against the lockfile
+    MODELCACHE_LOCKFILE names."""
+    return verify_lock(layout, lock, deep=settings.verify == "deep", workers=settings.workers,
+                       lockfile=configured(settings))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modelcache.service import zygote
@@ -375,9 +375,7 @@ def _load(spec: WorkerSpec):
         import cv2
 
         cv2.setNumThreads(threads)
-    load = LoadSpec(spec.load.name, spec.load.path, device, spec.load.engine, spec.load.variant, threads,
-                    spec.load.compute_type)  # fmt: skip
-    return make_engine(spec.task, spec.engine, load), device
+    return make_engine(spec.task, spec.engine, replace(spec.load, device=device, threads=threads)), device
 
 
 def _describe(engine) -> dict:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from modelcache.service.errors import ApiError
 from modelcache.service.lifecycle import NoRoom, ReloadError
-from modelcache.service.routes.common import ERRORS
+from modelcache.service.routes.common import ERRORS, known_model
 from modelcache.service.state import get_state
 
 router = APIRouter(tags=["admin"])
@@ -29,17 +29,10 @@ async def reload(request: Request) -> dict:
     return {"object": "reload", **report.to_dict()}
 
 
-def _entry(request: Request, model_id: str):
-    entry = get_state(request).registry.get(model_id)
-    if entry is None:
-        raise ApiError(404, f"the model '{model_id}' does not exist here", param="model", code="model_not_found")
-    return entry
-
-
 @router.post("/admin/models/{model_id:path}/load", responses=ADMIN_ERRORS)
 async def load(model_id: str, request: Request) -> dict:
     """Load a model now (unloading least recently used ones when a memory budget needs room)."""
-    entry = _entry(request, model_id)
+    entry = known_model(get_state(request), model_id)
     try:
         await get_state(request).lifecycle.ensure_loaded(entry)
     except NoRoom as exc:
@@ -50,7 +43,7 @@ async def load(model_id: str, request: Request) -> dict:
 @router.post("/admin/models/{model_id:path}/unload", responses=ADMIN_ERRORS)
 async def unload(model_id: str, request: Request) -> dict:
     """Unload a model once its calls in flight are answered; its next request loads it again."""
-    entry = _entry(request, model_id)
+    entry = known_model(get_state(request), model_id)
     lifecycle = get_state(request).lifecycle
     if entry.pinned:
         why = "it is pinned (MODELCACHE_PIN)" if lifecycle.budget else "without MODELCACHE_MEMORY_BUDGET every model stays loaded"

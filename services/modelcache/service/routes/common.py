@@ -44,6 +44,14 @@ ERRORS: dict[int | str, dict] = {
 }
 
 
+def known_model(state: State, model_id: str) -> ModelEntry:
+    """The served model with this id or alias (404 if none), whatever its task."""
+    entry = state.registry.get(model_id)
+    if entry is None:
+        raise ApiError(404, f"the model '{model_id}' does not exist here", param="model", code="model_not_found")
+    return entry
+
+
 def find_model(state: State, name: str | None, task: str | tuple[str, ...], *, param: str = "model") -> ModelEntry:
     """The model called ``name`` (404 if unknown) that can do ``task`` (400 if not).
 

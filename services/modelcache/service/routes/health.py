@@ -15,10 +15,10 @@ from modelcache.service.workers import memory_of
 router = APIRouter(tags=["health"])
 
 
-def total_memory(state, zygote_pid: int | None) -> int:
+def total_memory(state, zygote_bytes: int) -> int:
     """This process, the zygote the torch models' processes are forked from, and every
     model's process, each by its proportional set size: shared pages counted once in all."""
-    return memory_of(os.getpid()) + memory_of(zygote_pid) + sum(e.pss_now() for e in state.registry.entries)
+    return memory_of(os.getpid()) + zygote_bytes + sum(e.pss_now() for e in state.registry.entries)
 
 
 @router.get("/health", responses={503: {"description": "A model that must be loaded is not"}})
@@ -28,12 +28,13 @@ def health(request: Request) -> JSONResponse:
     lifecycle = state.lifecycle
     entries = state.registry.entries
     zygote_pid = zygote.pid()
+    zygote_bytes = memory_of(zygote_pid)
     body = {
         "status": "ok" if ready else "loading",
         "models_loaded": [e.id for e in entries if e.loaded],
         "device": state.registry.device,
-        "memory_used_gb": round(total_memory(state, zygote_pid) / 1024**3, 3),
-        "zygote": {"pid": zygote_pid, "memory_bytes": memory_of(zygote_pid)} if zygote_pid else None,
+        "memory_used_gb": round(total_memory(state, zygote_bytes) / 1024**3, 3),
+        "zygote": {"pid": zygote_pid, "memory_bytes": zygote_bytes} if zygote_pid else None,
         "memory_budget_gb": round(lifecycle.budget / 1024**3, 3) if lifecycle.budget else None,
         "uptime_seconds": round(time.time() - state.started, 1),
         "load_seconds": {e.id: round(e.load_seconds, 3) for e in entries},

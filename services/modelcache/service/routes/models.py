@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from modelcache.service.routes.common import ERRORS
+from modelcache.service.routes.common import ERRORS, known_model
 from modelcache.service.state import get_state
-from modelcache.service.errors import ApiError
 
 router = APIRouter(tags=["models"])
 
@@ -18,7 +17,4 @@ def list_models(request: Request) -> dict:
 
 @router.get("/v1/models/{model_id:path}", responses={401: ERRORS[401], 404: ERRORS[404]})
 def get_model(model_id: str, request: Request) -> dict:
-    entry = get_state(request).registry.get(model_id)
-    if entry is None:
-        raise ApiError(404, f"the model '{model_id}' does not exist here", param="model", code="model_not_found")
-    return entry.describe()
+    return known_model(get_state(request), model_id).describe()

@@ -40,6 +40,8 @@ def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech
     worker.start()
     try:
         assert worker.wait_ready(), worker.failure
+        loaded = worker.info["peak_bytes"]
+        assert loaded > 10 * 2**20  # its private memory after loading, measured by the process itself
         first_id, first = worker.submit("transcribe", long.getvalue(), {})
         second_id, second = worker.submit("transcribe", long.getvalue(), {})
         time.sleep(0.5)
@@ -52,8 +54,9 @@ def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech
             second.result(timeout=60)
         assert time.monotonic() - started < 1.0  # skipped, not transcribed
         _, third = worker.submit("transcribe", speech[0], {})
-        transcript, seconds = third.result(timeout=60)
+        transcript, seconds, peak = third.result(timeout=60)
         assert "fox" in transcript.text.lower() and seconds > 0  # the worker is fine
+        assert peak > loaded  # decoding needs buffers beyond the weights: the call's peak says so
     finally:
         worker.stop()
 

@@ -78,7 +78,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
-        return error_response(503, str(exc), code="model_unavailable", headers={"Retry-After": str(exc.retry_after)})
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return error_response(503, str(exc), code=exc.code, headers=headers)
 
     @app.exception_handler(ClientGone)
     async def _gone(_request: Request, exc: ClientGone) -> JSONResponse:

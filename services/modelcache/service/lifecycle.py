@@ -8,8 +8,13 @@
   budget on its own, or pins that do not fit together, stop the start with an error.
 - **On demand.** A request for an unloaded model loads it (one load however many
   requests wait: they share it), first unloading the least recently used unpinned, idle
-  models until it fits. A request waits for the load within its deadline; when no room
-  can be made (every loaded model is busy or pinned) it gets 503 with Retry-After.
+  models until it fits (the decisions are ``budget.make_room``'s). A model counts for what
+  it needs to serve: its peak while answering, measured in its process after every call,
+  or its size after loading until it has answered. A model whose peak alone is more than
+  the budget is served alone, with a warning. When the models in the way are busy, the
+  load waits for them (up to MODELCACHE_REQUEST_TIMEOUT); when the pinned models leave no
+  room, or the model is larger than the budget once loaded, waiting cannot help: 503
+  without Retry-After, naming what to change.
 - **Reload** (``POST /admin/reload``, SIGHUP, ``MODELCACHE_RELOAD=watch``). The operator
   edits ``.env`` and runs the downloader, which writes a new lock; the container's own
   environment is fixed at its creation, so the lock says what changed. A service that
@@ -41,7 +46,7 @@ from modelcache.lock import Lock, read_lock
 from modelcache.plan import Plan
 from modelcache.progress import human_bytes
 from modelcache.service.metrics import Metrics
-from modelcache.service import zygote
+from modelcache.service import budget, zygote
 from modelcache.service.registry import (CUDA_REMEDY, TASKS, ModelEntry, ModelLoadError, Registry, model_id,
                                          worker_spec)  # fmt: skip
 from modelcache.service.startup import LOAD_REMEDY, Selection, select, verify_volume
@@ -50,6 +55,7 @@ from modelcache.settings import Settings
 
 
 LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
+ROOM_POLL = 0.05  # seconds between two looks at the models in the way of a load
 
 
 class ReloadError(ModelcacheError):
@@ -58,9 +64,11 @@ class ReloadError(ModelcacheError):
 
 
 class NoRoom(Exception):
-    """A model cannot be loaded now: every loaded model is busy or pinned."""
+    """A model cannot be loaded within the memory budget: the models in the way are busy
+    (``retry_after`` seconds), or waiting cannot help (``retry_after`` None: pinned models
+    or the budget itself; the message says what to change)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int | None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -182,7 +190,7 @@ class Lifecycle:
             if line:
                 failures.append(line)
                 continue
-            size = entry.memory_bytes
+            size = entry.load_bytes
             if size > self.budget:
                 failures.append(f"{entry.id} takes {human_bytes(size)} loaded (measured), more than "
                                 f"MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)}) on its own")  # fmt: skip
@@ -214,10 +222,11 @@ class Lifecycle:
             return f"{entry.id} ({entry.engine_name}) from {self.layout.rel(worker.spec.load.path)}: {worker.failure}"
         entry.info = dict(worker.info)
         entry.load_seconds = worker.info["load_seconds"]
-        entry.memory_bytes = worker.memory_bytes()
+        entry.load_bytes = worker.memory_bytes()
         entry.state = "loaded"
+        peak = f", {human_bytes(entry.peak_bytes)} at its peak so far" if entry.peak_bytes > entry.load_bytes else ""
         self.log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {entry.info.get('device')} in "
-                 f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.memory_bytes)})")  # fmt: skip
+                 f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.load_bytes)}{peak})")  # fmt: skip
         if self.metrics is not None:
             self.metrics.loads.labels(entry.id).inc()
         return None
@@ -270,8 +279,12 @@ class Lifecycle:
             if wait > 0:
                 raise Unavailable(f"model {entry.id!r} failed to load ({entry.error}); next try in {wait:.0f}s",
                                   retry_after=max(1, int(wait)))  # fmt: skip
-        if entry.state in ("unloading", "retired"):
-            raise Unavailable(f"model {entry.id!r} is being {'replaced' if entry.state == 'retired' else 'unloaded'}; retry")
+        while entry.state == "unloading":  # evicted just now: it loads again once its process is gone
+            await asyncio.sleep(ROOM_POLL)
+        if entry.state == "retired":
+            raise Unavailable(f"model {entry.id!r} is being replaced by a reload; retry")
+        if entry.current_state() == "loaded":
+            return
         pending = self._loads.get(id(entry))
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
@@ -292,6 +305,13 @@ class Lifecycle:
                 entry.failed_at = time.monotonic()
                 raise Unavailable(f"model {entry.id!r} could not be loaded: {entry.error}", retry_after=LOAD_RETRY_AFTER)
             entry.failed_at = None
+            if self.budget is not None and entry.load_bytes > self.budget:  # first measured now (new in a reload)
+                await asyncio.to_thread(self._stop_worker, entry)
+                entry.state = "unloaded"
+                decision = budget.make_room(entry.id, load=entry.load_bytes, peak=entry.peak_bytes,
+                                            budget=self.budget, residents=[])  # fmt: skip
+                assert isinstance(decision, budget.Refuse)
+                raise NoRoom(f"{decision.reason}; {decision.remedy}", retry_after=None)
             done.set_result(None)
         except BaseException as exc:  # every waiting request gets it
             if entry.state == "loading":
@@ -302,24 +322,73 @@ class Lifecycle:
             self._loads.pop(id(entry), None)
 
     async def _make_room(self, entry: ModelEntry) -> None:
+        """Unload idle models, or wait for busy ones, until ``entry`` fits in the budget; NoRoom
+        when waiting cannot help, or did not within MODELCACHE_REQUEST_TIMEOUT."""
         if self.budget is None:
             return
-        need = entry.memory_bytes  # measured at start (or at its last load)
-        while True:
-            loaded = [e for e in self.registry.entries if e is not entry and e.current_state() in ("loaded", "loading")]
-            used = sum(e.memory_now() or e.memory_bytes for e in loaded)
-            if used + need <= self.budget:
-                return
-            victims = sorted((e for e in loaded if not e.pinned and e.active == 0 and e.state == "loaded"
-                              and (e.runner is None or e.runner.depth() == 0)),
-                             key=lambda e: e.last_used or 0)  # fmt: skip
-            if not victims:
-                raise NoRoom(
-                    f"model {entry.id!r} ({human_bytes(need)}) does not fit in MODELCACHE_MEMORY_BUDGET "
-                    f"({human_bytes(self.budget)}) while the loaded models are busy or pinned",
-                    retry_after=2,
-                )
-            await self.unload(victims[0], reason="evicted")
+        give_up = time.monotonic() + self.settings.request_timeout
+        try:
+            while True:
+                decision = budget.make_room(entry.id, load=entry.load_bytes, peak=entry.peak_bytes, budget=self.budget,
+                                            residents=self._residents(exclude=entry))  # fmt: skip
+                if isinstance(decision, budget.Fits):
+                    return
+                if isinstance(decision, budget.Evict):
+                    await self.unload(self._by_id(decision.victim), reason="evicted")
+                    continue
+                if isinstance(decision, budget.Refuse):
+                    raise NoRoom(f"{decision.reason}; {decision.remedy}", retry_after=None)
+                entry.waiting = decision.reason
+                if time.monotonic() >= give_up:
+                    raise NoRoom(f"{decision.reason}; retry when they are done", retry_after=self.room_retry_after(entry))
+                await asyncio.sleep(ROOM_POLL)
+        finally:
+            entry.waiting = None
+
+    def _residents(self, *, exclude: ModelEntry) -> list[budget.Resident]:
+        """The models that hold memory now, as the budget sees them."""
+        out = []
+        for e in self.registry.entries:
+            state = e.current_state()
+            if e is exclude or state not in ("loaded", "loading", "unloading"):
+                continue
+            busy = max(e.active, e.runner.depth() if e.runner is not None else 0)
+            out.append(budget.Resident(e.id, e.need_bytes, e.pinned, busy, state, e.last_used or 0.0))
+        return out
+
+    def _by_id(self, model: str) -> ModelEntry:
+        return next(e for e in self.registry.entries if e.id == model)
+
+    def room_retry_after(self, entry: ModelEntry) -> int:
+        """Seconds until the models in the way of ``entry`` are likely done: their queues
+        times their last call's time, or their last load's time."""
+        waits = [1]
+        for e in self.registry.entries:
+            if e is entry or e.current_state() not in ("loaded", "loading", "unloading"):
+                continue
+            waits.append(int(e.load_seconds + 0.999) if e.state == "loading" else
+                         e.runner.retry_after() if e.runner is not None else 1)  # fmt: skip
+        return max(waits)
+
+    def observe_peak(self, entry: ModelEntry, peak: int) -> None:
+        """A call's answer carried the model's peak so far: remember it; warn when it alone is
+        more than the budget (once for each new peak, in the log; /health while it lasts)."""
+        if peak <= entry.peak_bytes:
+            return
+        entry.peak_bytes = peak
+        if self.budget is not None and peak > self.budget:
+            warning = self.warning(entry)
+            if warning and peak > entry.warned_at:
+                entry.warned_at = peak + peak // 20  # again only if it grows by 5 % more
+                self.log(f"warning: {warning}")
+
+    def warning(self, entry: ModelEntry) -> str | None:
+        if self.budget is None:
+            return None
+        return budget.oversized(entry.id, entry.need_bytes, self.budget, sum(e.need_bytes for e in self.registry.entries))
+
+    def warnings(self) -> list[str]:
+        return [w for e in self.registry.entries if (w := self.warning(e))]
 
     async def unload(self, entry: ModelEntry, *, reason: str = "unloaded") -> None:
         """Stop the entry's worker once its calls in flight are answered."""
@@ -329,11 +398,12 @@ class Lifecycle:
         deadline = time.monotonic() + self.settings.request_timeout
         while entry.active and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        held = entry.memory_now()
         worker, entry.worker = entry.worker, None
         if worker is not None:
             await asyncio.to_thread(worker.stop, 2)
         entry.state = "unloaded"
-        self.log(f"{reason} {entry.id} ({human_bytes(entry.memory_bytes)} given back)")
+        self.log(f"{reason} {entry.id} ({human_bytes(held)} given back)")
         if self.metrics is not None and reason == "evicted":
             self.metrics.evictions.labels(entry.id).inc()
 
@@ -382,9 +452,10 @@ class Lifecycle:
         self._apply_pins(entries, strict=False)
         new = [e for e in entries if e.state == "unloaded" and e.worker is None]
         to_load = new if self.budget is None else [e for e in new if e.pinned]
-        for entry in new:
-            if entry not in to_load:  # sized when it first loads; an older load of the same id is a guess
-                entry.memory_bytes = max((o.memory_bytes for o in old.entries if o.id == entry.id), default=0)
+        for entry in new:  # sized when it loads; an older revision of the same model is the best guess until then
+            older = [o for o in old.entries if o.id == entry.id]
+            entry.load_bytes = max((o.load_bytes for o in older), default=0)
+            entry.peak_bytes = max((o.peak_bytes for o in older), default=0)
         await self._load_beside(to_load)
         for entry in new:
             self._attach(entry)
@@ -433,7 +504,7 @@ class Lifecycle:
                 try:
                     await self._make_room(entry)
                 except NoRoom as exc:
-                    raise ReloadError(str(exc)) from None
+                    raise ReloadError(f"pinned model {entry.id} cannot be loaded: {exc}") from None
         for entry in entries:
             self._start_worker(entry)
         failures = [line for e in entries if (line := await asyncio.to_thread(self._finish_load, e))]

@@ -47,7 +47,10 @@ class ModelEntry:
     state: str = "unloaded"
     error: str | None = None
     info: dict = field(default_factory=dict)  # what the worker reported after its last load
-    memory_bytes: int = 0  # the worker process's private memory (USS), measured after load, largest since
+    load_bytes: int = 0  # its process's private memory (USS) after its last load, measured
+    peak_bytes: int = 0  # the most private memory its process needed while answering, measured (kept across loads)
+    waiting: str | None = None  # while its load waits for room in the memory budget: why
+    warned_at: int = 0  # the peak above which its next "more than the budget" warning is logged
     last_used: float | None = None  # time.time() of the last request
     pinned: bool = False
     failed_at: float | None = None  # time.monotonic() of the last failed load (loads are not retried at once)
@@ -73,13 +76,16 @@ class ModelEntry:
     def loaded(self) -> bool:
         return self.state == "loaded" and self.worker is not None and self.worker.alive
 
+    @property
+    def need_bytes(self) -> int:
+        """What the model needs to serve, as far as measured: its peak, or its load size."""
+        return max(self.load_bytes, self.peak_bytes)
+
     def memory_now(self) -> int:
         """What unloading the model would give back now (its process's private pages; 0 when
-        not running); the largest figure seen is remembered as the model's size."""
+        not running)."""
         if self.worker is not None and self.worker.alive:
-            now = self.worker.memory_bytes()
-            self.memory_bytes = max(self.memory_bytes, now)
-            return now
+            return self.worker.memory_bytes()
         return 0
 
     def pss_now(self) -> int:
@@ -111,6 +117,8 @@ class ModelEntry:
             "last_used": round(self.last_used, 3) if self.last_used else None,
             "device": self.info.get("device"),
             "memory_bytes": self.memory_now(),
+            "load_bytes": self.load_bytes,
+            "peak_bytes": self.peak_bytes,
             **({"error": self.error} if self.error else {}),
             **({"compute_type": self.info["compute_type"]} if "compute_type" in self.info else {}),
         }

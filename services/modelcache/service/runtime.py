@@ -37,11 +37,13 @@ class TimedOut(Exception):
 
 
 class Unavailable(Exception):
-    """The model cannot take the request now (not loaded in time, no room, its process died): 503."""
+    """The model cannot take the request now (not loaded in time, no room, its process died): 503,
+    with Retry-After when waiting helps (``retry_after`` None: it does not)."""
 
-    def __init__(self, message: str, retry_after: int = 5) -> None:
+    def __init__(self, message: str, retry_after: int | None = 5, code: str = "model_unavailable") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
 
 
 class Runner:
@@ -103,9 +105,12 @@ class Runner:
         try:
             await asyncio.wait_for(self.lifecycle.ensure_loaded(self.entry), self.timeout)
         except TimeoutError:
+            if self.entry.waiting:  # its load waits for models in use to be done
+                raise Unavailable(f"{self.entry.waiting}; the request waited {self.timeout:g}s",
+                                  retry_after=self.lifecycle.room_retry_after(self.entry), code="no_room") from None  # fmt: skip
             raise Unavailable(f"model {self.model!r} is still loading", retry_after=max(1, int(self.entry.load_seconds))) from None
         except NoRoom as exc:
-            raise Unavailable(str(exc), retry_after=exc.retry_after) from None
+            raise Unavailable(str(exc), retry_after=exc.retry_after, code="no_room") from None
         async with self.lifecycle.using(self.entry) as worker:
             started = time.perf_counter()
             try:
@@ -113,8 +118,9 @@ class Runner:
             except WorkerDied as exc:
                 raise Unavailable(str(exc)) from None
             try:
-                value, model_seconds = await asyncio.wait_for(asyncio.wrap_future(future), deadline - loop.time())
+                value, model_seconds, peak = await asyncio.wait_for(asyncio.wrap_future(future), deadline - loop.time())
                 self.metrics.model_seconds.labels(self.model).observe(model_seconds)
+                self.lifecycle.observe_peak(self.entry, peak)
                 return value
             except TimeoutError:
                 worker.cancel(call_id)

@@ -250,6 +250,65 @@ def memory_of(pid: int | None, *, private: bool = False) -> int:
         return 0
 
 
+class PeakMeter:
+    """The most private memory this model process has needed while answering (child side).
+
+    Linux keeps a process's peak resident set (VmHWM), and a process may reset it to its
+    resident set now (``5`` into /proc/self/clear_refs): it is reset once the model is
+    loaded, so that what loading took and gave back does not count. A call's buffers are
+    private pages that are given back (or kept by the allocator) when it ends, so the peak
+    is the private memory (USS) at the last measure plus how far the resident set rose
+    above its level then. Measuring USS costs milliseconds (smaps_rollup), reading VmHWM
+    microseconds: USS is measured again only when the peak resident set rose by a MiB or
+    more, or every ``REFRESH`` seconds (pages shared with the zygote that the process
+    wrote become private without changing its resident set).
+    """
+
+    REFRESH = 30.0
+    SLACK = 2**20
+
+    def __init__(self) -> None:
+        self.resettable = _reset_peak_rss()
+        self._measure()
+        self.peak = self.uss  # the model's size after loading, as this process sees it
+
+    def _measure(self) -> None:
+        self.uss = memory_of(os.getpid(), private=True)
+        self.rss, self.hwm = _rss_and_peak()
+        self.at = time.monotonic()
+
+    def after_call(self) -> int:
+        """The peak so far (bytes), measured after a call."""
+        _rss, hwm = _rss_and_peak()
+        if hwm > self.hwm + self.SLACK or time.monotonic() - self.at > self.REFRESH:
+            self._measure()
+            rise = self.hwm - self.rss if self.resettable else 0  # unknown peak of loading otherwise
+            self.peak = max(self.peak, self.uss + rise)
+        return self.peak
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_and_peak() -> tuple[int, int]:
+    """This process's resident set now and its peak (VmRSS, VmHWM), in bytes; 0s where unknown."""
+    found = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found.get("VmRSS", 0), found.get("VmHWM", 0)
+
+
 # --- the worker process ----------------------------------------------------------------------
 
 
@@ -267,7 +326,9 @@ def _child_main(conn, spec: WorkerSpec) -> None:
         first = str(exc).splitlines()[0] if str(exc) else ""
         conn.send(("failed", f"{exc.__class__.__name__}: {first}"))
         return
-    info = {"load_seconds": time.perf_counter() - started, "device": device, **_describe(engine)}
+    meter = PeakMeter()
+    info = {"load_seconds": time.perf_counter() - started, "device": device, "peak_bytes": meter.peak,
+            **_describe(engine)}  # fmt: skip
     conn.send(("ready", info))
     calls: queue.SimpleQueue = queue.SimpleQueue()
     control = _Control()
@@ -278,7 +339,7 @@ def _child_main(conn, spec: WorkerSpec) -> None:
             try:
                 began = time.perf_counter()
                 value = OPS[op](engine, control.stop_requested, *args)
-                reply = ("result", call_id, (value, time.perf_counter() - began))
+                reply = ("result", call_id, (value, time.perf_counter() - began, meter.after_call()))
             except Cancelled:
                 reply = ("cancelled", call_id)
             except InputError as exc:

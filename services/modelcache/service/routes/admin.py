@@ -36,7 +36,8 @@ async def load(model_id: str, request: Request) -> dict:
     try:
         await get_state(request).lifecycle.ensure_loaded(entry)
     except NoRoom as exc:
-        raise ApiError(503, str(exc), code="no_room", headers={"Retry-After": str(exc.retry_after)}) from None
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        raise ApiError(503, str(exc), code="no_room", headers=retry) from None
     return entry.describe()
 
 

@@ -138,23 +138,26 @@ def test_pinned_models_in_the_way_are_named_and_waiting_is_not_suggested(service
 
 
 def test_busy_models_in_the_way_are_named_with_their_requests(service_volume: dict, speech, tmp_path) -> None:
-    """Whisper transcribes (two long requests, each stopped at the 6 s deadline) while an
-    embedding needs its room: the embedding's load waits, and at its own deadline the 503
-    names Whisper, busy, and says when to come back. Then nothing is lost."""
+    """Whisper transcribes (four long requests, one a second, each stopped at the 6 s
+    deadline) while an embedding needs its room: the embedding's load waits, and at its
+    own deadline the 503 names Whisper, busy, and says when to come back. Nothing is lost."""
     env = {**service_volume, **PAIR, "MODELCACHE_REQUEST_TIMEOUT": "6"}
     service = start_service(env, tmp_path / "log")
     long = (tiled(speech, 300), "")
     try:
         assert health(service)["models"][WHISPER]["state"] == "loaded"
-        threads = [threading.Thread(target=transcribe, args=(service, long, 60)) for _ in range(2)]
-        for t in threads:
+        done: list[int] = []
+        threads = [threading.Thread(target=lambda: done.append(transcribe(service, long, 60).status_code)) for _ in range(4)]
+        for t in threads[:2]:
             t.start()
-            time.sleep(0.3)
-        time.sleep(0.5)
-        refused = embed(service, timeout=60)
+            time.sleep(1.0)
+        later = threading.Thread(target=lambda: [(t.start(), time.sleep(1.0)) for t in threads[2:]])
+        later.start()  # whisper stays busy until about 9 s from the first request
+        refused = embed(service, timeout=60)  # sent at about 2 s: it gives up at about 8 s
+        later.join()
         for t in threads:
             t.join()
-        assert refused.status_code == 503, refused.text
+        assert refused.status_code == 503, (done, refused.text[:300], service.output())
         error = refused.json()["error"]
         assert error["code"] == "no_room" and int(refused.headers["Retry-After"]) >= 1
         assert f"{WHISPER} (busy with " in error["message"], error["message"]

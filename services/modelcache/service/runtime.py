@@ -192,6 +192,9 @@ class Batcher:
                 result = await asyncio.wait_for(future, runner.timeout)
             except TimeoutError:  # the future is cancelled: left out of the next batch
                 runner.metrics.cancelled.labels(runner.model, "deadline").inc()
+                if runner.entry.waiting:  # its load waited for room all along
+                    raise Unavailable(f"{runner.entry.waiting}; the request waited {runner.timeout:g}s",
+                                      retry_after=runner.lifecycle.room_retry_after(runner.entry), code="no_room") from None  # fmt: skip
                 raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
                                "left out of its batch") from None  # fmt: skip
             except asyncio.CancelledError:

@@ -55,8 +55,15 @@ def ok(response: httpx2.Response) -> bool:
 
 
 @pytest.fixture
-def pair(service_volume: dict, tmp_path: Path):
-    service = start_service({**service_volume, **PAIR}, tmp_path / "log")
+def volume(warm) -> dict[str, str]:
+    """A volume of this test's own (a copy of the complete one): weights files that another
+    running service maps too would count as shared memory, not as the model's own."""
+    return warm.env
+
+
+@pytest.fixture
+def pair(volume: dict, tmp_path: Path):
+    service = start_service({**volume, **PAIR}, tmp_path / "log")
     yield service
     service.stop()
 
@@ -87,8 +94,8 @@ def test_a_model_that_served_once_stays_servable(pair: Service, speech) -> None:
           f"{MINILM} {minilm / MIB:.0f} MiB loaded, {status['models'][MINILM]['peak_bytes'] / MIB:.0f} MiB peak")
 
 
-def test_three_models_take_turns(service_volume: dict, speech, tmp_path: Path) -> None:
-    service = start_service({**service_volume, **PAIR, "MODELCACHE_FACE": "yunet"}, tmp_path / "log")
+def test_three_models_take_turns(volume: dict, speech, tmp_path: Path) -> None:
+    service = start_service({**volume, **PAIR, "MODELCACHE_FACE": "yunet"}, tmp_path / "log")
     try:
         calls = [transcribe, embed, detect, transcribe, detect, embed, transcribe, embed]
         statuses = [(c.__name__, (c(service, speech) if c is transcribe else c(service)).status_code) for c in calls]
@@ -120,8 +127,8 @@ def test_a_reload_while_a_model_is_evicted_keeps_it_servable(pair: Service, spee
     assert ok(transcribe(pair, speech)) and ok(embed(pair)) and ok(transcribe(pair, speech))
 
 
-def test_pinned_models_in_the_way_are_named_and_waiting_is_not_suggested(service_volume: dict, speech, tmp_path) -> None:
-    service = start_service({**service_volume, **PAIR, "MODELCACHE_PIN": WHISPER}, tmp_path / "log")
+def test_pinned_models_in_the_way_are_named_and_waiting_is_not_suggested(volume: dict, speech, tmp_path) -> None:
+    service = start_service({**volume, **PAIR, "MODELCACHE_PIN": WHISPER}, tmp_path / "log")
     try:
         assert ok(transcribe(service, speech))
         refused = embed(service)
@@ -137,11 +144,11 @@ def test_pinned_models_in_the_way_are_named_and_waiting_is_not_suggested(service
         service.stop()
 
 
-def test_busy_models_in_the_way_are_named_with_their_requests(service_volume: dict, speech, tmp_path) -> None:
+def test_busy_models_in_the_way_are_named_with_their_requests(volume: dict, speech, tmp_path) -> None:
     """Whisper transcribes (four long requests, one a second, each stopped at the 6 s
     deadline) while an embedding needs its room: the embedding's load waits, and at its
     own deadline the 503 names Whisper, busy, and says when to come back. Nothing is lost."""
-    env = {**service_volume, **PAIR, "MODELCACHE_REQUEST_TIMEOUT": "6"}
+    env = {**volume, **PAIR, "MODELCACHE_REQUEST_TIMEOUT": "6"}
     service = start_service(env, tmp_path / "log")
     long = (tiled(speech, 300), "")
     try:

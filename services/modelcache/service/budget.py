@@ -120,5 +120,5 @@ def oversized(model: str, peak: int, budget: int, everything: int) -> str | None
     return (
         f"{model} needs {human_bytes(peak)} at its peak while answering, more than {BUDGET} "
         f"({human_bytes(budget)}): it is served alone, every other unpinned model is unloaded first; set "
-        f"{BUDGET}={mib(peak)} or more to serve it beside others ({mib(everything)} keeps every model loaded)"
+        f"{BUDGET}={mib(everything)} to keep every model loaded ({mib(peak)} is the least that holds it)"
     )

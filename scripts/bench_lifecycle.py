@@ -13,6 +13,10 @@ from the project's loopback mirror. Measures:
      was loaded
   3. first request to an unloaded model: its latency vs loading the model alone
      (`POST /admin/models/{id}/load`)
+  4. a budget smaller than Whisper's peak: Whisper tiny.en and MiniLM under a 250 MiB
+     budget, transcribe and embed in turns (answers that were 200, goal all), each
+     model's load size and peak as measured, and the sequence's time vs the same
+     sequence with no budget (the cost of taking turns)
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
 from tests.support import fixtures  # noqa: E402
 from tests.support.hfmirror import HFMirror  # noqa: E402
+from tests.support.whisper_ckpt import speak  # noqa: E402
+from tests.conftest import SENTENCE  # noqa: E402
 
 MINILM, TINY_BERT = fixtures.MINILM, fixtures.TINY_BERT
 CLIENTS = 32
@@ -141,6 +147,28 @@ def on_demand(server: Server, n: int) -> dict:
     return {"first_request_s": first, "load_s": loads, "rss": rss}
 
 
+def turns(env: dict[str, str], log: Path, wav: bytes, rounds: int) -> dict:
+    """Transcribe, embed, ... (``rounds`` of each, transcribe first and last): statuses,
+    seconds for the whole sequence, and each model's load size and peak from /health."""
+    server = Server(env, log)
+    try:
+        statuses, started = [], time.perf_counter()
+        with httpx2.Client(timeout=600) as http:
+            for i in range(2 * rounds + 1):
+                if i % 2 == 0:
+                    answer = http.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("s.wav", wav)},
+                                       data={"model": "whisper-1"})  # fmt: skip
+                else:
+                    answer = http.post(f"{server.url}/v1/embeddings", json={"model": MINILM, "input": "hello"})
+                statuses.append(answer.status_code)
+        seconds = time.perf_counter() - started
+        models = httpx2.get(f"{server.url}/health", timeout=30).json()["models"]
+    finally:
+        server.stop()
+    return {"statuses": statuses, "seconds": seconds,
+            "sizes": {m: {"load": v["load_bytes"], "peak": v["peak_bytes"]} for m, v in models.items()}}  # fmt: skip
+
+
 def bench(quick: bool) -> dict:
     reps = 2 if quick else 3
     work = Path(tempfile.mkdtemp(prefix="mc-bench-life-"))
@@ -151,6 +179,9 @@ def bench(quick: bool) -> dict:
                          MODELCACHE_MLX="", MODELCACHE_TEXT_EMBEDDING=f"{MINILM},{TINY_BERT}",
                          MODELCACHE_REQUEST_TIMEOUT="900")  # fmt: skip
         fetch(env)
+        pair = models.env(work / "pair" / "models", MODELCACHE_VISION="none", MODELCACHE_FACE="none",
+                          MODELCACHE_MLX="")  # Whisper tiny.en (openai-whisper) and MiniLM  # fmt: skip
+        fetch(pair)
         # 1. reload under load vs restart -------------------------------------------------------
         server = Server(env, work / "reload.log")
         try:
@@ -170,7 +201,13 @@ def bench(quick: bool) -> dict:
         results["on_demand"]["load_seconds_reported"] = info["load_seconds"]
     finally:
         server.stop()
+    # 4. a budget smaller than Whisper's peak ---------------------------------------------------
+    wav = speak(SENTENCE, work / "speech.wav").read_bytes()
+    rounds = 2 if quick else 4
+    results["turns"] = {"budget": turns({**pair, "MODELCACHE_MEMORY_BUDGET": "250m"}, work / "turns.log", wav, rounds),
+                        "no_budget": turns(pair, work / "turns-free.log", wav, rounds)}  # fmt: skip
     return results
+
 
 
 def report(r: dict) -> str:
@@ -192,6 +229,17 @@ def report(r: dict) -> str:
         (f"first request to an unloaded MiniLM vs loading it alone (goal <= 1.1x; median of {n})",
          f"{first_s:.2f} s", f"`POST /admin/models/…/load`: {load_s:.2f} s", f"{first_s / load_s:.2f}x"),
     ]  # fmt: skip
+    if "turns" in r:
+        budget, free = r["turns"]["budget"], r["turns"]["no_budget"]
+        ok = sum(code == 200 for code in budget["statuses"])
+        sizes = "; ".join(f"{m}: {v['load'] / MIB:.0f} MiB loaded, {v['peak'] / MIB:.0f} MiB peak"
+                          for m, v in budget["sizes"].items())  # fmt: skip
+        rows += [
+            (f"transcribe/embed in turns under a 250 MiB budget, {len(budget['statuses'])} requests (goal all 200)",
+             f"{ok} of {len(budget['statuses'])} answered 200", sizes, ""),
+            ("the same sequence: time under the 250 MiB budget vs no budget (both models kept)",
+             f"{budget['seconds']:.2f} s", f"no budget: {free['seconds']:.2f} s", f"{budget['seconds'] / free['seconds']:.2f}x"),
+        ]  # fmt: skip
     return bench_service.table(rows)
 
 

@@ -54,7 +54,7 @@ import httpx2  # noqa: E402
 
 from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.layout import Layout  # noqa: E402
-from modelcache.lock import read_lock  # noqa: E402
+from modelcache.volume_lock import read_lock  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
 from tests.support import fixtures  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 
 from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_VERIFY
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume, _cli_env, run_cli
 from tests.fetch.test_runner import assert_complete, small_tmpfs
 from tests.support.fixtures import MINILM, MirrorModels
@@ -186,7 +186,7 @@ def test_other_settings_name_the_artifact(bundle: Path, empty: Volume) -> None:
 
 
 def read_lock_of(bundle: Path):
-    from modelcache.lock import parse_lock
+    from modelcache.volume_lock import parse_lock
 
     with tarfile.open(bundle) as tar:
         return parse_lock(json.loads(tar.extractfile(BUNDLE_LOCK).read())["lock"])

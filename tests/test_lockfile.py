@@ -1,4 +1,4 @@
-"""lockfile.py: the models.lock format on its own (no network)."""
+"""models_lock.py: the models.lock format on its own (no network)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelcache.errors import ConfigError
-from modelcache.lockfile import Lockfile, Pin, PinnedFile, read_lockfile, render, write_lockfile
+from modelcache.models_lock import Lockfile, Pin, PinnedFile, read_lockfile, render, write_lockfile
 from modelcache.plan import build_plan
 from modelcache.settings import Settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelcache.errors import EXIT_CONFIG, EXIT_VERIFY
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.fetch.test_runner import assert_complete
 from tests.support.fixtures import MINILM, MLX_WHISPER, SIGLIP, MirrorModels

@@ -11,7 +11,7 @@ import pytest
 
 from modelcache.errors import EXIT_VERIFY
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.fetch.test_runner import assert_complete, final_paths
 from tests.support.fixtures import MINILM, MirrorModels

@@ -32,8 +32,8 @@ from typing import IO
 
 from modelcache.errors import ConfigError, DiskFullError, VerificationError
 from modelcache.layout import Layout, link_snapshot_file
-from modelcache.lock import Lock, parse_lock, write_lock
-from modelcache.lockfile import Lockfile
+from modelcache.volume_lock import Lock, parse_lock, write_lock
+from modelcache.models_lock import Lockfile
 from modelcache.plan import Plan
 from modelcache.progress import Reporter, human_bytes
 from modelcache.verify import check_file, verify, wanted_artifacts

@@ -73,7 +73,7 @@ def lock_cmd(
 ) -> None:
     """Pin every configured model (commit, files, sizes, sha256) in a lockfile, from metadata only."""
     from modelcache.errors import ConfigError
-    from modelcache.lockfile import LOCKFILE_NAME, read_lockfile
+    from modelcache.models_lock import LOCKFILE_NAME, read_lockfile
 
     settings = Settings.from_env()
     path = lockfile or settings.lockfile or Path(LOCKFILE_NAME)
@@ -99,7 +99,7 @@ def lock_cmd(
     result = make_lockfile(settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter(),
                            write=not print_)  # fmt: skip
     if print_:
-        from modelcache.lockfile import render
+        from modelcache.models_lock import render
 
         sys.stdout.write(render(result.lockfile))
         print(f"{len(result.lockfile.pins)} artifact(s): {len(result.resolved)} resolved, {len(result.kept)} kept, "
@@ -119,7 +119,7 @@ def lock_cmd(
 @app.command("plan")
 def plan_cmd(as_json: JsonOpt = False) -> None:
     """Show what the configuration asks for and what the volume's lock holds of it (offline)."""
-    from modelcache.lock import read_lock
+    from modelcache.volume_lock import read_lock
 
     _settings, layout, plan = _context()
     try:
@@ -167,7 +167,7 @@ def _writer(layout: Layout, *, dry_run: bool = False):
     """
     from modelcache.errors import LockTimeoutError
     from modelcache.progress import PlainReporter
-    from modelcache.volumelock import VolumeLock
+    from modelcache.writer_lock import VolumeLock
 
     if dry_run and not os.access(layout.state, os.W_OK):
         yield  # a read-only mount: no downloader can be writing through it
@@ -194,7 +194,7 @@ def verify_cmd(
     """Check the volume against the lock and the plan, offline. Exit 4 on any problem."""
     from modelcache.verify import verify
 
-    from modelcache.lockfile import configured
+    from modelcache.models_lock import configured
 
     settings, layout, plan = _context()
     report = verify(layout, plan, deep=deep or settings.verify == "deep", workers=workers or settings.workers,
@@ -218,7 +218,7 @@ def verify_cmd(
 @app.command("ls")
 def ls_cmd(as_json: JsonOpt = False) -> None:
     """List the artifacts in the volume's lock."""
-    from modelcache.lock import read_lock
+    from modelcache.volume_lock import read_lock
 
     _settings, layout, _plan = _context()
     lock = read_lock(layout)  # a damaged lock is an error (exit 4) here
@@ -256,7 +256,7 @@ def doctor(
     """Find LFS pointer files, leftovers, orphan blobs, broken links, size mismatches, unknown files."""
     from modelcache import doctor as doc
 
-    from modelcache.lock import read_lock
+    from modelcache.volume_lock import read_lock
 
     _settings, layout, _plan = _context()
     damaged = None
@@ -355,7 +355,7 @@ def export_cmd(
 ) -> None:
     """Write the whole volume (its lock and every file it names) to one verified, deterministic tar bundle."""
     from modelcache.bundle import export
-    from modelcache.lock import read_lock
+    from modelcache.volume_lock import read_lock
     from modelcache.progress import make_reporter
 
     _settings, layout, _plan = _context()
@@ -379,9 +379,9 @@ def import_cmd(
     """Install a bundle into the volume, offline: every byte checked against its lock before it is visible."""
     from modelcache.bundle import import_bundle
     from modelcache.fetch.runner import ensure_writable
-    from modelcache.lockfile import configured
+    from modelcache.models_lock import configured
     from modelcache.progress import make_reporter
-    from modelcache.volumelock import VolumeLock
+    from modelcache.writer_lock import VolumeLock
 
     settings, layout, plan = _context()
     lockfile = configured(settings)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from modelcache.layout import Layout
-from modelcache.lock import Lock
+from modelcache.volume_lock import Lock
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 POINTER_MAX = 1024

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from modelcache.errors import ConfigError
 from modelcache.layout import Layout
-from modelcache.lock import Lock, LockedArtifact, read_lock, write_lock
+from modelcache.volume_lock import Lock, LockedArtifact, read_lock, write_lock
 from modelcache.plan import Artifact, Plan
 from modelcache.verify import check_file
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock
-from modelcache.lockfile import Lockfile
+from modelcache.volume_lock import Lock, LockedArtifact, LockedFile, read_lock
+from modelcache.models_lock import Lockfile
 from modelcache.plan import Plan
 
 @dataclass(frozen=True)

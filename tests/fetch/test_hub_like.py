@@ -16,7 +16,7 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, EXIT_NETWORK, ConfigError, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.fetch.test_runner import MINILM_WEIGHTS, _wait_for, assert_complete, final_paths
 from tests.support import fixtures

@@ -13,8 +13,8 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, EXIT_VERIFY, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
-from modelcache.lockfile import read_lockfile, write_lockfile
+from modelcache.volume_lock import read_lock
+from modelcache.models_lock import read_lockfile, write_lockfile
 from tests.conftest import Volume
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, MirrorModels

@@ -17,7 +17,7 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_NETWORK, ConfigError, NetworkError, VerificationError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from modelcache.verify import verify
 from modelcache.plan import build_plan
 from tests.conftest import Volume

@@ -17,7 +17,7 @@ import pytest
 
 from modelcache.fetch import run_fetch
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
 from tests.support import fixtures

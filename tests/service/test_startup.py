@@ -11,7 +11,7 @@ from pathlib import Path
 
 from modelcache.errors import EXIT_VERIFY
 from modelcache.layout import Layout
-from modelcache.lock import read_lock
+from modelcache.volume_lock import read_lock
 from tests.conftest import _cli_env
 from tests.support.service import run_serve
 from tests.support.fixtures import MINILM, SIGLIP

@@ -27,7 +27,7 @@ from huggingface_hub.utils import filter_repo_objects
 from modelcache.errors import ConfigError, NetworkError
 from modelcache.fetch.policy import Policy
 from modelcache.layout import Layout, atomic_write_text
-from modelcache.lockfile import Pin
+from modelcache.models_lock import Pin
 from modelcache.plan import Artifact
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcache.lock import LockedFile
+from modelcache.volume_lock import LockedFile
 from modelcache.plan import Artifact
 
 Progress = Callable[[int], None]

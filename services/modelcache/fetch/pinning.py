@@ -21,7 +21,7 @@ import httpx2
 from modelcache.errors import ConfigError
 from modelcache.fetch import hub
 from modelcache.fetch.policy import Policy
-from modelcache.lockfile import Lockfile, Pin, PinnedFile, read_lockfile, write_lockfile
+from modelcache.models_lock import Lockfile, Pin, PinnedFile, read_lockfile, write_lockfile
 from modelcache.plan import Artifact, build_plan
 from modelcache.progress import Reporter
 from modelcache.settings import Settings

@@ -21,9 +21,9 @@ from modelcache.errors import (
 from modelcache.fetch.jobs import ArtifactState, Job
 from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.layout import Layout
-from modelcache.volumelock import VolumeLock
-from modelcache.lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
-from modelcache.lockfile import Lockfile, configured
+from modelcache.writer_lock import VolumeLock
+from modelcache.volume_lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
+from modelcache.models_lock import Lockfile, configured
 from modelcache.plan import Plan, build_plan
 from modelcache.progress import PlainReporter, Reporter, human_bytes
 from modelcache.settings import Settings

@@ -19,8 +19,8 @@ from modelcache.fetch.policy import Policy
 from modelcache.fetch.transfer import Expected, Segmenting, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
-from modelcache.lock import Lock, LockedFile
-from modelcache.lockfile import Pin
+from modelcache.volume_lock import Lock, LockedFile
+from modelcache.models_lock import Pin
 from modelcache.plan import Artifact
 from modelcache.settings import Settings
 

@@ -48,8 +48,8 @@ def serve(settings: Settings | None = None) -> None:
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
-    from modelcache.service import zygote
-    from modelcache.service.lifecycle import Lifecycle  # each model loads in a process of its own
+    from modelcache.service.models import zygote
+    from modelcache.service.models.lifecycle import Lifecycle  # each model loads in a process of its own
 
     lifecycle = Lifecycle(settings, gate.layout, gate.plan, gate.lock, gate.selection, log=log)
     try:
@@ -59,7 +59,7 @@ def serve(settings: Settings | None = None) -> None:
         print(exc.render(), file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
     try:
-        from modelcache.service.app import create_app
+        from modelcache.service.http.app import create_app
 
         app = create_app(settings, lifecycle)
         loaded = sum(1 for e in registry.entries if e.loaded)

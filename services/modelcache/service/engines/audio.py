@@ -9,7 +9,8 @@ import io
 
 import numpy as np
 
-from modelcache.service.engines.base import SAMPLE_RATE, InputError
+from modelcache.service.engines.base import SAMPLE_RATE
+from modelcache.service.faults import InputError
 
 MAX_SECONDS = 4 * 3600
 

@@ -9,15 +9,13 @@ from typing import Protocol
 
 import numpy as np
 
+from modelcache.service.faults import InputError
+
 SAMPLE_RATE = 16_000
 # Decoding defaults of openai-whisper's command-line tool, used by both ASR engines: beam
 # search of 5, and temperature fallback when a decode looks like a failure.
 BEAM_SIZE = 5
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-class Cancelled(Exception):
-    """The request was given up (its deadline passed, or its client went away): stop early."""
 
 
 #: polled by long-running engines between units of work (a Whisper window, a segment)
@@ -26,14 +24,6 @@ StopCheck = Callable[[], bool]
 
 def never() -> bool:
     return False
-
-
-class InputError(ValueError):
-    """The input cannot be processed (undecodable, empty, too long): the caller's fault."""
-
-    def __init__(self, message: str, *, unsupported_media: bool = False) -> None:
-        super().__init__(message)
-        self.unsupported_media = unsupported_media
 
 
 @dataclass(frozen=True)

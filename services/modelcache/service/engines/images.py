@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from modelcache.service.engines.base import InputError
+from modelcache.service.faults import InputError
 
 MAX_PIXELS = 40_000_000
 

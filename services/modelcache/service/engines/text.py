@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from modelcache.service.engines.base import LoadSpec
+from modelcache.service.faults import UnsupportedModel
 
 # the order sentence-transformers concatenates pooling modes in
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
@@ -24,10 +25,6 @@ class Pooling:
     modes: tuple[str, ...]
     normalize: bool
     max_length: int | None
-
-
-class UnsupportedModel(RuntimeError):
-    pass
 
 
 def read_pooling(path: Path) -> Pooling:

@@ -9,7 +9,6 @@ import numpy as np
 from modelcache.service.engines.base import (
     BEAM_SIZE,
     FALLBACK_TEMPERATURES,
-    Cancelled,
     LoadSpec,
     Segment,
     StopCheck,
@@ -18,6 +17,7 @@ from modelcache.service.engines.base import (
     never,
     whisper_task_language,
 )
+from modelcache.service.faults import Cancelled
 
 
 

@@ -1,0 +1,1 @@
+"""The HTTP layer: the FastAPI app, its state, errors, middleware, admission, metrics and routes."""

@@ -1,0 +1,110 @@
+"""ASGI middleware: the body-size limit (413 before the body is read) and request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelcache.service.http.admission import GROUPS
+from modelcache.service.http.errors import error_body
+from modelcache.service.http.metrics import Metrics
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                        (b"connection", b"close")],
+        }
+    )  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _TooLarge(StarletteHTTPException):
+    """An HTTP error (not a parse error), so FastAPI's body parsing passes it through as 413."""
+
+    code = "body_too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes``: at once from Content-Length, or while streaming."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> dict:
+        mib = self.max_bytes / 1024 / 1024
+        return error_body(413, f"request body is larger than the limit of {mib:g} MiB (MODELCACHE_MAX_BODY_MB)",
+                          code="body_too_large")  # fmt: skip
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                return await _send_json(send, 400, error_body(400, "invalid Content-Length header"))
+            if too_big:
+                return await _send_json(send, 413, self._message())
+        received = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge(self._message()["error"]["message"])
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, self._message())
+
+
+class RequestMetrics:
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            # a request refused before routing (429 at the door) still counts under its route
+            path = getattr(route, "path", None) or (scope["path"] if scope["path"] in GROUPS else "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)

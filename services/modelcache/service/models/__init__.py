@@ -1,0 +1,1 @@
+"""The models: entries and registry, which ones are in memory (lifecycle, budget, reload), their processes."""

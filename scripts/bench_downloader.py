@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +65,14 @@ def env_for(models: fixtures.MirrorModels, root: Path) -> dict[str, str]:
         MODELCACHE_STALL_TIMEOUT="30",
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MODELCACHE_", "HF_"))}
-    return {**base, **env, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+    return {
+        **base,
+        **env,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_DISABLE_XET": "1",
+    }
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -103,7 +108,9 @@ def median(values: list[float]) -> float:
 
 
 def bench(repeat: int) -> dict:
-    results: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"}
+    results: dict = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"
+    }
     work = Path(tempfile.mkdtemp(prefix="mc-bench-"))
     with HFMirror(cdn=True, xet=True) as mirror:
         models = fixtures.fill_mirror(mirror, work)
@@ -189,7 +196,12 @@ def bench(repeat: int) -> dict:
         senv = {**env_for(models, seg_root), "MODELCACHE_SEGMENT_MIN_MB": "16"}
         seg_part = Layout(seg_root).partial / f"{sha}.part"
         seg_fraction = kill_and_resume(
-            mirror, [*modelcache, "fetch", "--plain"], senv, lambda: resumable_bytes(seg_part), size, throttle=10_000_000
+            mirror,
+            [*modelcache, "fetch", "--plain"],
+            senv,
+            lambda: resumable_bytes(seg_part),
+            size,
+            throttle=10_000_000,
         )
         results["kill9_resume"] = {
             "file_bytes": size,
@@ -206,17 +218,45 @@ def bench(repeat: int) -> dict:
         hf_term_blobs = hf_term_cache / "models--sentence-transformers--all-MiniLM-L6-v2" / "blobs"
 
         def hf_term_partial() -> int:
-            return max((p.stat().st_size for p in hf_term_blobs.glob("*.incomplete")), default=0) if hf_term_blobs.exists() else 0
+            return (
+                max((p.stat().st_size for p in hf_term_blobs.glob("*.incomplete")), default=0)
+                if hf_term_blobs.exists()
+                else 0
+            )
 
         results["sigterm"] = {
-            "modelcache_s": median([sigterm_to_exit(mirror, [*modelcache, "fetch", "--plain"], tenv,
-                                                    lambda: term_part.stat().st_size if term_part.exists() else 0, size)
-                                    for _ in range(repeat)]),
-            "hf_download_s": median([sigterm_to_exit(mirror, [str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors",
-                                                      "--cache-dir", str(hf_term_cache)], hf_env(tenv, hf_term_cache),
-                                                     hf_term_partial, size)
-                                     for _ in range(repeat)]),
-        }  # fmt: skip
+            "modelcache_s": median(
+                [
+                    sigterm_to_exit(
+                        mirror,
+                        [*modelcache, "fetch", "--plain"],
+                        tenv,
+                        lambda: term_part.stat().st_size if term_part.exists() else 0,
+                        size,
+                    )
+                    for _ in range(repeat)
+                ]
+            ),
+            "hf_download_s": median(
+                [
+                    sigterm_to_exit(
+                        mirror,
+                        [
+                            str(BIN / "hf"),
+                            "download",
+                            fixtures.MINILM,
+                            "model.safetensors",
+                            "--cache-dir",
+                            str(hf_term_cache),
+                        ],
+                        hf_env(tenv, hf_term_cache),
+                        hf_term_partial,
+                        size,
+                    )
+                    for _ in range(repeat)
+                ]
+            ),
+        }
 
         # 6. one file in 4 segments vs 1 stream, throttled per connection -------------------
         throttle = 20_000_000
@@ -225,7 +265,7 @@ def bench(repeat: int) -> dict:
         for i in range(repeat):
             for label, extra, out in (("one", {}, one), ("four", {"MODELCACHE_SEGMENT_MIN_MB": "16"}, four)):
                 root = work / f"seg-{label}-{i}" / "models"
-                senv = {**env_for(models, root), **extra, **{k: v for k, v in ONLY_MINILM.items()}}
+                senv = {**env_for(models, root), **extra, **dict(ONLY_MINILM.items())}
                 out.append(timed([*modelcache, "fetch", "--plain"], senv))
         mirror.throttle_bps = None
         results["segments"] = {
@@ -273,9 +313,13 @@ def bench(repeat: int) -> dict:
         hf_xet_env.pop("HF_HUB_DISABLE_XET")
         started = time.perf_counter()
         try:
-            hf_run = subprocess.run([str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir",
-                                     str(hf_xet_cache)], env=hf_xet_env, capture_output=True, text=True,
-                                    timeout=XET_ANCHOR_LIMIT)  # fmt: skip
+            hf_run = subprocess.run(
+                [str(BIN / "hf"), "download", fixtures.MINILM, "model.safetensors", "--cache-dir", str(hf_xet_cache)],
+                env=hf_xet_env,
+                capture_output=True,
+                text=True,
+                timeout=XET_ANCHOR_LIMIT,
+            )
             hf_exit, hf_error = hf_run.returncode, (hf_run.stderr.strip().splitlines() or [""])[-1][:200]
         except subprocess.TimeoutExpired:
             hf_exit, hf_error = None, f"still retrying after {XET_ANCHOR_LIMIT} s; stopped"
@@ -290,10 +334,17 @@ def bench(repeat: int) -> dict:
 
 
 XET_ANCHOR_LIMIT = 300  # seconds we wait for `hf download` to give up on an unreachable CAS
-ONLY_MINILM = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
+ONLY_MINILM = {
+    "MODELCACHE_WHISPER": "none",
+    "MODELCACHE_VISION": "none",
+    "MODELCACHE_FACE": "none",
+    "MODELCACHE_MLX": "",
+}
 
 
-def bench_bundle(mirror: HFMirror, models: fixtures.MirrorModels, work: Path, modelcache: list[str], repeat: int) -> dict:
+def bench_bundle(
+    mirror: HFMirror, models: fixtures.MirrorModels, work: Path, modelcache: list[str], repeat: int
+) -> dict:
     """export/import of a volume with 1 GiB more, vs tar of exactly the same members."""
     import tarfile
 
@@ -328,8 +379,13 @@ def bench_bundle(mirror: HFMirror, models: fixtures.MirrorModels, work: Path, mo
         shutil.rmtree(target.parent)
         shutil.rmtree(untar)
     shutil.rmtree(root.parent)
-    return {"bytes": size, "export_s": median(ours_out), "tar_c_s": median(tar_c),
-            "import_s": median(ours_in), "tar_x_s": median(tar_x)}  # fmt: skip
+    return {
+        "bytes": size,
+        "export_s": median(ours_out),
+        "tar_c_s": median(tar_c),
+        "import_s": median(ours_in),
+        "tar_x_s": median(tar_x),
+    }
 
 
 def sigterm_to_exit(mirror: HFMirror, cmd: list[str], env: dict[str, str], progress, size: int) -> float:
@@ -379,46 +435,93 @@ def report(r: dict) -> str:
     mibs = b["bytes"] / 2**20
     mib = c["bytes"] / 2**20
     rows = [
-        ("cold download, {} files, {:.0f} MiB".format(c["files"], mib),
-         f"{c['modelcache_s']:.2f} s", f"hf download: {c['hf_download_s']:.2f} s",
-         f"{c['hf_download_s'] / c['modelcache_s']:.2f}x faster"),
-        ("", "", f"snapshot_download: {c['snapshot_download_s']:.2f} s",
-         f"{c['snapshot_download_s'] / c['modelcache_s']:.2f}x faster"),
-        ("warm fetch (complete volume)", f"{w['modelcache_s']:.2f} s, {w['modelcache_requests']} requests",
-         f"hf download: {w['hf_download_s']:.2f} s, {w['hf_download_requests']} requests",
-         f"{w['hf_download_s'] / w['modelcache_s']:.1f}x faster"),
-        ("verify --deep, {:.0f} MiB".format(v["bytes"] / 2**20),
-         f"{v['modelcache_4_workers_s']:.2f} s (4 workers), {v['modelcache_1_worker_s']:.2f} s (1)",
-         f"sha256sum: {v['sha256sum_s']:.2f} s",
-         f"{v['sha256sum_s'] / v['modelcache_4_workers_s']:.2f}x"),
-        ("re-sent after kill -9 at 50% of {:.0f} MiB".format(k["file_bytes"] / 2**20),
-         f"{k['modelcache_retransferred_fraction']:.0%}", f"hf download: {k['hf_download_retransferred_fraction']:.0%}",
-         f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
-        ("", f"{k['modelcache_segments_retransferred_fraction']:.0%} (4 segments)", "",
-         f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_segments_retransferred_fraction'], 1e-9):.1f}x fewer bytes"),
-        ("SIGTERM to exit, mid-transfer (goal < 1 s)", f"{1000 * t['modelcache_s']:.0f} ms, partial file kept",
-         f"hf download: {1000 * t['hf_download_s']:.0f} ms", "-"),
-        ("{:.0f} MiB at {:.0f} MB/s per connection".format(g["file_bytes"] / 2**20, g["throttle_bytes_per_s"] / 1e6),
-         f"4 segments: {g['four_segments_s']:.2f} s", f"1 stream: {g['one_stream_s']:.2f} s",
-         f"{g['one_stream_s'] / g['four_segments_s']:.2f}x faster"),
-        ("Xet storage host unreachable",
-         f"MODELCACHE_TRANSFER=xet: {x['modelcache_xet_mode_s']:.2f} s, complete",
-         "hf download (hf_xet): " + ("no result, stopped" if x["hf_download_exit"] is None
-                                     else "failed" if x["hf_download_exit"] else "done") + f" after {x['hf_download_s']:.0f} s",
-         f"{x['hf_download_s'] / x['modelcache_xet_mode_s']:.0f}x sooner"),
-        ("`lock` (metadata only), same plan", f"{lf['lock_s']:.2f} s, {lf['lock_requests']} requests",
-         f"cold fetch: {lf['cold_fetch_s']:.2f} s, {lf['cold_fetch_requests']} requests",
-         f"{lf['cold_fetch_s'] / lf['lock_s']:.1f}x sooner"),
-        ("fetch from the lockfile, cold", f"{lf['pinned_cold_fetch_s']:.2f} s, "
-         f"{lf['pinned_cold_fetch_metadata_requests']} metadata requests", "", ""),
-        ("fetch from the lockfile, warm (goal 0 requests)",
-         f"{lf['pinned_warm_fetch_s']:.2f} s, {lf['pinned_warm_fetch_requests']} requests", "", ""),
-        (f"export, {mibs:.0f} MiB", f"{b['export_s']:.2f} s ({mibs / b['export_s']:.0f} MiB/s)",
-         f"tar -c: {b['tar_c_s']:.2f} s ({mibs / b['tar_c_s']:.0f} MiB/s)", f"{b['tar_c_s'] / b['export_s']:.2f}x tar"),
-        (f"import (hashes every byte), {mibs:.0f} MiB", f"{b['import_s']:.2f} s ({mibs / b['import_s']:.0f} MiB/s)",
-         f"tar -x: {b['tar_x_s']:.2f} s ({mibs / b['tar_x_s']:.0f} MiB/s)",
-         f"{b['tar_x_s'] / b['import_s']:.2f}x tar (goal 0.8x)"),
-    ]  # fmt: skip
+        (
+            "cold download, {} files, {:.0f} MiB".format(c["files"], mib),
+            f"{c['modelcache_s']:.2f} s",
+            f"hf download: {c['hf_download_s']:.2f} s",
+            f"{c['hf_download_s'] / c['modelcache_s']:.2f}x faster",
+        ),
+        (
+            "",
+            "",
+            f"snapshot_download: {c['snapshot_download_s']:.2f} s",
+            f"{c['snapshot_download_s'] / c['modelcache_s']:.2f}x faster",
+        ),
+        (
+            "warm fetch (complete volume)",
+            f"{w['modelcache_s']:.2f} s, {w['modelcache_requests']} requests",
+            f"hf download: {w['hf_download_s']:.2f} s, {w['hf_download_requests']} requests",
+            f"{w['hf_download_s'] / w['modelcache_s']:.1f}x faster",
+        ),
+        (
+            "verify --deep, {:.0f} MiB".format(v["bytes"] / 2**20),
+            f"{v['modelcache_4_workers_s']:.2f} s (4 workers), {v['modelcache_1_worker_s']:.2f} s (1)",
+            f"sha256sum: {v['sha256sum_s']:.2f} s",
+            f"{v['sha256sum_s'] / v['modelcache_4_workers_s']:.2f}x",
+        ),
+        (
+            "re-sent after kill -9 at 50% of {:.0f} MiB".format(k["file_bytes"] / 2**20),
+            f"{k['modelcache_retransferred_fraction']:.0%}",
+            f"hf download: {k['hf_download_retransferred_fraction']:.0%}",
+            f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_retransferred_fraction'], 1e-9):.1f}x fewer bytes",
+        ),
+        (
+            "",
+            f"{k['modelcache_segments_retransferred_fraction']:.0%} (4 segments)",
+            "",
+            f"{k['hf_download_retransferred_fraction'] / max(k['modelcache_segments_retransferred_fraction'], 1e-9):.1f}x fewer bytes",
+        ),
+        (
+            "SIGTERM to exit, mid-transfer (goal < 1 s)",
+            f"{1000 * t['modelcache_s']:.0f} ms, partial file kept",
+            f"hf download: {1000 * t['hf_download_s']:.0f} ms",
+            "-",
+        ),
+        (
+            "{:.0f} MiB at {:.0f} MB/s per connection".format(g["file_bytes"] / 2**20, g["throttle_bytes_per_s"] / 1e6),
+            f"4 segments: {g['four_segments_s']:.2f} s",
+            f"1 stream: {g['one_stream_s']:.2f} s",
+            f"{g['one_stream_s'] / g['four_segments_s']:.2f}x faster",
+        ),
+        (
+            "Xet storage host unreachable",
+            f"MODELCACHE_TRANSFER=xet: {x['modelcache_xet_mode_s']:.2f} s, complete",
+            "hf download (hf_xet): "
+            + ("no result, stopped" if x["hf_download_exit"] is None else "failed" if x["hf_download_exit"] else "done")
+            + f" after {x['hf_download_s']:.0f} s",
+            f"{x['hf_download_s'] / x['modelcache_xet_mode_s']:.0f}x sooner",
+        ),
+        (
+            "`lock` (metadata only), same plan",
+            f"{lf['lock_s']:.2f} s, {lf['lock_requests']} requests",
+            f"cold fetch: {lf['cold_fetch_s']:.2f} s, {lf['cold_fetch_requests']} requests",
+            f"{lf['cold_fetch_s'] / lf['lock_s']:.1f}x sooner",
+        ),
+        (
+            "fetch from the lockfile, cold",
+            f"{lf['pinned_cold_fetch_s']:.2f} s, {lf['pinned_cold_fetch_metadata_requests']} metadata requests",
+            "",
+            "",
+        ),
+        (
+            "fetch from the lockfile, warm (goal 0 requests)",
+            f"{lf['pinned_warm_fetch_s']:.2f} s, {lf['pinned_warm_fetch_requests']} requests",
+            "",
+            "",
+        ),
+        (
+            f"export, {mibs:.0f} MiB",
+            f"{b['export_s']:.2f} s ({mibs / b['export_s']:.0f} MiB/s)",
+            f"tar -c: {b['tar_c_s']:.2f} s ({mibs / b['tar_c_s']:.0f} MiB/s)",
+            f"{b['tar_c_s'] / b['export_s']:.2f}x tar",
+        ),
+        (
+            f"import (hashes every byte), {mibs:.0f} MiB",
+            f"{b['import_s']:.2f} s ({mibs / b['import_s']:.0f} MiB/s)",
+            f"tar -x: {b['tar_x_s']:.2f} s ({mibs / b['tar_x_s']:.0f} MiB/s)",
+            f"{b['tar_x_s'] / b['import_s']:.2f}x tar (goal 0.8x)",
+        ),
+    ]
     lines = [f"machine: {r['machine']}", "", "| measure | modelcache | anchor | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c_} | {d} |" for a, b, c_, d in rows]
     return "\n".join(lines)

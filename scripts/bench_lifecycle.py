@@ -39,10 +39,10 @@ from bench_service import Conn, Server, text_body  # noqa: E402
 from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
+from tests.conftest import SENTENCE  # noqa: E402
 from tests.support import fixtures  # noqa: E402
 from tests.support.hfmirror import HFMirror  # noqa: E402
 from tests.support.whisper_ckpt import speak  # noqa: E402
-from tests.conftest import SENTENCE  # noqa: E402
 
 MINILM, TINY_BERT = fixtures.MINILM, fixtures.TINY_BERT
 CLIENTS = 32
@@ -156,8 +156,11 @@ def turns(env: dict[str, str], log: Path, wav: bytes, rounds: int) -> dict:
         with httpx2.Client(timeout=600) as http:
             for i in range(2 * rounds + 1):
                 if i % 2 == 0:
-                    answer = http.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("s.wav", wav)},
-                                       data={"model": "whisper-1"})  # fmt: skip
+                    answer = http.post(
+                        f"{server.url}/v1/audio/transcriptions",
+                        files={"file": ("s.wav", wav)},
+                        data={"model": "whisper-1"},
+                    )
                 else:
                     answer = http.post(f"{server.url}/v1/embeddings", json={"model": MINILM, "input": "hello"})
                 statuses.append(answer.status_code)
@@ -165,8 +168,11 @@ def turns(env: dict[str, str], log: Path, wav: bytes, rounds: int) -> dict:
         models = httpx2.get(f"{server.url}/health", timeout=30).json()["models"]
     finally:
         server.stop()
-    return {"statuses": statuses, "seconds": seconds,
-            "sizes": {m: {"load": v["load_bytes"], "peak": v["peak_bytes"]} for m, v in models.items()}}  # fmt: skip
+    return {
+        "statuses": statuses,
+        "seconds": seconds,
+        "sizes": {m: {"load": v["load_bytes"], "peak": v["peak_bytes"]} for m, v in models.items()},
+    }
 
 
 def bench(quick: bool) -> dict:
@@ -175,12 +181,18 @@ def bench(quick: bool) -> dict:
     results: dict = {"repetitions": reps}
     with HFMirror() as mirror:
         models = fixtures.fill_mirror(mirror, work)
-        env = models.env(work / "vol" / "models", MODELCACHE_WHISPER="none", MODELCACHE_VISION="none",
-                         MODELCACHE_MLX="", MODELCACHE_TEXT_EMBEDDING=f"{MINILM},{TINY_BERT}",
-                         MODELCACHE_REQUEST_TIMEOUT="900")  # fmt: skip
+        env = models.env(
+            work / "vol" / "models",
+            MODELCACHE_WHISPER="none",
+            MODELCACHE_VISION="none",
+            MODELCACHE_MLX="",
+            MODELCACHE_TEXT_EMBEDDING=f"{MINILM},{TINY_BERT}",
+            MODELCACHE_REQUEST_TIMEOUT="900",
+        )
         fetch(env)
-        pair = models.env(work / "pair" / "models", MODELCACHE_VISION="none", MODELCACHE_FACE="none",
-                          MODELCACHE_MLX="")  # Whisper tiny.en (openai-whisper) and MiniLM  # fmt: skip
+        pair = models.env(
+            work / "pair" / "models", MODELCACHE_VISION="none", MODELCACHE_FACE="none", MODELCACHE_MLX=""
+        )  # Whisper tiny.en (openai-whisper) and MiniLM
         fetch(pair)
         # 1. reload under load vs restart -------------------------------------------------------
         server = Server(env, work / "reload.log")
@@ -204,10 +216,11 @@ def bench(quick: bool) -> dict:
     # 4. a budget smaller than Whisper's peak ---------------------------------------------------
     wav = speak(SENTENCE, work / "speech.wav").read_bytes()
     rounds = 2 if quick else 4
-    results["turns"] = {"budget": turns({**pair, "MODELCACHE_MEMORY_BUDGET": "250m"}, work / "turns.log", wav, rounds),
-                        "no_budget": turns(pair, work / "turns-free.log", wav, rounds)}  # fmt: skip
+    results["turns"] = {
+        "budget": turns({**pair, "MODELCACHE_MEMORY_BUDGET": "250m"}, work / "turns.log", wav, rounds),
+        "no_budget": turns(pair, work / "turns-free.log", wav, rounds),
+    }
     return results
-
 
 
 def report(r: dict) -> str:
@@ -219,27 +232,51 @@ def report(r: dict) -> str:
     loaded = statistics.median(x["loaded"] for x in od["rss"])
     n = r["repetitions"]
     rows = [
-        (f"hot reload of a new MiniLM revision under {rel['clients']} clients: call to serving (median of {n})",
-         f"{reload_s:.2f} s", f"process restart to ready: {restart_s:.2f} s", f"{reload_s / restart_s:.2f}x"),
-        (f"requests that failed during {rel['reloads']} reloads (goal 0)",
-         f"{rel['failed']} of {rel['requests']:,}", "", ""),
-        ("total RSS after unloading MiniLM vs before it was loaded (goal within 10%)",
-         f"{after / MIB:.0f} MiB (loaded: {loaded / MIB:.0f} MiB)", f"before: {before / MIB:.0f} MiB",
-         f"{after / before:.2f}x"),
-        (f"first request to an unloaded MiniLM vs loading it alone (goal <= 1.1x; median of {n})",
-         f"{first_s:.2f} s", f"`POST /admin/models/…/load`: {load_s:.2f} s", f"{first_s / load_s:.2f}x"),
-    ]  # fmt: skip
+        (
+            f"hot reload of a new MiniLM revision under {rel['clients']} clients: call to serving (median of {n})",
+            f"{reload_s:.2f} s",
+            f"process restart to ready: {restart_s:.2f} s",
+            f"{reload_s / restart_s:.2f}x",
+        ),
+        (
+            f"requests that failed during {rel['reloads']} reloads (goal 0)",
+            f"{rel['failed']} of {rel['requests']:,}",
+            "",
+            "",
+        ),
+        (
+            "total RSS after unloading MiniLM vs before it was loaded (goal within 10%)",
+            f"{after / MIB:.0f} MiB (loaded: {loaded / MIB:.0f} MiB)",
+            f"before: {before / MIB:.0f} MiB",
+            f"{after / before:.2f}x",
+        ),
+        (
+            f"first request to an unloaded MiniLM vs loading it alone (goal <= 1.1x; median of {n})",
+            f"{first_s:.2f} s",
+            f"`POST /admin/models/…/load`: {load_s:.2f} s",
+            f"{first_s / load_s:.2f}x",
+        ),
+    ]
     if "turns" in r:
         budget, free = r["turns"]["budget"], r["turns"]["no_budget"]
         ok = sum(code == 200 for code in budget["statuses"])
-        sizes = "; ".join(f"{m}: {v['load'] / MIB:.0f} MiB loaded, {v['peak'] / MIB:.0f} MiB peak"
-                          for m, v in budget["sizes"].items())  # fmt: skip
+        sizes = "; ".join(
+            f"{m}: {v['load'] / MIB:.0f} MiB loaded, {v['peak'] / MIB:.0f} MiB peak" for m, v in budget["sizes"].items()
+        )
         rows += [
-            (f"transcribe/embed in turns under a 250 MiB budget, {len(budget['statuses'])} requests (goal all 200)",
-             f"{ok} of {len(budget['statuses'])} answered 200", sizes, ""),
-            ("the same sequence: time under the 250 MiB budget vs no budget (both models kept)",
-             f"{budget['seconds']:.2f} s", f"no budget: {free['seconds']:.2f} s", f"{budget['seconds'] / free['seconds']:.2f}x"),
-        ]  # fmt: skip
+            (
+                f"transcribe/embed in turns under a 250 MiB budget, {len(budget['statuses'])} requests (goal all 200)",
+                f"{ok} of {len(budget['statuses'])} answered 200",
+                sizes,
+                "",
+            ),
+            (
+                "the same sequence: time under the 250 MiB budget vs no budget (both models kept)",
+                f"{budget['seconds']:.2f} s",
+                f"no budget: {free['seconds']:.2f} s",
+                f"{budget['seconds'] / free['seconds']:.2f}x",
+            ),
+        ]
     return bench_service.table(rows)
 
 

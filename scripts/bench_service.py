@@ -54,9 +54,9 @@ import httpx2  # noqa: E402
 
 from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.layout import Layout  # noqa: E402
-from modelcache.volume_lock import read_lock  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
+from modelcache.volume_lock import read_lock  # noqa: E402
 from tests.support import fixtures  # noqa: E402
 from tests.support.hfmirror import HFMirror  # noqa: E402
 from tests.support.whisper_ckpt import speak, wer  # noqa: E402
@@ -75,7 +75,7 @@ OVERLOAD = (128, 256)  # clients that retry a 429 at once
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def free_port() -> int:
@@ -145,8 +145,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelcache", "serve"],
             env=cli_env({**env, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(self.port)}),
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(log.read_text())
@@ -238,10 +239,13 @@ def text_body(text: str) -> bytes:
 def multipart(field: str, filename: str, data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
     """A multipart/form-data body with one file and some plain fields, and its content type."""
     boundary = "modelcache-bench-8d1f3a"
-    head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                   for k, v in fields.items())  # fmt: skip
-    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-             "Content-Type: application/octet-stream\r\n\r\n")  # fmt: skip
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -320,7 +324,7 @@ def load(server: Server, path: str, bodies: list[bytes], content_type: str, clie
         "model_ms_per_call": delta("modelcache_model_seconds_sum") / calls * 1000 if calls else None,
         "client_cpu_cores": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime) / wall,
         "server_cpu_cores": {name: (after_cpu.get(name, 0.0) - cpu) / wall for name, cpu in before_cpu.items()},
-    }  # fmt: skip
+    }
 
 
 def timed_run(cmd: list[str], env: dict[str, str]) -> float:
@@ -376,8 +380,11 @@ def raw_forward(minilm: Path, n: int, batch_reps: int) -> dict:
             forward(batch)
             if i >= 2:
                 batched.append(time.perf_counter() - started)
-    return {"single_s": single, "one_forward_rps": n / sum(single),
-            "batch32_texts_per_s": len(batch) / statistics.median(batched)}  # fmt: skip
+    return {
+        "single_s": single,
+        "one_forward_rps": n / sum(single),
+        "batch32_texts_per_s": len(batch) / statistics.median(batched),
+    }
 
 
 def raw_image_forward(siglip: Path, pngs: list[bytes], n: int) -> float:
@@ -415,8 +422,15 @@ def bare_transcribe(checkpoint: Path, wav: Path, reps: int) -> dict:
     model = Whisper(ModelDimensions(**ckpt["dims"]))
     model.load_state_dict(ckpt["model_state_dict"])
     model.eval()
-    options = {"task": "transcribe", "language": "en", "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-               "beam_size": 5, "best_of": 5, "fp16": False, "verbose": None}  # fmt: skip
+    options = {
+        "task": "transcribe",
+        "language": "en",
+        "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        "beam_size": 5,
+        "best_of": 5,
+        "fp16": False,
+        "verbose": None,
+    }
     audio, rate = soundfile.read(str(wav), dtype="float32")
     model.transcribe(audio[: 5 * rate], **options)  # warm-up
     times, text = [], ""
@@ -434,8 +448,9 @@ def bare_transcribe(checkpoint: Path, wav: Path, reps: int) -> dict:
 def transcribe(url: str, audio: bytes) -> tuple[float, str]:
     """Seconds for one transcription request, and its text."""
     started = time.perf_counter()
-    response = httpx2.post(f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)},
-                           data={"model": "whisper-1"}, timeout=600)  # fmt: skip
+    response = httpx2.post(
+        f"{url}/v1/audio/transcriptions", files={"file": ("s.wav", audio)}, data={"model": "whisper-1"}, timeout=600
+    )
     response.raise_for_status()
     return time.perf_counter() - started, response.json()["text"]
 
@@ -461,12 +476,13 @@ def embedding_latency(server: Server, n: int) -> dict:
 
     calls = delta("modelcache_model_seconds_count")
     return {
-        "http_p50_ms": pct(times, 0.5) * 1000, "http_p99_ms": pct(times, 0.99) * 1000,
+        "http_p50_ms": pct(times, 0.5) * 1000,
+        "http_p99_ms": pct(times, 0.99) * 1000,
         "model_calls": calls,
         "model_mean_ms": delta("modelcache_model_seconds_sum") / calls * 1000,
         "inference_mean_ms": delta("modelcache_inference_seconds_sum") / calls * 1000,
         "inputs_per_call": delta("modelcache_batch_size_sum") / calls,
-    }  # fmt: skip
+    }
 
 
 def isolation(server: Server, long_wav: bytes, n_idle: int) -> dict:
@@ -510,12 +526,15 @@ def isolation(server: Server, long_wav: bytes, n_idle: int) -> dict:
     if not kept:
         raise RuntimeError("the transcription ended before any embedding was answered")
     return {
-        "idle_p50_ms": pct(idle, 0.5) * 1000, "idle_p99_ms": pct(idle, 0.99) * 1000,
-        "during_p50_ms": pct(kept, 0.5) * 1000, "during_p99_ms": pct(kept, 0.99) * 1000,
+        "idle_p50_ms": pct(idle, 0.5) * 1000,
+        "idle_p99_ms": pct(idle, 0.99) * 1000,
+        "during_p50_ms": pct(kept, 0.5) * 1000,
+        "during_p99_ms": pct(kept, 0.99) * 1000,
         "during_requests": len(kept),
         "still_running_s": finished["at"] - max(at for at, _ in during if at < finished["at"]),
-        "transcription_alone_s": alone, "transcription_during_s": finished["seconds"],
-    }  # fmt: skip
+        "transcription_alone_s": alone,
+        "transcription_during_s": finished["seconds"],
+    }
 
 
 def memory_drift(server: Server, total: int, image: bytes) -> dict:
@@ -560,10 +579,16 @@ def bench(quick: bool) -> dict:
         models = fixtures.fill_mirror(mirror, work)
         # a deadline far past any request here: a slow run must measure slowly, not answer 504
         env = models.env(work / "vol" / "models", MODELCACHE_MLX="", MODELCACHE_REQUEST_TIMEOUT="900")
-        fw_env = models.env(work / "fw" / "models", MODELCACHE_MLX="", MODELCACHE_REQUEST_TIMEOUT="900",
-                            MODELCACHE_ASR_ENGINE="faster-whisper",
-                            MODELCACHE_WHISPER_URL="", MODELCACHE_VISION="none", MODELCACHE_FACE="none",
-                            MODELCACHE_TEXT_EMBEDDING="none")  # fmt: skip
+        fw_env = models.env(
+            work / "fw" / "models",
+            MODELCACHE_MLX="",
+            MODELCACHE_REQUEST_TIMEOUT="900",
+            MODELCACHE_ASR_ENGINE="faster-whisper",
+            MODELCACHE_WHISPER_URL="",
+            MODELCACHE_VISION="none",
+            MODELCACHE_FACE="none",
+            MODELCACHE_TEXT_EMBEDDING="none",
+        )
         run_fetch(Settings.from_env(env), reporter=PlainReporter(open(os.devnull, "w")))
         run_fetch(Settings.from_env(fw_env), reporter=PlainReporter(open(os.devnull, "w")))
     layout = Layout(Path(env["MODELCACHE_DIR"]))
@@ -582,8 +607,9 @@ def bench(quick: bool) -> dict:
     audio = wav.read_bytes()
     samples, rate = soundfile.read(str(wav), dtype="float32")
     tiled = io.BytesIO()
-    soundfile.write(tiled, np.tile(samples, LONG_AUDIO_S * rate // len(samples) + 1)[: LONG_AUDIO_S * rate], rate,
-                    format="WAV")  # fmt: skip
+    soundfile.write(
+        tiled, np.tile(samples, LONG_AUDIO_S * rate // len(samples) + 1)[: LONG_AUDIO_S * rate], rate, format="WAV"
+    )
     long_wav = tiled.getvalue()
 
     # 1. fail-fast ------------------------------------------------------------------------------
@@ -594,7 +620,10 @@ def bench(quick: bool) -> dict:
     n_fail = 3 if quick else 5
     ours = [timed_run([sys.executable, "-m", "modelcache", "serve"], broken_env) for _ in range(n_fail)]
     bare = [timed_run([sys.executable, "-c", "import torch, sys; sys.exit(4)"], broken_env) for _ in range(n_fail)]
-    results["fail_fast"] = {"modelcache_s": statistics.median(ours), "import_torch_then_fail_s": statistics.median(bare)}
+    results["fail_fast"] = {
+        "modelcache_s": statistics.median(ours),
+        "import_torch_then_fail_s": statistics.median(bare),
+    }
 
     # 2. cold start -> ready ------------------------------------------------------------------
     bare_args = [str(checkpoint), str(snapshot[fixtures.MINILM]), str(snapshot[fixtures.SIGLIP]), str(yunet_file)]
@@ -604,7 +633,10 @@ def bench(quick: bool) -> dict:
         server = Server(env, work / f"cold{i}.log")
         ready.append(server.ready_seconds)
         server.stop()
-    results["cold_start"] = {"modelcache_ready_s": statistics.median(ready), "bare_load_s": statistics.median(bare_load)}
+    results["cold_start"] = {
+        "modelcache_ready_s": statistics.median(ready),
+        "bare_load_s": statistics.median(bare_load),
+    }
 
     # the in-process anchors, on this thread, before the service starts -------------------
     raw = raw_forward(snapshot[fixtures.MINILM], n_lat, 10 if quick else 20)
@@ -618,8 +650,11 @@ def bench(quick: bool) -> dict:
 
         # 3. latency, and MiniLM's time inside its process --------------------------------------
         latency = embedding_latency(server, n_lat)
-        latency.update(raw_p50_ms=pct(raw["single_s"], 0.5) * 1000, raw_p99_ms=pct(raw["single_s"], 0.99) * 1000,
-                       raw_mean_ms=statistics.mean(raw["single_s"]) * 1000)  # fmt: skip
+        latency.update(
+            raw_p50_ms=pct(raw["single_s"], 0.5) * 1000,
+            raw_p99_ms=pct(raw["single_s"], 0.99) * 1000,
+            raw_mean_ms=statistics.mean(raw["single_s"]) * 1000,
+        )
         results["embedding_latency"] = latency
 
         # 4 + 5. throughput (1 / 8 / 32 clients), then overload (128 / 256 retrying at once) -----
@@ -633,7 +668,7 @@ def bench(quick: bool) -> dict:
             "one_forward_per_request_rps": raw["one_forward_rps"],
             "batch32_forward_texts_per_s": raw["batch32_texts_per_s"],
             "runs": runs,
-        }  # fmt: skip
+        }
         results["overload"] = {"capacity_32_rps": runs["32"]["ok_per_s"], **{str(c): runs[str(c)] for c in OVERLOAD}}
 
         # 6. image embeddings, 16 concurrent clients --------------------------------------------
@@ -671,14 +706,36 @@ def bench(quick: bool) -> dict:
     cli_rtf = None
     if cli and shutil.which("ffmpeg"):
         out = work / "cli-out"
-        times = [timed_run([cli, str(wav), "--model", str(checkpoint), "--language", "en", "--fp16", "False",
-                            "--output_dir", str(out), "--output_format", "txt"], cli_env({})) for _ in range(reps)]  # fmt: skip
+        times = [
+            timed_run(
+                [
+                    cli,
+                    str(wav),
+                    "--model",
+                    str(checkpoint),
+                    "--language",
+                    "en",
+                    "--fp16",
+                    "False",
+                    "--output_dir",
+                    str(out),
+                    "--output_format",
+                    "txt",
+                ],
+                cli_env({}),
+            )
+            for _ in range(reps)
+        ]
         cli_rtf = statistics.median(times) / duration
     results["asr"] = {
-        "audio_s": duration, "rtf": rtf, "in_process_rtf": in_process_asr["seconds"] / duration,
-        "whisper_cli_rtf": cli_rtf, "compute_types": compute_types,
-        "wer": {name: wer(SPEECH, text) for name, text in texts.items()}, "texts": texts,
-    }  # fmt: skip
+        "audio_s": duration,
+        "rtf": rtf,
+        "in_process_rtf": in_process_asr["seconds"] / duration,
+        "whisper_cli_rtf": cli_rtf,
+        "compute_types": compute_types,
+        "wer": {name: wer(SPEECH, text) for name, text in texts.items()},
+        "texts": texts,
+    }
     shutil.rmtree(work, ignore_errors=True)
     others = (busy_cpu_seconds() - busy_before) - (own_cpu_seconds() - own_before)
     results["other_processes_cpu_share"] = max(0.0, others) / ((time.perf_counter() - started) * (os.cpu_count() or 1))
@@ -692,69 +749,123 @@ def report(r: dict) -> str:
     one = t["one_forward_per_request_rps"]
     rps = t["requests_per_s"]
     rows = [
-        ("fail-fast, missing file (start -> exit)", f"{f['modelcache_s']:.2f} s",
-         f"import torch, then fail: {f['import_torch_then_fail_s']:.2f} s",
-         f"{f['import_torch_then_fail_s'] / f['modelcache_s']:.1f}x sooner"),
-        ("cold start -> ready (4 models)", f"{c['modelcache_ready_s']:.2f} s",
-         f"bare script loading them: {c['bare_load_s']:.2f} s", f"{c['modelcache_ready_s'] / c['bare_load_s']:.2f}x"),
-        ("embedding, 1 text, p50 / p99", f"{e['http_p50_ms']:.1f} / {e['http_p99_ms']:.1f} ms",
-         f"raw forward: {e['raw_p50_ms']:.1f} / {e['raw_p99_ms']:.1f} ms",
-         f"{e['http_p50_ms'] - e['raw_p50_ms']:+.1f} ms (p50)"),
-        ("MiniLM time per call in its process, 1 text, mean (goal <= 1.1x)", f"{e['model_mean_ms']:.2f} ms",
-         f"same forward in-process: {e['raw_mean_ms']:.2f} ms", f"{e['model_mean_ms'] / e['raw_mean_ms']:.2f}x"),
-        ("embeddings, 1 client (goal >= 0.9x)", f"{rps['1']:.0f} req/s",
-         f"one forward per request: {one:.0f} req/s", f"{rps['1'] / one:.2f}x"),
-        ("embeddings, 8 concurrent clients", f"{rps['8']:.0f} req/s",
-         f"one forward per request: {one:.0f} req/s", f"{rps['8'] / one:.2f}x"),
-        ("embeddings, 32 concurrent clients (goal >= 0.95x)", f"{rps['32']:.0f} req/s",
-         f"one forward of 32 texts: {t['batch32_forward_texts_per_s']:.0f} texts/s",
-         f"{rps['32'] / t['batch32_forward_texts_per_s']:.2f}x"),
-    ]  # fmt: skip
+        (
+            "fail-fast, missing file (start -> exit)",
+            f"{f['modelcache_s']:.2f} s",
+            f"import torch, then fail: {f['import_torch_then_fail_s']:.2f} s",
+            f"{f['import_torch_then_fail_s'] / f['modelcache_s']:.1f}x sooner",
+        ),
+        (
+            "cold start -> ready (4 models)",
+            f"{c['modelcache_ready_s']:.2f} s",
+            f"bare script loading them: {c['bare_load_s']:.2f} s",
+            f"{c['modelcache_ready_s'] / c['bare_load_s']:.2f}x",
+        ),
+        (
+            "embedding, 1 text, p50 / p99",
+            f"{e['http_p50_ms']:.1f} / {e['http_p99_ms']:.1f} ms",
+            f"raw forward: {e['raw_p50_ms']:.1f} / {e['raw_p99_ms']:.1f} ms",
+            f"{e['http_p50_ms'] - e['raw_p50_ms']:+.1f} ms (p50)",
+        ),
+        (
+            "MiniLM time per call in its process, 1 text, mean (goal <= 1.1x)",
+            f"{e['model_mean_ms']:.2f} ms",
+            f"same forward in-process: {e['raw_mean_ms']:.2f} ms",
+            f"{e['model_mean_ms'] / e['raw_mean_ms']:.2f}x",
+        ),
+        (
+            "embeddings, 1 client (goal >= 0.9x)",
+            f"{rps['1']:.0f} req/s",
+            f"one forward per request: {one:.0f} req/s",
+            f"{rps['1'] / one:.2f}x",
+        ),
+        (
+            "embeddings, 8 concurrent clients",
+            f"{rps['8']:.0f} req/s",
+            f"one forward per request: {one:.0f} req/s",
+            f"{rps['8'] / one:.2f}x",
+        ),
+        (
+            "embeddings, 32 concurrent clients (goal >= 0.95x)",
+            f"{rps['32']:.0f} req/s",
+            f"one forward of 32 texts: {t['batch32_forward_texts_per_s']:.0f} texts/s",
+            f"{rps['32'] / t['batch32_forward_texts_per_s']:.2f}x",
+        ),
+    ]
     for clients in OVERLOAD:
         run = o[str(clients)]
         p99 = f"{run['p99_ms']:.0f} ms" if run["p99_ms"] is not None else "-"
-        rows.append((f"overload: {clients} clients retrying each 429 at once, goodput (goal >= 0.8x)",
-                     f"{run['ok_per_s']:.0f} req/s; {run['status_429']} 429s; p99 of the 200s {p99}",
-                     f"32 clients: {o['capacity_32_rps']:.0f} req/s",
-                     f"{run['ok_per_s'] / o['capacity_32_rps']:.2f}x"))  # fmt: skip
+        rows.append(
+            (
+                f"overload: {clients} clients retrying each 429 at once, goodput (goal >= 0.8x)",
+                f"{run['ok_per_s']:.0f} req/s; {run['status_429']} 429s; p99 of the 200s {p99}",
+                f"32 clients: {o['capacity_32_rps']:.0f} req/s",
+                f"{run['ok_per_s'] / o['capacity_32_rps']:.2f}x",
+            )
+        )
     rows += [
-        ("image embeddings, 16 concurrent clients, one 224x224 PNG each (goal >= 2x)", f"{im['ok_per_s']:.0f} images/s",
-         f"one forward per image: {im['one_forward_per_image_per_s']:.0f} images/s",
-         f"{im['ok_per_s'] / im['one_forward_per_image_per_s']:.2f}x"),
-        (f"embedding p50 / p99 during a {iso['audio_s']} s transcription (goal p99 <= 2x)",
-         f"{iso['during_p50_ms']:.1f} / {iso['during_p99_ms']:.1f} ms",
-         f"idle: {iso['idle_p50_ms']:.1f} / {iso['idle_p99_ms']:.1f} ms",
-         f"{iso['during_p99_ms'] / iso['idle_p99_ms']:.2f}x (p99)"),
-        ("that transcription, with the embeddings alongside", f"{iso['transcription_during_s']:.1f} s",
-         f"alone: {iso['transcription_alone_s']:.1f} s",
-         f"{iso['transcription_during_s'] / iso['transcription_alone_s']:.2f}x"),
-        (f"ASR real-time factor, openai-whisper ({a['audio_s']:.1f} s audio; goal <= 1.05x)",
-         f"{a['rtf']['openai-whisper']:.3f} (WER {a['wer']['openai-whisper']:.1%})",
-         f"bare transcribe() in-process: {a['in_process_rtf']:.3f} (WER {a['wer']['in-process transcribe']:.1%})",
-         f"{a['rtf']['openai-whisper'] / a['in_process_rtf']:.2f}x"),
-    ]  # fmt: skip
+        (
+            "image embeddings, 16 concurrent clients, one 224x224 PNG each (goal >= 2x)",
+            f"{im['ok_per_s']:.0f} images/s",
+            f"one forward per image: {im['one_forward_per_image_per_s']:.0f} images/s",
+            f"{im['ok_per_s'] / im['one_forward_per_image_per_s']:.2f}x",
+        ),
+        (
+            f"embedding p50 / p99 during a {iso['audio_s']} s transcription (goal p99 <= 2x)",
+            f"{iso['during_p50_ms']:.1f} / {iso['during_p99_ms']:.1f} ms",
+            f"idle: {iso['idle_p50_ms']:.1f} / {iso['idle_p99_ms']:.1f} ms",
+            f"{iso['during_p99_ms'] / iso['idle_p99_ms']:.2f}x (p99)",
+        ),
+        (
+            "that transcription, with the embeddings alongside",
+            f"{iso['transcription_during_s']:.1f} s",
+            f"alone: {iso['transcription_alone_s']:.1f} s",
+            f"{iso['transcription_during_s'] / iso['transcription_alone_s']:.2f}x",
+        ),
+        (
+            f"ASR real-time factor, openai-whisper ({a['audio_s']:.1f} s audio; goal <= 1.05x)",
+            f"{a['rtf']['openai-whisper']:.3f} (WER {a['wer']['openai-whisper']:.1%})",
+            f"bare transcribe() in-process: {a['in_process_rtf']:.3f} (WER {a['wer']['in-process transcribe']:.1%})",
+            f"{a['rtf']['openai-whisper'] / a['in_process_rtf']:.2f}x",
+        ),
+    ]
     for engine in ("openai-whisper", "faster-whisper"):
         value = a["rtf"][engine]
-        anchor = f"whisper CLI: {a['whisper_cli_rtf']:.3f}" if a["whisper_cli_rtf"] else "whisper CLI: not run (no ffmpeg)"
+        anchor = (
+            f"whisper CLI: {a['whisper_cli_rtf']:.3f}" if a["whisper_cli_rtf"] else "whisper CLI: not run (no ffmpeg)"
+        )
         ratio = f"{a['whisper_cli_rtf'] / value:.1f}x faster" if a["whisper_cli_rtf"] else "-"
         label = f"{engine} {a['compute_types'][engine]}" if engine in a["compute_types"] else engine
         rows.append((f"ASR real-time factor, {label}", f"{value:.3f}", anchor, ratio))
     fw, fw8 = "faster-whisper", "faster-whisper int8"
-    rows.append((f"faster-whisper {a['compute_types'][fw8]} vs {a['compute_types'][fw]} (the default): RTF, WER",
-                 f"{a['rtf'][fw8]:.3f}, WER {a['wer'][fw8]:.1%}",
-                 f"{a['compute_types'][fw]}: {a['rtf'][fw]:.3f}, WER {a['wer'][fw]:.1%}",
-                 f"{a['rtf'][fw8] / a['rtf'][fw]:.2f}x (RTF)"))  # fmt: skip
+    rows.append(
+        (
+            f"faster-whisper {a['compute_types'][fw8]} vs {a['compute_types'][fw]} (the default): RTF, WER",
+            f"{a['rtf'][fw8]:.3f}, WER {a['wer'][fw8]:.1%}",
+            f"{a['compute_types'][fw]}: {a['rtf'][fw]:.3f}, WER {a['wer'][fw]:.1%}",
+            f"{a['rtf'][fw8] / a['rtf'][fw]:.2f}x (RTF)",
+        )
+    )
     load_rss = m["rss_after_load"]
-    rows.append((f"RSS after load: HTTP process + zygote + {len(load_rss['models'])} model processes",
-                 f"{load_rss['total'] / mib:.0f} MiB (HTTP process {load_rss['http'] / mib:.0f} MiB, "
-                 f"zygote {load_rss.get('zygote', 0) / mib:.0f} MiB; "
-                 f"PSS {load_rss['pss_total'] / mib:.0f} MiB)",
-                 f"weights: {m['weight_bytes'] / mib:.0f} MiB",
-                 f"{load_rss['total'] / m['weight_bytes']:.1f}x"))  # fmt: skip
+    rows.append(
+        (
+            f"RSS after load: HTTP process + zygote + {len(load_rss['models'])} model processes",
+            f"{load_rss['total'] / mib:.0f} MiB (HTTP process {load_rss['http'] / mib:.0f} MiB, "
+            f"zygote {load_rss.get('zygote', 0) / mib:.0f} MiB; "
+            f"PSS {load_rss['pss_total'] / mib:.0f} MiB)",
+            f"weights: {m['weight_bytes'] / mib:.0f} MiB",
+            f"{load_rss['total'] / m['weight_bytes']:.1f}x",
+        )
+    )
     first, last = m["rss_at_1000"]["total"], m["rss_at_end"]["total"]
-    rows.append((f"RSS drift, requests 1,000 -> {m['requests']:,} of a mix (goal < 2%)",
-                 f"{(last - first) / mib:+.1f} MiB", f"at 1,000: {first / mib:.0f} MiB",
-                 f"{(last - first) / first:+.2%}"))  # fmt: skip
+    rows.append(
+        (
+            f"RSS drift, requests 1,000 -> {m['requests']:,} of a mix (goal < 2%)",
+            f"{(last - first) / mib:+.1f} MiB",
+            f"at 1,000: {first / mib:.0f} MiB",
+            f"{(last - first) / first:+.2%}",
+        )
+    )
     machine = f"machine: {r['machine']}"
     if r.get("other_processes_cpu_share", 0) > 0.05:
         machine += f"; other processes kept {r['other_processes_cpu_share']:.0%} of its CPU time busy during this run"

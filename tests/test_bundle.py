@@ -57,8 +57,9 @@ def test_export_is_a_plain_deterministic_tar(bundle: Path, warm: Volume, tmp_pat
     again = tmp_path / "again.tar"
     assert warm.cli("export", str(again)).returncode == 0
     assert again.read_bytes() == bundle.read_bytes()  # the same volume (a copy, other mtimes) gives the same bytes
-    piped = subprocess.run([sys.executable, "-m", "modelcache", "export", "-"], env=_cli_env(warm.env),
-                           capture_output=True)  # fmt: skip
+    piped = subprocess.run(
+        [sys.executable, "-m", "modelcache", "export", "-"], env=_cli_env(warm.env), capture_output=True
+    )
     assert piped.returncode == 0 and piped.stdout == bundle.read_bytes()
     header = json.loads(tarfile.open(bundle).extractfile(BUNDLE_LOCK).read())
     assert header["format"] == "modelcache-bundle" and header["lock"]["artifacts"]
@@ -81,8 +82,13 @@ def test_import_from_stdin_and_into_a_partly_filled_volume(bundle: Path, empty: 
     lock = read_lock(layout)
     layout.lock_file.unlink()
     (layout.root / lock.get("whisper/tiny.en").files[0].path).unlink()
-    again = subprocess.run([sys.executable, "-m", "modelcache", "import", "-"], env=_cli_env(empty.env),
-                           stdin=open(bundle, "rb"), capture_output=True, text=True)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "modelcache", "import", "-"],
+        env=_cli_env(empty.env),
+        stdin=open(bundle, "rb"),
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stderr
     assert "imported 1 file(s)" in again.stderr and "already present" in again.stderr
     assert_complete(empty)
@@ -182,7 +188,9 @@ def test_bad_bundles_are_refused_and_nothing_half_written(
 
 def test_other_settings_name_the_artifact(bundle: Path, empty: Volume) -> None:
     proc = empty.cli("import", str(bundle), MODELCACHE_TEXT_EMBEDDING="BAAI/bge-small-en-v1.5")
-    assert proc.returncode == EXIT_VERIFY and "BAAI/bge-small-en-v1.5" in proc.stderr and "not in the lock" in proc.stderr
+    assert (
+        proc.returncode == EXIT_VERIFY and "BAAI/bge-small-en-v1.5" in proc.stderr and "not in the lock" in proc.stderr
+    )
 
 
 def read_lock_of(bundle: Path):
@@ -207,14 +215,26 @@ def test_a_truncated_bundle_is_refused_and_a_complete_one_resumes(bundle: Path, 
 
 def test_kill_9_during_import_then_resume(bundle: Path, empty: Volume) -> None:
     """An import killed mid-stream (fed slowly through a pipe) leaves no lock; the next one resumes."""
-    feeder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "src = open(sys.argv[1], 'rb')\n"
-        "while block := src.read(1 << 20):\n"
-        "    sys.stdout.buffer.write(block); sys.stdout.flush(); time.sleep(0.02)\n"), str(bundle)],
-        stdout=subprocess.PIPE)  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "modelcache", "import", "-"], env=_cli_env(empty.env),
-                            stdin=feeder.stdout, stderr=subprocess.PIPE)  # fmt: skip
+    feeder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "src = open(sys.argv[1], 'rb')\n"
+                "while block := src.read(1 << 20):\n"
+                "    sys.stdout.buffer.write(block); sys.stdout.flush(); time.sleep(0.02)\n"
+            ),
+            str(bundle),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelcache", "import", "-"],
+        env=_cli_env(empty.env),
+        stdin=feeder.stdout,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(1.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)

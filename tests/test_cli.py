@@ -95,7 +95,9 @@ def test_show_of_a_configured_but_unfetched_and_of_an_unknown_artifact(volume: V
     data = json.loads(volume.cli("show", MINILM, "--json").stdout)
     assert data["commit"] is None and data["files"] == [] and data["status"].startswith("not fetched")
     proc = volume.cli("show", "acme/nope")
-    assert proc.returncode == EXIT_CONFIG and "no artifact named 'acme/nope'" in proc.stderr and "remedy:" in proc.stderr
+    assert (
+        proc.returncode == EXIT_CONFIG and "no artifact named 'acme/nope'" in proc.stderr and "remedy:" in proc.stderr
+    )
 
 
 def test_rm_and_prune_speak_json(warm: Volume) -> None:
@@ -140,8 +142,12 @@ def test_every_configuration_error_ends_with_a_remedy(volume: Volume, env: dict[
 
 
 def test_a_whisper_url_answering_404_is_a_network_error_with_a_remedy(volume: Volume, models: MirrorModels) -> None:
-    proc = volume.cli("fetch", "--plain", MODELCACHE_WHISPER_URL=models.mirror.url + "/nowhere/tiny.en.pt",
-                      MODELCACHE_WHISPER_SHA256="0" * 64)  # fmt: skip
+    proc = volume.cli(
+        "fetch",
+        "--plain",
+        MODELCACHE_WHISPER_URL=models.mirror.url + "/nowhere/tiny.en.pt",
+        MODELCACHE_WHISPER_SHA256="0" * 64,
+    )
     assert proc.returncode == EXIT_NETWORK, proc.stderr
     assert "HTTP 404" in proc.stderr and "/nowhere/tiny.en.pt" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("remedy: ") and "MODELCACHE_WHISPER_URL" in proc.stderr

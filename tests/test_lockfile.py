@@ -43,8 +43,11 @@ def test_one_changed_file_is_a_one_line_diff() -> None:
     pin = before.pins[0]
     files = tuple(replace(f, size=999, sha256="12" * 32) if f.path == "model.safetensors" else f for f in pin.files)
     after = replace(before, pins=(replace(pin, files=files),))
-    diff = [line for line in difflib.unified_diff(render(before).splitlines(), render(after).splitlines(), n=0)
-            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]  # fmt: skip
+    diff = [
+        line
+        for line in difflib.unified_diff(render(before).splitlines(), render(after).splitlines(), n=0)
+        if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
+    ]
     assert len(diff) == 2 and all("model.safetensors" in line for line in diff)
     assert before.digest != after.digest
 
@@ -79,20 +82,33 @@ def test_stale_against_the_configuration() -> None:
         ("version = 2\nplan = 'x'\n", "unsupported lockfile version 2"),
         ("version = 1\n", "'plan' is missing"),
         ("version = 1\nplan = 'x'\n[[artifact]]\nname = 'a'\n", "'kind' is missing"),
-        ("version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\ncommit='nope'\nfiles=[]\n",
-         "commit 'nope'"),
-        ("version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\nfiles=[]\n",
-         "at least one file"),
-        ("version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
-         "files=[{path='../x', size=1, git='" + GIT + "'}]\n", "not a relative path"),
-        ("version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
-         "files=[{path='x', size=1}]\n", "pinned by 'sha256' or 'git'"),
-        ("version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
-         "files=[{path='x', size=-1, sha256='" + SHA + "'}]\n", "whole number of bytes"),
+        (
+            "version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\ncommit='nope'\nfiles=[]\n",
+            "commit 'nope'",
+        ),
+        (
+            "version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\nfiles=[]\n",
+            "at least one file",
+        ),
+        (
+            "version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
+            "files=[{path='../x', size=1, git='" + GIT + "'}]\n",
+            "not a relative path",
+        ),
+        (
+            "version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
+            "files=[{path='x', size=1}]\n",
+            "pinned by 'sha256' or 'git'",
+        ),
+        (
+            "version = 1\nplan = 'x'\n[[artifact]]\nname='a'\nkind='hf'\nspec='s'\nsource='a'\n"
+            "files=[{path='x', size=-1, sha256='" + SHA + "'}]\n",
+            "whole number of bytes",
+        ),
         ("this is = not [toml", "not valid TOML"),
     ],
     ids=["version", "plan", "kind", "commit", "no-files", "dotdot", "no-hash", "size", "toml"],
-)  # fmt: skip
+)
 def test_bad_lockfiles_are_clear_configuration_errors(tmp_path: Path, text: str, expect: str) -> None:
     path = tmp_path / "models.lock"
     path.write_text(text)

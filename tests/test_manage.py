@@ -69,7 +69,13 @@ def test_writers_refuse_while_a_downloader_holds_the_volume(warm: Volume) -> Non
     layout = Layout(warm.root)
     with FileLock(str(layout.fetch_lock)):
         # a dry run refuses too: during a fetch it would list partial files and unlocked blobs
-        for args in (("rm", SIGLIP), ("prune",), ("doctor", "--fix"), ("prune", "--dry-run"), ("rm", SIGLIP, "--dry-run")):
+        for args in (
+            ("rm", SIGLIP),
+            ("prune",),
+            ("doctor", "--fix"),
+            ("prune", "--dry-run"),
+            ("rm", SIGLIP, "--dry-run"),
+        ):
             proc = warm.cli(*args)
             assert proc.returncode == 6, (args, proc.stderr)
             assert "is working on" in proc.stderr and "nothing was changed" in proc.stderr

@@ -476,20 +476,35 @@ def test_artifact_describe() -> None:
 
 
 def test_several_models_per_task_each_get_an_artifact() -> None:
-    plan = plan_for({"MODELCACHE_WHISPER": "tiny.en,base", "MODELCACHE_ASR_ENGINE": "faster-whisper",
-                     "MODELCACHE_TEXT_EMBEDDING": "sentence-transformers/all-MiniLM-L6-v2,BAAI/bge-small-en-v1.5",
-                     "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"})  # fmt: skip
+    plan = plan_for(
+        {
+            "MODELCACHE_WHISPER": "tiny.en,base",
+            "MODELCACHE_ASR_ENGINE": "faster-whisper",
+            "MODELCACHE_TEXT_EMBEDDING": "sentence-transformers/all-MiniLM-L6-v2,BAAI/bge-small-en-v1.5",
+            "MODELCACHE_VISION": "none",
+            "MODELCACHE_FACE": "none",
+        }
+    )
     assert [(a.role, a.source) for a in plan.artifacts] == [
-        ("asr", "Systran/faster-whisper-tiny.en"), ("asr", "Systran/faster-whisper-base"),
-        ("text-embedding", "sentence-transformers/all-MiniLM-L6-v2"), ("text-embedding", "BAAI/bge-small-en-v1.5"),
-    ]  # fmt: skip
+        ("asr", "Systran/faster-whisper-tiny.en"),
+        ("asr", "Systran/faster-whisper-base"),
+        ("text-embedding", "sentence-transformers/all-MiniLM-L6-v2"),
+        ("text-embedding", "BAAI/bge-small-en-v1.5"),
+    ]
     # one model per task plans exactly as before: existing locks stay valid
     single = plan_for({"MODELCACHE_WHISPER": "tiny.en", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"})
-    assert single.digest == plan_for({"MODELCACHE_WHISPER": " tiny.en ", "MODELCACHE_VISION": "none",
-                                      "MODELCACHE_FACE": "none"}).digest  # fmt: skip
+    assert (
+        single.digest
+        == plan_for({"MODELCACHE_WHISPER": " tiny.en ", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}).digest
+    )
 
 
 def test_a_whisper_url_names_one_checkpoint_only() -> None:
-    err = plan_error({"MODELCACHE_WHISPER": "tiny,base", "MODELCACHE_WHISPER_URL": "https://x.test/tiny.pt",
-                      "MODELCACHE_WHISPER_SHA256": "ab" * 32})  # fmt: skip
+    err = plan_error(
+        {
+            "MODELCACHE_WHISPER": "tiny,base",
+            "MODELCACHE_WHISPER_URL": "https://x.test/tiny.pt",
+            "MODELCACHE_WHISPER_SHA256": "ab" * 32,
+        }
+    )
     assert "lists 2 sizes" in err.message and "MODELCACHE_WHISPER_URL" in err.remedy

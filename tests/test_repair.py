@@ -57,7 +57,9 @@ def transferred(models: MirrorModels) -> set[str]:
     return {r.path for r in models.mirror.requests if r.method == "GET" and "/api/" not in r.path}
 
 
-def assert_repaired_only(volume: Volume, models: MirrorModels, before: dict, damaged: str, *, deep: bool = False) -> None:
+def assert_repaired_only(
+    volume: Volume, models: MirrorModels, before: dict, damaged: str, *, deep: bool = False
+) -> None:
     models.mirror.reset_log()
     result = volume.fetch(deep=deep)
     assert not result.warm
@@ -70,7 +72,7 @@ def assert_repaired_only(volume: Volume, models: MirrorModels, before: dict, dam
 
 
 def test_bit_flip_is_found_by_deep_verify_and_repaired_by_deep_fetch(warm: Volume, models: MirrorModels) -> None:
-    pointer, blob, rel = weights_paths(warm, models)
+    _pointer, blob, rel = weights_paths(warm, models)
     before = fingerprint(warm.root)
     flip_byte(blob, 12345)
     code, fast = verify_json(warm)
@@ -83,7 +85,7 @@ def test_bit_flip_is_found_by_deep_verify_and_repaired_by_deep_fetch(warm: Volum
 
 
 def test_truncation_is_found_and_repaired(warm: Volume, models: MirrorModels) -> None:
-    pointer, blob, rel = weights_paths(warm, models)
+    _pointer, blob, rel = weights_paths(warm, models)
     before = fingerprint(warm.root)
     os.truncate(blob, blob.stat().st_size // 3)
     code, report = verify_json(warm)
@@ -94,7 +96,7 @@ def test_truncation_is_found_and_repaired(warm: Volume, models: MirrorModels) ->
 
 
 def test_lfs_pointer_file_is_found_and_repaired(warm: Volume, models: MirrorModels) -> None:
-    pointer, blob, rel = weights_paths(warm, models)
+    _pointer, blob, rel = weights_paths(warm, models)
     before = fingerprint(warm.root)
     blob.write_bytes(
         b"version https://git-lfs.github.com/spec/v1\n"
@@ -109,7 +111,7 @@ def test_lfs_pointer_file_is_found_and_repaired(warm: Volume, models: MirrorMode
 
 
 def test_missing_blob_is_found_and_repaired(warm: Volume, models: MirrorModels) -> None:
-    pointer, blob, rel = weights_paths(warm, models)
+    _pointer, blob, rel = weights_paths(warm, models)
     before = fingerprint(warm.root)
     blob.unlink()
     code, report = verify_json(warm)
@@ -121,11 +123,11 @@ def test_missing_blob_is_found_and_repaired(warm: Volume, models: MirrorModels) 
 
 
 def test_broken_symlink_is_relinked_without_any_download(warm: Volume, models: MirrorModels) -> None:
-    pointer, blob, rel = weights_paths(warm, models)
+    pointer, _blob, rel = weights_paths(warm, models)
     before = fingerprint(warm.root)
     pointer.unlink()
     os.symlink("../../blobs/0000000000000000000000000000000000000000", pointer)
-    code, doc = doctor_json(warm)
+    _code, doc = doctor_json(warm)
     # the blob is still in the lock: not an orphan, so `doctor --fix` would not delete it
     assert {(f["kind"], f["path"]) for f in doc["findings"]} == {("broken-symlink", rel)}
     models.mirror.reset_log()
@@ -148,7 +150,7 @@ def test_stale_temporary_files_are_found_and_swept(warm: Volume, models: MirrorM
         ("temporary", layout.rel(part)),
         ("temporary", layout.rel(incomplete)),
     }
-    code, report = verify_json(warm)
+    code, _report = verify_json(warm)
     assert code == 0  # the wanted files are intact
     result = warm.fetch()
     assert result.warm and models.mirror.requests == []
@@ -158,7 +160,7 @@ def test_stale_temporary_files_are_found_and_swept(warm: Volume, models: MirrorM
 
 def test_doctor_fix_repairs_only_what_it_found(warm: Volume, models: MirrorModels) -> None:
     layout = Layout(warm.root)
-    pointer, blob, rel = weights_paths(warm, models)
+    _pointer, blob, rel = weights_paths(warm, models)
     os.truncate(blob, 1000)
     stray = layout.whisper / "stray.pt"
     stray.write_bytes(b"x" * 10)
@@ -181,7 +183,7 @@ def test_a_directory_where_the_checkpoint_belongs_is_replaced(warm: Volume, mode
     checkpoint = Layout(warm.root).whisper / "tiny.en.pt"
     checkpoint.unlink()
     (checkpoint / "junk").mkdir(parents=True)
-    code, doc = doctor_json(warm)
+    _code, doc = doctor_json(warm)
     assert ("size-mismatch", "whisper/tiny.en.pt") in {(f["kind"], f["path"]) for f in doc["findings"]}
     warm.fetch()
     assert checkpoint.is_file() and checkpoint.read_bytes() == models.whisper_bytes

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.docker import docker_unavailable
-
 from tests.conftest import ROOT
+from tests.support.docker import docker_unavailable
 
 SCRIPTS = ROOT / "scripts"
 BASH_SCRIPTS = sorted(p.name for p in SCRIPTS.iterdir() if p.is_file() and "bash" in p.read_text().split("\n", 1)[0])
@@ -40,7 +39,7 @@ NO_MODELS = {
 def test_the_bash_scripts_are_the_expected_ones() -> None:
     # a new script should get a --help too (and a row here)
     expected = ["build-base-image", "build-images", "reset-models-volume", "smoke-check", "test", "verify-volume"]
-    assert BASH_SCRIPTS == expected
+    assert expected == BASH_SCRIPTS
 
 
 @pytest.fixture
@@ -57,8 +56,14 @@ def stubs(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPTS / name), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else dict(os.environ))  # fmt: skip
+    return subprocess.run(
+        [str(SCRIPTS / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else dict(os.environ),
+    )
 
 
 def calls(log: Path) -> str:
@@ -108,11 +113,14 @@ def test_an_unknown_option_is_a_usage_error(name: str, stubs: tuple[dict[str, st
     assert calls(log) == ""
 
 
-@pytest.mark.parametrize(("name", "args"), [
-    ("build-base-image", ["one/tag:1", "two/tag:2"]),
-    ("smoke-check", ["http://127.0.0.1:9", "http://127.0.0.1:10"]),
-    ("verify-volume", ["-f", "docker-compose.yml"]),  # compose options only after --
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("build-base-image", ["one/tag:1", "two/tag:2"]),
+        ("smoke-check", ["http://127.0.0.1:9", "http://127.0.0.1:10"]),
+        ("verify-volume", ["-f", "docker-compose.yml"]),  # compose options only after --
+    ],
+)
 def test_extra_arguments_are_a_usage_error(name: str, args: list[str], stubs: tuple[dict[str, str], Path]) -> None:
     env, log = stubs
     result = run(name, *args, env=env)
@@ -141,8 +149,11 @@ def test_smoke_check_help_sends_no_request(args: list[str]) -> None:
         server.listen(8)
         server.setblocking(False)
         listening = f"http://127.0.0.1:{server.getsockname()[1]}"
-        result = run("smoke-check", *[listening if a == "URL" else a for a in args],
-                     env={**env, "MODELCACHE_HOST_PORT": str(server.getsockname()[1])})  # fmt: skip
+        result = run(
+            "smoke-check",
+            *[listening if a == "URL" else a for a in args],
+            env={**env, "MODELCACHE_HOST_PORT": str(server.getsockname()[1])},
+        )
         assert result.returncode == 0
         with pytest.raises(BlockingIOError):
             server.accept()
@@ -197,8 +208,12 @@ def project() -> Iterator[tuple[str, str, dict[str, str]]]:
     _require(docker_unavailable())
     name = f"mcscripts{uuid.uuid4().hex[:8]}"
     volume = f"{name}-models"
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": name, "MODELCACHE_VOLUME": volume,
-           "MODELCACHE_DOWNLOADER_IMAGE": DOWNLOADER_IMAGE}  # fmt: skip
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": name,
+        "MODELCACHE_VOLUME": volume,
+        "MODELCACHE_DOWNLOADER_IMAGE": DOWNLOADER_IMAGE,
+    }
     try:
         yield name, volume, env
     finally:  # only what carries this test's unique name
@@ -244,9 +259,24 @@ def test_verify_volume_checks_a_filled_volume(project: tuple[str, str, dict[str,
         _require(f"image {DOWNLOADER_IMAGE} is not built (scripts/build-images)")
     # a volume with nothing configured: the downloader writes an empty lock, offline
     subprocess.run(["docker", "volume", "create", volume], capture_output=True, check=True)
-    fill = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/models",
-                           *[a for k, v in NO_MODELS.items() for a in ("-e", f"{k}={v}")], DOWNLOADER_IMAGE,
-                           "fetch", "--plain"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    fill = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{volume}:/models",
+            *[a for k, v in NO_MODELS.items() for a in ("-e", f"{k}={v}")],
+            DOWNLOADER_IMAGE,
+            "fetch",
+            "--plain",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert fill.returncode == 0 and "lock written" in fill.stdout + fill.stderr, fill.stdout + fill.stderr
     networks_before = _names("network")
 

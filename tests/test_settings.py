@@ -287,9 +287,7 @@ def test_bad_numbers(name: str, value: str, expect: str) -> None:
 
 
 def test_number_bounds_are_inclusive() -> None:
-    s = Settings.from_env(
-        {"MODELCACHE_WORKERS": "64", "MODELCACHE_RETRIES": "0", "MODELCACHE_STALL_TIMEOUT": "0.1"}
-    )
+    s = Settings.from_env({"MODELCACHE_WORKERS": "64", "MODELCACHE_RETRIES": "0", "MODELCACHE_STALL_TIMEOUT": "0.1"})
     assert (s.workers, s.retries, s.stall_timeout) == (64, 0, 0.1)
     assert Settings.from_env({"MODELCACHE_WORKERS": "1"}).workers == 1
 
@@ -360,8 +358,13 @@ def test_hf_token_file_default_path() -> None:
 
 
 def test_several_models_per_task_are_comma_separated() -> None:
-    s = Settings.from_env({"MODELCACHE_WHISPER": "tiny.en, base", "MODELCACHE_VISION": "none",
-                           "MODELCACHE_TEXT_EMBEDDING": "sentence-transformers/all-MiniLM-L6-v2, BAAI/bge-small-en-v1.5@v1"})  # fmt: skip
+    s = Settings.from_env(
+        {
+            "MODELCACHE_WHISPER": "tiny.en, base",
+            "MODELCACHE_VISION": "none",
+            "MODELCACHE_TEXT_EMBEDDING": "sentence-transformers/all-MiniLM-L6-v2, BAAI/bge-small-en-v1.5@v1",
+        }
+    )
     assert s.whisper == ("tiny.en", "base") and s.vision == ()
     assert s.text_embedding == (RepoRef(DEFAULT_TEXT_EMBEDDING), RepoRef("BAAI/bge-small-en-v1.5", "v1"))
 
@@ -382,7 +385,11 @@ def test_bad_lists_are_refused_naming_the_item(env: dict[str, str], expect: str)
 
 
 def test_the_compute_type_is_a_faster_whisper_setting() -> None:
-    assert Settings.from_env({"MODELCACHE_ASR_ENGINE": "faster-whisper", "MODELCACHE_ASR_COMPUTE_TYPE": "int8"}
-                             ).asr_compute_type == "int8"  # fmt: skip
+    assert (
+        Settings.from_env(
+            {"MODELCACHE_ASR_ENGINE": "faster-whisper", "MODELCACHE_ASR_COMPUTE_TYPE": "int8"}
+        ).asr_compute_type
+        == "int8"
+    )
     err = config_error({"MODELCACHE_ASR_COMPUTE_TYPE": "int8"})
     assert "faster-whisper setting" in err.message and "MODELCACHE_ASR_ENGINE=faster-whisper" in err.remedy

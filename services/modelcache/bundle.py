@@ -32,11 +32,11 @@ from typing import IO
 
 from modelcache.errors import ConfigError, DiskFullError, VerificationError
 from modelcache.layout import Layout, link_snapshot_file
-from modelcache.volume_lock import Lock, parse_lock, write_lock
 from modelcache.models_lock import Lockfile
 from modelcache.plan import Plan
 from modelcache.progress import Reporter, human_bytes
 from modelcache.verify import check_file, verify, wanted_artifacts
+from modelcache.volume_lock import Lock, parse_lock, write_lock
 
 BUNDLE_LOCK = "modelcache-bundle.json"
 BUNDLE_FORMAT = "modelcache-bundle"
@@ -78,7 +78,12 @@ def members(layout: Layout, lock: Lock) -> list[Member]:
                 out[f.path] = Member(f.path, "link", target=target)
             else:
                 out[f.path] = Member(f.path, "file", f.size, f.sha256)
-        if artifact.kind in ("hf", "mlx") and artifact.revision and artifact.commit and artifact.revision != artifact.commit:
+        if (
+            artifact.kind in ("hf", "mlx")
+            and artifact.revision
+            and artifact.commit
+            and artifact.revision != artifact.commit
+        ):
             ref = layout.rel(layout.ref(artifact.source, artifact.revision))
             out[ref] = Member(ref, "file", len(artifact.commit), content=artifact.commit.encode())
     return [out[p] for p in sorted(out)]
@@ -121,8 +126,14 @@ def export(layout: Layout, lock: Lock, target: str, *, reporter: Reporter) -> Tr
             details=problems,
             remedy="run `modelcache fetch` (or `fetch --deep`) on it first",
         )
-    header = json.dumps({"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "lock": json.loads(lock.to_json())},
-                        indent=2, sort_keys=True).encode() + b"\n"  # fmt: skip
+    header = (
+        json.dumps(
+            {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "lock": json.loads(lock.to_json())},
+            indent=2,
+            sort_keys=True,
+        ).encode()
+        + b"\n"
+    )
     total = sum(m.size for m in items) + len(header)
     estimate = total + 1536 * (len(items) + 1) + 20 * 512  # headers (pax for long names) and the end blocks
     if target == "-":
@@ -150,9 +161,16 @@ def export(layout: Layout, lock: Lock, target: str, *, reporter: Reporter) -> Tr
 
 
 def _write(
-    fh: IO[bytes], layout: Layout, items: list[Member], header: bytes, total: int, reporter: Reporter,
-    started: float, *, stream: bool,
-) -> Transfer:  # fmt: skip
+    fh: IO[bytes],
+    layout: Layout,
+    items: list[Member],
+    header: bytes,
+    total: int,
+    reporter: Reporter,
+    started: float,
+    *,
+    stream: bool,
+) -> Transfer:
     result = Transfer()
     task = reporter.start("export", total)
     mode = "w|" if stream else "w"
@@ -204,7 +222,9 @@ def read_header(tar: tarfile.TarFile) -> Lock:
             raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
         return parse_lock(data["lock"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise VerificationError(f"{BUNDLE_LOCK} in the bundle is not a modelcache lock ({exc})", remedy=BAD_BUNDLE) from None
+        raise VerificationError(
+            f"{BUNDLE_LOCK} in the bundle is not a modelcache lock ({exc})", remedy=BAD_BUNDLE
+        ) from None
 
 
 def check_against(plan: Plan, lockfile: Lockfile | None, lock: Lock) -> None:
@@ -242,7 +262,10 @@ def import_bundle(
             name = _safe_name(info.name)
             member = expected.get(name)
             if member is None:
-                raise VerificationError(f"the bundle holds {info.name!r}, which its lock does not name; nothing more was imported", remedy=BAD_BUNDLE)
+                raise VerificationError(
+                    f"the bundle holds {info.name!r}, which its lock does not name; nothing more was imported",
+                    remedy=BAD_BUNDLE,
+                )
             if name in seen:
                 raise VerificationError(f"the bundle holds {name} twice", remedy=BAD_BUNDLE)
             seen.add(name)
@@ -256,7 +279,9 @@ def import_bundle(
             if not info.isfile():
                 raise VerificationError(f"{name} in the bundle is {_describe(info)}, not a file", remedy=BAD_BUNDLE)
             if info.size != member.size:
-                raise VerificationError(f"{name} in the bundle has {info.size} bytes, the lock says {member.size}", remedy=BAD_BUNDLE)
+                raise VerificationError(
+                    f"{name} in the bundle has {info.size} bytes, the lock says {member.size}", remedy=BAD_BUNDLE
+                )
             if _present(layout, member, deep):
                 result.skipped += 1
             else:
@@ -285,7 +310,9 @@ def import_bundle(
             link_snapshot_file(blob, layout.abs(m.path))
     report = verify(layout, plan, lock=lock, lockfile=lockfile)
     if not report.ok:
-        raise VerificationError("after the import the volume does not verify", details=[p.line() for p in report.problems])
+        raise VerificationError(
+            "after the import the volume does not verify", details=[p.line() for p in report.problems]
+        )
     write_lock(layout, lock)  # last: now the volume is complete
     result.seconds = time.monotonic() - started
     return result
@@ -297,7 +324,9 @@ def _open(source: str) -> tarfile.TarFile:
             return tarfile.open(fileobj=sys.stdin.buffer, mode="r|", bufsize=CHUNK)
         return tarfile.open(source, mode="r:", copybufsize=CHUNK)
     except FileNotFoundError:
-        raise ConfigError(f"{source}: no such bundle file", remedy="give the path of a file made by `modelcache export`") from None
+        raise ConfigError(
+            f"{source}: no such bundle file", remedy="give the path of a file made by `modelcache export`"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{source} is a directory, not a bundle", remedy="give the bundle file's path") from None
     except PermissionError:
@@ -317,7 +346,9 @@ def _entries(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 def _safe_name(name: str) -> str:
     parts = name.split("/")
     if name.startswith("/") or any(p == ".." for p in parts) or "\\" in name or "\0" in name:
-        raise VerificationError(f"the bundle holds {name!r}, a path outside the volume; nothing more was imported", remedy=BAD_BUNDLE)
+        raise VerificationError(
+            f"the bundle holds {name!r}, a path outside the volume; nothing more was imported", remedy=BAD_BUNDLE
+        )
     return posixpath.normpath(name)
 
 

@@ -42,16 +42,17 @@ def _print_json(data: object) -> None:
 def fetch(
     refresh: Annotated[bool, typer.Option(help="Re-resolve branches to their newest commit.")] = False,
     deep: Annotated[bool, typer.Option(help="Re-hash every present file; re-fetch the ones that differ.")] = False,
-    lockfile: Annotated[Path | None, typer.Option(help="Fetch exactly what this lockfile pins (MODELCACHE_LOCKFILE).")] = None,
+    lockfile: Annotated[
+        Path | None, typer.Option(help="Fetch exactly what this lockfile pins (MODELCACHE_LOCKFILE).")
+    ] = None,
     plain: Annotated[bool, typer.Option(help="Plain log lines even on a terminal.")] = False,
 ) -> None:
     """Download what the plan needs into the volume (the downloader's default command)."""
     from dataclasses import replace
 
     from modelcache.fetch import run_fetch
-    from modelcache.progress import make_reporter
-
     from modelcache.fetch.policy import Cancelled
+    from modelcache.progress import make_reporter
 
     settings = Settings.from_env()
     if lockfile is not None:
@@ -64,11 +65,21 @@ def fetch(
 
 @app.command("lock")
 def lock_cmd(
-    upgrade: Annotated[bool, typer.Option("--upgrade", help="Move pins to what the configured revisions point at now.")] = False,
-    names: Annotated[list[str] | None, typer.Argument(help="With --upgrade: only these artifacts.", show_default=False)] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only say whether the lockfile matches the configuration (offline).")] = False,
-    lockfile: Annotated[Path | None, typer.Option(help="The lockfile (default: MODELCACHE_LOCKFILE, else ./models.lock).")] = None,
-    print_: Annotated[bool, typer.Option("--print", help="Print the new lockfile on stdout instead of writing it.")] = False,
+    upgrade: Annotated[
+        bool, typer.Option("--upgrade", help="Move pins to what the configured revisions point at now.")
+    ] = False,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="With --upgrade: only these artifacts.", show_default=False)
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only say whether the lockfile matches the configuration (offline).")
+    ] = False,
+    lockfile: Annotated[
+        Path | None, typer.Option(help="The lockfile (default: MODELCACHE_LOCKFILE, else ./models.lock).")
+    ] = None,
+    print_: Annotated[
+        bool, typer.Option("--print", help="Print the new lockfile on stdout instead of writing it.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin every configured model (commit, files, sizes, sha256) in a lockfile, from metadata only."""
@@ -87,33 +98,53 @@ def lock_cmd(
         else:
             for problem in problems:
                 print(f"STALE {problem}")
-            print(f"{path}: " + ("up to date" if not problems else f"{len(problems)} difference(s) from the configuration"))
+            print(
+                f"{path}: "
+                + ("up to date" if not problems else f"{len(problems)} difference(s) from the configuration")
+            )
             if problems:
-                print("remedy: run `modelcache lock` (new artifacts) or `modelcache lock --upgrade` (move pins), then commit it")
+                print(
+                    "remedy: run `modelcache lock` (new artifacts) or `modelcache lock --upgrade` (move pins), then commit it"
+                )
         if problems:
             raise typer.Exit(EXIT_VERIFY)
         return
     from modelcache.fetch.pinning import make_lockfile
     from modelcache.progress import PlainReporter
 
-    result = make_lockfile(settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter(),
-                           write=not print_)  # fmt: skip
+    result = make_lockfile(
+        settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter(), write=not print_
+    )
     if print_:
         from modelcache.models_lock import render
 
         sys.stdout.write(render(result.lockfile))
-        print(f"{len(result.lockfile.pins)} artifact(s): {len(result.resolved)} resolved, {len(result.kept)} kept, "
-              f"{len(result.moved)} moved; {result.requests} metadata request(s)", file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(result.lockfile.pins)} artifact(s): {len(result.resolved)} resolved, {len(result.kept)} kept, "
+            f"{len(result.moved)} moved; {result.requests} metadata request(s)",
+            file=sys.stderr,
+        )
         return
     if as_json:
-        _print_json({"lockfile": str(path), "written": result.written, "resolved": result.resolved,
-                     "kept": result.kept, "moved": result.moved, "requests": result.requests,
-                     "seconds": round(result.seconds, 3), "digest": result.lockfile.digest})  # fmt: skip
+        _print_json(
+            {
+                "lockfile": str(path),
+                "written": result.written,
+                "resolved": result.resolved,
+                "kept": result.kept,
+                "moved": result.moved,
+                "requests": result.requests,
+                "seconds": round(result.seconds, 3),
+                "digest": result.lockfile.digest,
+            }
+        )
         return
     state = "written" if result.written else "unchanged"
-    print(f"{path} {state}: {len(result.lockfile.pins)} artifact(s), {len(result.resolved)} resolved, "
-          f"{len(result.kept)} kept, {len(result.moved)} moved; {result.requests} metadata request(s) in "
-          f"{result.seconds:.2f}s, no weights downloaded")  # fmt: skip
+    print(
+        f"{path} {state}: {len(result.lockfile.pins)} artifact(s), {len(result.resolved)} resolved, "
+        f"{len(result.kept)} kept, {len(result.moved)} moved; {result.requests} metadata request(s) in "
+        f"{result.seconds:.2f}s, no weights downloaded"
+    )
 
 
 @app.command("plan")
@@ -192,13 +223,17 @@ def verify_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the volume against the lock and the plan, offline. Exit 4 on any problem."""
+    from modelcache.models_lock import configured
     from modelcache.verify import verify
 
-    from modelcache.models_lock import configured
-
     settings, layout, plan = _context()
-    report = verify(layout, plan, deep=deep or settings.verify == "deep", workers=workers or settings.workers,
-                    lockfile=configured(settings))  # fmt: skip
+    report = verify(
+        layout,
+        plan,
+        deep=deep or settings.verify == "deep",
+        workers=workers or settings.workers,
+        lockfile=configured(settings),
+    )
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -209,8 +244,14 @@ def verify_cmd(
         print(f"verify {mode}: {report.files} file(s), {human_bytes(report.bytes)} in {report.seconds:.2f}s: {state}")
         if not report.ok:
             files = any(p.issue not in ("drift", "lockfile", "no-lock") for p in report.problems)
-            print("remedy: " + (VerificationError.default_remedy if files else
-                                "run `modelcache fetch`: it brings the volume to what the configuration asks for"))
+            print(
+                "remedy: "
+                + (
+                    VerificationError.default_remedy
+                    if files
+                    else "run `modelcache fetch`: it brings the volume to what the configuration asks for"
+                )
+            )
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY)
 
@@ -255,7 +296,6 @@ def doctor(
 ) -> None:
     """Find LFS pointer files, leftovers, orphan blobs, broken links, size mismatches, unknown files."""
     from modelcache import doctor as doc
-
     from modelcache.volume_lock import read_lock
 
     _settings, layout, _plan = _context()
@@ -355,20 +395,25 @@ def export_cmd(
 ) -> None:
     """Write the whole volume (its lock and every file it names) to one verified, deterministic tar bundle."""
     from modelcache.bundle import export
-    from modelcache.volume_lock import read_lock
     from modelcache.progress import make_reporter
+    from modelcache.volume_lock import read_lock
 
     _settings, layout, _plan = _context()
     lock = read_lock(layout)
     if lock is None:
-        raise VerificationError(f"no lock in {layout.root}: the volume is not complete", remedy="run `modelcache fetch` first")
+        raise VerificationError(
+            f"no lock in {layout.root}: the volume is not complete", remedy="run `modelcache fetch` first"
+        )
     reporter = make_reporter(force_plain=bundle == "-")
     try:
         result = export(layout, lock, bundle, reporter=reporter)
     finally:
         reporter.close()
-    print(f"exported {result.files} file(s), {human_bytes(result.bytes)} to {bundle} in {result.seconds:.1f}s "
-          f"({human_bytes(result.bytes / max(result.seconds, 1e-6))}/s)", file=sys.stderr)  # fmt: skip
+    print(
+        f"exported {result.files} file(s), {human_bytes(result.bytes)} to {bundle} in {result.seconds:.1f}s "
+        f"({human_bytes(result.bytes / max(result.seconds, 1e-6))}/s)",
+        file=sys.stderr,
+    )
 
 
 @app.command("import")
@@ -392,8 +437,11 @@ def import_cmd(
             result = import_bundle(layout, plan, lockfile, bundle, deep=deep, reporter=reporter)
     finally:
         reporter.close()
-    print(f"imported {result.files} file(s), {human_bytes(result.bytes)} in {result.seconds:.1f}s; "
-          f"{result.skipped} already present; lock written", file=sys.stderr)  # fmt: skip
+    print(
+        f"imported {result.files} file(s), {human_bytes(result.bytes)} in {result.seconds:.1f}s; "
+        f"{result.skipped} already present; lock written",
+        file=sys.stderr,
+    )
 
 
 @app.command()
@@ -403,7 +451,7 @@ def mlx(
     ] = "./models",
 ) -> None:
     """Print how a native macOS app (mlx_whisper, mlx_lm) uses the MLX repos in the volume."""
-    settings, layout, plan = _context()
+    _settings, layout, plan = _context()
     repos = [a for a in plan.artifacts if a.kind == "mlx"]
     if not repos:
         print("no MLX repos are configured: set MODELCACHE_MLX, e.g. mlx-community/whisper-tiny")
@@ -437,8 +485,10 @@ def _exit_interrupted() -> None:
     """Exit 130 now: a transfer thread stuck in a stalled read must not hold the process
     (its partial file and segment record are on disk; a re-run resumes them)."""
     fetching = len(sys.argv) > 1 and sys.argv[1] in ("fetch", "import")
-    print("modelcache: interrupted" + ("; partial files are kept and a re-run resumes them" if fetching else ""),
-          file=sys.stderr)  # fmt: skip
+    print(
+        "modelcache: interrupted" + ("; partial files are kept and a re-run resumes them" if fetching else ""),
+        file=sys.stderr,
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)

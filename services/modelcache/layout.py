@@ -1,20 +1,20 @@
 """Where everything lives inside the models volume.
 
-    <root>/
-      huggingface/            HF_HOME: give this to any Hugging Face library
-        hub/                  HF_HUB_CACHE, the standard cache layout:
-          models--org--name/
-            blobs/<sha256 or git oid>
-            refs/<branch>                   -> commit
-            snapshots/<commit>/<path>       -> ../../blobs/<oid> (relative symlink)
-      whisper/<name>.pt       openai-whisper checkpoints (its download_root)
-      files/<path>            plain URL artifacts from the manifest
-      .modelcache/
-        lock.json             written last, atomically: the volume is complete
-        fetch.lock            cross-process lock held by a running downloader
-        partial/              resumable partial downloads (never at a final path): <oid>.part,
-                              <oid>.segments (progress of parallel segments), xet-* (hf_xet
-                              staging and chunk cache, MODELCACHE_TRANSFER=xet only)
+<root>/
+  huggingface/            HF_HOME: give this to any Hugging Face library
+    hub/                  HF_HUB_CACHE, the standard cache layout:
+      models--org--name/
+        blobs/<sha256 or git oid>
+        refs/<branch>                   -> commit
+        snapshots/<commit>/<path>       -> ../../blobs/<oid> (relative symlink)
+  whisper/<name>.pt       openai-whisper checkpoints (its download_root)
+  files/<path>            plain URL artifacts from the manifest
+  .modelcache/
+    lock.json             written last, atomically: the volume is complete
+    fetch.lock            cross-process lock held by a running downloader
+    partial/              resumable partial downloads (never at a final path): <oid>.part,
+                          <oid>.segments (progress of parallel segments), xet-* (hf_xet
+                          staging and chunk cache, MODELCACHE_TRANSFER=xet only)
 """
 
 from __future__ import annotations

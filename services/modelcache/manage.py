@@ -9,9 +9,9 @@ from pathlib import Path
 
 from modelcache.errors import ConfigError
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock, LockedArtifact, read_lock, write_lock
 from modelcache.plan import Artifact, Plan
 from modelcache.verify import check_file
+from modelcache.volume_lock import Lock, LockedArtifact, read_lock, write_lock
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def show(layout: Layout, plan: Plan, name: str, *, deep: bool = False) -> dict:
     files = []
     for f in held.files if held else ():
         problem = check_file(layout, f, deep=deep)
-        files.append({"path": f.path, "size": f.size, "sha256": f.sha256, "on_disk": problem.issue if problem else "ok"})
+        files.append(
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "on_disk": problem.issue if problem else "ok"}
+        )
     return {
         "name": (held or planned).name,  # type: ignore[union-attr]
         "role": planned.role if planned else None,

@@ -82,8 +82,11 @@ class Lockfile:
     @property
     def digest(self) -> str:
         """Of the content (not the comments): what a volume's lock records."""
-        payload = json.dumps({"version": LOCKFILE_VERSION, "plan": self.plan, "pins": [asdict(p) for p in self.pins]},
-                             sort_keys=True, separators=(",", ":"))  # fmt: skip
+        payload = json.dumps(
+            {"version": LOCKFILE_VERSION, "plan": self.plan, "pins": [asdict(p) for p in self.pins]},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def get(self, name: str) -> Pin | None:
@@ -128,14 +131,18 @@ def read_lockfile(path: Path) -> Lockfile | None:
     try:
         return _parse(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}", remedy="restore it from version control, or " + UPGRADE_REMEDY) from None
+        raise ConfigError(
+            f"{where}: not valid TOML: {exc}", remedy="restore it from version control, or " + UPGRADE_REMEDY
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}", remedy="restore it from version control, or " + UPGRADE_REMEDY) from None
 
 
 def _parse(data: dict) -> Lockfile:
     if data.get("version") != LOCKFILE_VERSION:
-        raise ValueError(f"unsupported lockfile version {data.get('version')!r} (this modelcache reads {LOCKFILE_VERSION})")
+        raise ValueError(
+            f"unsupported lockfile version {data.get('version')!r} (this modelcache reads {LOCKFILE_VERSION})"
+        )
     plan = _text(data, "plan", "the lockfile")
     pins = []
     for index, entry in enumerate(data.get("artifact", [])):

@@ -46,13 +46,26 @@ WHISPER_CHECKPOINTS: dict[str, tuple[str, str]] = {
 
 #: faster-whisper's name -> CTranslate2 repo table, and the files its loader reads.
 FASTER_WHISPER_REPOS: dict[str, str] = {
-    **{n: f"Systran/faster-whisper-{n}" for n in
-       ("tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
-        "large-v1", "large-v2", "large-v3")},
+    **{
+        n: f"Systran/faster-whisper-{n}"
+        for n in (
+            "tiny.en",
+            "tiny",
+            "base.en",
+            "base",
+            "small.en",
+            "small",
+            "medium.en",
+            "medium",
+            "large-v1",
+            "large-v2",
+            "large-v3",
+        )
+    },
     "large": "Systran/faster-whisper-large-v3",
     "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
     "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
-}  # fmt: skip
+}
 FASTER_WHISPER_FILES = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*")
 
 YUNET_REPO = "opencv/face_detection_yunet"
@@ -61,9 +74,22 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 #: Files a transformers/sentence-transformers consumer never reads: other frameworks'
 #: weights and exports. Left out of the text-embedding and vision repos.
 FOREIGN_WEIGHTS = (
-    "onnx/*", "openvino/*", "coreml/*", "*.onnx", "*.onnx_data", "*.h5", "*.msgpack", "*.ot",
-    "*.tflite", "*.mlmodel", "*.gguf", "*.ckpt", "tf_model*", "flax_model*", "rust_model*",
-)  # fmt: skip
+    "onnx/*",
+    "openvino/*",
+    "coreml/*",
+    "*.onnx",
+    "*.onnx_data",
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.tflite",
+    "*.mlmodel",
+    "*.gguf",
+    "*.ckpt",
+    "tf_model*",
+    "flax_model*",
+    "rust_model*",
+)
 
 
 @dataclass(frozen=True)
@@ -272,11 +298,15 @@ def _load_manifest(path: Path, layout: Layout) -> list[Artifact]:
     except FileNotFoundError:
         raise ConfigError(f"{where}: file not found", remedy="fix the path or unset MODELCACHE_MANIFEST") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}", remedy="make the file readable, or unset MODELCACHE_MANIFEST") from None
+        raise ConfigError(
+            f"{where}: cannot read: {exc}", remedy="make the file readable, or unset MODELCACHE_MANIFEST"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}", remedy="see the example in docs/configuration.md") from None
+        raise ConfigError(
+            f"{where}: not valid TOML: {exc}", remedy="see the example in docs/configuration.md"
+        ) from None
     lines = text.splitlines()
     for key in sorted(set(data) - {"model", "file"}):
         line = _key_line(lines, key)
@@ -285,7 +315,9 @@ def _load_manifest(path: Path, layout: Layout) -> list[Artifact]:
     for section, parse in (("model", _manifest_model), ("file", _manifest_file)):
         entries = data.get(section, [])
         if not isinstance(entries, list):
-            raise ConfigError(f"{path}:{_key_line(lines, section)}: '{section}' must be written as [[{section}]] tables")
+            raise ConfigError(
+                f"{path}:{_key_line(lines, section)}: '{section}' must be written as [[{section}]] tables"
+            )
         header = re.compile(rf"^\s*\[\[\s*{section}\s*\]\]")
         starts = [i + 1 for i, line in enumerate(lines) if header.match(line)] or [_key_line(lines, section)]
         for index, entry in enumerate(entries):

@@ -18,9 +18,21 @@ from modelcache.errors import ConfigError
 
 #: openai-whisper checkpoint names (the keys of its URL table) and faster-whisper's too.
 WHISPER_NAMES = (
-    "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
-    "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo",
-)  # fmt: skip
+    "tiny.en",
+    "tiny",
+    "base.en",
+    "base",
+    "small.en",
+    "small",
+    "medium.en",
+    "medium",
+    "large-v1",
+    "large-v2",
+    "large-v3",
+    "large",
+    "large-v3-turbo",
+    "turbo",
+)
 ASR_ENGINES = ("openai-whisper", "faster-whisper")
 FACE_MODELS = ("yunet",)
 VERIFY_MODES = ("fast", "deep")
@@ -29,8 +41,18 @@ VERIFY_MODES = ("fast", "deep")
 TRANSFER_MODES = ("http", "xet")
 DEVICES = ("auto", "cpu", "cuda")
 #: CTranslate2 compute types faster-whisper accepts
-COMPUTE_TYPES = ("default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16",
-                 "int8_bfloat16", "int16")  # fmt: skip
+COMPUTE_TYPES = (
+    "default",
+    "auto",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+)
 
 DEFAULT_TEXT_EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_VISION = "google/siglip-base-patch16-224"

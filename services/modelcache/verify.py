@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock, LockedArtifact, LockedFile, read_lock
 from modelcache.models_lock import Lockfile
 from modelcache.plan import Plan
+from modelcache.volume_lock import Lock, LockedArtifact, LockedFile, read_lock
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -152,9 +153,7 @@ def verify(
         report.problems.append(
             Problem("no-lock", layout.rel(layout.lock_file), "a lock written by the downloader", "nothing")
         )
-        report.problems += [
-            Problem("missing", a.dest, "downloaded", "no lock", a.name) for a in plan.artifacts
-        ]
+        report.problems += [Problem("missing", a.dest, "downloaded", "no lock", a.name) for a in plan.artifacts]
         report.seconds = time.perf_counter() - start
         return report
     entries, drift = wanted_artifacts(plan, lock)
@@ -186,7 +185,9 @@ def verify_lock(
     start = time.perf_counter()
     report = Report(deep=deep, lock=lock)
     if lock is None:
-        report.problems.append(Problem("no-lock", layout.rel(layout.lock_file), "a lock written by the downloader", "nothing"))
+        report.problems.append(
+            Problem("no-lock", layout.rel(layout.lock_file), "a lock written by the downloader", "nothing")
+        )
     else:
         if lockfile is not None and lock.lockfile != lockfile.digest:
             report.problems.append(_lockfile_problem(layout, lock, lockfile))

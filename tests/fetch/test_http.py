@@ -24,8 +24,9 @@ def redirect_then(body: bytes, *, linked_size: int, cdn_length: int | None = Non
     def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         if request.url.host == "hub.example":
-            return httpx2.Response(302, headers={"Location": CDN, "X-Linked-Size": str(linked_size),
-                                                 "X-Linked-Etag": f'"{SHA}"'})  # fmt: skip
+            return httpx2.Response(
+                302, headers={"Location": CDN, "X-Linked-Size": str(linked_size), "X-Linked-Etag": f'"{SHA}"'}
+            )
         headers = {"Content-Length": str(len(body) if cdn_length is None else cdn_length)}
         return httpx2.Response(status, headers=headers, content=body)
 
@@ -34,8 +35,10 @@ def redirect_then(body: bytes, *, linked_size: int, cdn_length: int | None = Non
 
 def test_auth_goes_to_the_hub_only_and_the_bytes_come_from_the_cdn() -> None:
     handler, seen = redirect_then(b"x" * 10, linked_size=10)
-    with client(handler) as c, open_bytes(c, HUB, Want("m", 10, SHA), auth={"Authorization": "Bearer t"},
-                                          timeout=TIMEOUT) as op:  # fmt: skip
+    with (
+        client(handler) as c,
+        open_bytes(c, HUB, Want("m", 10, SHA), auth={"Authorization": "Bearer t"}, timeout=TIMEOUT) as op,
+    ):
         assert op.response.read() == b"x" * 10 and op.url == CDN and op.hops == 1
     assert seen[0].headers.get("authorization") == "Bearer t"
     assert "authorization" not in seen[1].headers
@@ -69,9 +72,8 @@ def test_a_short_range_answer_is_retried() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(206, headers={"Content-Length": "3", "Content-Range": "bytes 5-7/10"}, content=b"abc")
 
-    with client(handler) as c, pytest.raises(Retry):
-        with open_bytes(c, CDN, Want("m", 10), start=5, timeout=TIMEOUT):
-            pass
+    with client(handler) as c, pytest.raises(Retry), open_bytes(c, CDN, Want("m", 10), start=5, timeout=TIMEOUT):
+        pass
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.errors import EXIT_CONFIG, EXIT_NETWORK, ConfigError, NetworkError
+from modelcache.errors import EXIT_CONFIG, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
@@ -58,8 +58,12 @@ def test_the_token_goes_to_the_hub_host_and_never_to_the_cdn(tmp_path: Path, pri
     mirror, token_file = private_mirror
     mirror.add_repo("acme/private", weights_bytes(fixtures.noise(300_000, 5)))
     root = tmp_path / "models"
-    env = {"MODELCACHE_DIR": str(root), "HF_ENDPOINT": mirror.url, "MODELCACHE_HF_TOKEN_FILE": str(token_file),
-           **only("acme/private")}  # fmt: skip
+    env = {
+        "MODELCACHE_DIR": str(root),
+        "HF_ENDPOINT": mirror.url,
+        "MODELCACHE_HF_TOKEN_FILE": str(token_file),
+        **only("acme/private"),
+    }
     Volume(root, env).fetch()
     seen = mirror.auth_by_role()
     assert seen["hub"] == {f"Bearer {TOKEN}"}
@@ -84,8 +88,14 @@ def test_xet_mode_with_a_broken_cas_falls_back_within_its_bound(
     mirror, token_file = private_mirror
     mirror.cas_mode = cas
     mirror.add_repo("acme/xet-model", weights_bytes(fixtures.noise(2_000_000, 6)))
-    env = {**volume.env, "HF_ENDPOINT": mirror.url, "MODELCACHE_HF_TOKEN_FILE": str(token_file),
-           **only("acme/xet-model"), "MODELCACHE_TRANSFER": "xet", "MODELCACHE_STALL_TIMEOUT": "3"}  # fmt: skip
+    env = {
+        **volume.env,
+        "HF_ENDPOINT": mirror.url,
+        "MODELCACHE_HF_TOKEN_FILE": str(token_file),
+        **only("acme/xet-model"),
+        "MODELCACHE_TRANSFER": "xet",
+        "MODELCACHE_STALL_TIMEOUT": "3",
+    }
     started = time.monotonic()
     proc = Volume(volume.root, env).cli("fetch", "--plain")
     assert proc.returncode == 0, proc.stderr
@@ -168,9 +178,7 @@ def test_gated_repos_need_a_granted_token(tmp_path: Path, models: MirrorModels) 
     assert volume.cli("fetch", MODELCACHE_HF_TOKEN_FILE=str(token_file)).returncode == 0
 
 
-def test_a_renamed_repo_is_followed_and_cached_under_the_configured_name(
-    tmp_path: Path, models: MirrorModels
-) -> None:
+def test_a_renamed_repo_is_followed_and_cached_under_the_configured_name(tmp_path: Path, models: MirrorModels) -> None:
     old, new = f"acme/old-{tmp_path.name[-10:]}", f"acme2/new-{tmp_path.name[-10:]}"
     models.mirror.add_repo(old, weights_bytes(fixtures.noise(150_000, 9)))
     models.mirror.rename(old, new)
@@ -197,17 +205,18 @@ def test_listings_past_a_thousand_files_are_followed(tmp_path: Path, models: Mir
     manifest = tmp_path / "manifest.toml"
     manifest.write_text(f'[[model]]\nrepo = "{repo}"\ninclude = ["shards/part_00*", "shards/part_149*"]\n')
     root = tmp_path / "models"
-    lock = Volume(root, models.env(root, **SMALL, MODELCACHE_TEXT_EMBEDDING="none",
-                                   MODELCACHE_MANIFEST=str(manifest))).fetch().lock  # fmt: skip
+    lock = (
+        Volume(root, models.env(root, **SMALL, MODELCACHE_TEXT_EMBEDDING="none", MODELCACHE_MANIFEST=str(manifest)))
+        .fetch()
+        .lock
+    )
     names = sorted(f.path.rsplit("/", 1)[1] for f in lock.get(repo).files)
     assert len(names) == 110 and names[0] == "part_0000.txt" and names[-1] == "part_1499.txt"
     pages = [r for r in models.mirror.requests if "/tree/" in r.path and r.method == "GET"]
     assert len(pages) == 2
 
 
-def test_sigterm_during_a_big_transfer_exits_within_a_second_and_resumes(
-    volume: Volume, models: MirrorModels
-) -> None:
+def test_sigterm_during_a_big_transfer_exits_within_a_second_and_resumes(volume: Volume, models: MirrorModels) -> None:
     size = (fixtures.minilm_dir() / "model.safetensors").stat().st_size
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
     part = Layout(volume.root).partial / f"{sha}.part"

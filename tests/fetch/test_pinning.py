@@ -13,8 +13,8 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, EXIT_VERIFY, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.volume_lock import read_lock
 from modelcache.models_lock import read_lockfile, write_lockfile
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, MirrorModels
@@ -73,24 +73,35 @@ def test_lock_again_keeps_every_pin_and_asks_nothing(locked, models: MirrorModel
 
 def test_a_moved_branch_stays_pinned_until_upgrade_which_is_a_small_diff(tmp_path: Path, models: MirrorModels) -> None:
     repo = f"acme/moving-{tmp_path.name[-10:]}"
-    first = models.mirror.add_repo(repo, {"config.json": b'{"v": 1}\n', "model.safetensors": fixtures.noise(5000, 1),
-                                          "README.md": b"# r\n"})  # fmt: skip
+    first = models.mirror.add_repo(
+        repo, {"config.json": b'{"v": 1}\n', "model.safetensors": fixtures.noise(5000, 1), "README.md": b"# r\n"}
+    )
     path = tmp_path / "models.lock"
-    env = models.env(tmp_path / "models", **{**SMALL, "MODELCACHE_FACE": "yunet"}, MODELCACHE_TEXT_EMBEDDING=repo,
-                     MODELCACHE_LOCKFILE=str(path))  # fmt: skip
+    env = models.env(
+        tmp_path / "models",
+        **{**SMALL, "MODELCACHE_FACE": "yunet"},
+        MODELCACHE_TEXT_EMBEDDING=repo,
+        MODELCACHE_LOCKFILE=str(path),
+    )
     volume = Volume(tmp_path / "models", env)
     assert volume.cli("lock").returncode == 0
     pinned = path.read_text()
-    second = models.mirror.add_repo(repo, {"config.json": b'{"v": 2}\n', "model.safetensors": fixtures.noise(5000, 1),
-                                           "README.md": b"# r\n"})  # fmt: skip
+    second = models.mirror.add_repo(
+        repo, {"config.json": b'{"v": 2}\n', "model.safetensors": fixtures.noise(5000, 1), "README.md": b"# r\n"}
+    )
     assert volume.fetch().lock.get(repo).commit == first  # the branch moved; the pin did not
     assert volume.cli("lock", "--check").returncode == 0  # the configuration did not change either
     assert volume.cli("lock").returncode == 0 and path.read_text() == pinned
     proc = volume.cli("lock", "--upgrade", repo, "--json")
     result = json.loads(proc.stdout)
-    assert result["moved"] == [repo] and result["resolved"] == [repo] and "opencv/face_detection_yunet" in result["kept"]
-    diff = [line for line in difflib.unified_diff(pinned.splitlines(), path.read_text().splitlines(), n=0)
-            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]  # fmt: skip
+    assert (
+        result["moved"] == [repo] and result["resolved"] == [repo] and "opencv/face_detection_yunet" in result["kept"]
+    )
+    diff = [
+        line
+        for line in difflib.unified_diff(pinned.splitlines(), path.read_text().splitlines(), n=0)
+        if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
+    ]
     assert len(diff) == 4, diff  # the commit line and the one changed file, old and new
     assert any(second in line for line in diff) and any("config.json" in line for line in diff)
     # the volume was filled from the old lockfile: verify says so, fetch moves it
@@ -134,8 +145,9 @@ def test_bytes_that_differ_from_the_pins_are_refused(tmp_path: Path, models: Mir
     volume = Volume(tmp_path / "models", env)
     assert volume.cli("lock").returncode == 0
     # the mirror now serves other bytes under the same commit (a bad mirror, a tampered cache)
-    models.mirror.add_repo(repo, {"config.json": b'{"a": 1}\n', "model.safetensors": fixtures.noise(9000, 4)},
-                           commit=commit)  # fmt: skip
+    models.mirror.add_repo(
+        repo, {"config.json": b'{"a": 1}\n', "model.safetensors": fixtures.noise(9000, 4)}, commit=commit
+    )
     with pytest.raises(NetworkError) as info:
         volume.fetch()
     text = info.value.render()
@@ -143,14 +155,21 @@ def test_bytes_that_differ_from_the_pins_are_refused(tmp_path: Path, models: Mir
     assert not (Layout(volume.root).snapshot(repo, commit) / "model.safetensors").exists()
 
 
-def test_two_volumes_from_one_lockfile_and_two_mirrors_are_identical(locked, tmp_path: Path,
-                                                                     _direct_mirror_models: MirrorModels) -> None:
+def test_two_volumes_from_one_lockfile_and_two_mirrors_are_identical(
+    locked, tmp_path: Path, _direct_mirror_models: MirrorModels
+) -> None:
     volume, path = locked
     volume.fetch()
     other_root = tmp_path / "other" / "models"
     # the Hub repos from another mirror; the whisper checkpoint is a URL, and a URL is part of the pin
-    other = Volume(other_root, {**_direct_mirror_models.env(other_root), "MODELCACHE_LOCKFILE": str(path),
-                                "MODELCACHE_WHISPER_URL": volume.env["MODELCACHE_WHISPER_URL"]})  # fmt: skip
+    other = Volume(
+        other_root,
+        {
+            **_direct_mirror_models.env(other_root),
+            "MODELCACHE_LOCKFILE": str(path),
+            "MODELCACHE_WHISPER_URL": volume.env["MODELCACHE_WHISPER_URL"],
+        },
+    )
     assert _direct_mirror_models.mirror.url != volume.env["HF_ENDPOINT"]
     other.fetch()
     assert _tree(volume.root) == _tree(other_root)
@@ -171,7 +190,9 @@ def _tree(root: Path) -> dict[str, tuple]:
 
 def test_lockfile_problems_are_configuration_errors(volume: Volume, tmp_path: Path) -> None:
     missing = volume.cli("fetch", MODELCACHE_LOCKFILE=str(tmp_path / "nope.lock"))
-    assert missing.returncode == EXIT_CONFIG and "file not found" in missing.stderr and "modelcache lock" in missing.stderr
+    assert (
+        missing.returncode == EXIT_CONFIG and "file not found" in missing.stderr and "modelcache lock" in missing.stderr
+    )
     (tmp_path / "dir.lock").mkdir()
     folder = volume.cli("fetch", MODELCACHE_LOCKFILE=str(tmp_path / "dir.lock"))
     assert folder.returncode == EXIT_CONFIG and "is a directory" in folder.stderr

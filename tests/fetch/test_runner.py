@@ -17,9 +17,9 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_NETWORK, ConfigError, NetworkError, VerificationError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
-from modelcache.volume_lock import read_lock
-from modelcache.verify import verify
 from modelcache.plan import build_plan
+from modelcache.verify import verify
+from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, YUNET, MirrorModels
@@ -148,7 +148,9 @@ def test_transient_faults_are_survived(volume: Volume, models: MirrorModels, kin
     assert not result.warm
     assert_complete(volume)
     assert time.monotonic() - started < 25
-    gets = [r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302]
+    gets = [
+        r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302
+    ]
     assert len(gets) >= 2  # the fault happened and the file was asked for again
     if kind in ("reset", "stall", "truncate"):
         # resumed with a Range request, not restarted from zero
@@ -180,7 +182,9 @@ def test_wrong_bytes_every_time_fail_verification_and_never_land(volume: Volume,
     # the same wrong bytes twice is final: no third download, and the message names the pin
     assert "the same bytes twice" in text and "the Hub's listing of sentence-transformers/all-MiniLM-L6-v2@" in text
     assert "remedy:" in text
-    gets = [r for r in models.mirror.requests if fnmatch(r.path, MINILM_WEIGHTS) and r.method == "GET" and r.status == 200]
+    gets = [
+        r for r in models.mirror.requests if fnmatch(r.path, MINILM_WEIGHTS) and r.method == "GET" and r.status == 200
+    ]
     assert len(gets) == 2, gets
     layout = Layout(volume.root)
     commit = models.commits[MINILM]
@@ -234,12 +238,14 @@ def test_two_fetches_at_once_share_the_work_safely(volume: Volume, models: Mirro
     first = volume.popen("fetch")
     time.sleep(0.3)
     second = volume.popen("fetch")
-    out1, err1 = first.communicate(timeout=120)
-    out2, err2 = second.communicate(timeout=120)
+    _out1, err1 = first.communicate(timeout=120)
+    _out2, err2 = second.communicate(timeout=120)
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)
     assert "another downloader" in err1 + err2
     assert "nothing to fetch" in err1 + err2  # the waiter found the volume complete
-    weights = [r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302]
+    weights = [
+        r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302
+    ]
     assert len(weights) == 1, weights
     assert_complete(volume)
 
@@ -259,7 +265,9 @@ def test_lock_timeout_has_its_own_exit_code(volume: Volume) -> None:
 def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` mounted at ``directory`` for the block; skips the test where mounting is not allowed."""
     directory.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -304,16 +312,24 @@ def test_disk_filling_up_mid_write_leaves_nothing_at_a_final_path(tmp_path: Path
 def test_branch_is_pinned_once_and_refresh_moves_it(tmp_path: Path, models: MirrorModels) -> None:
     repo = "acme/moving-model"
     first = models.mirror.add_repo(repo, {"config.json": b'{"v": 1}\n', "model.safetensors": fixtures.noise(9000, 1)})
-    env = models.env(tmp_path / "models", MODELCACHE_TEXT_EMBEDDING=repo, MODELCACHE_VISION="none",
-                     MODELCACHE_FACE="none", MODELCACHE_MLX="", MODELCACHE_WHISPER="none")  # fmt: skip
+    env = models.env(
+        tmp_path / "models",
+        MODELCACHE_TEXT_EMBEDDING=repo,
+        MODELCACHE_VISION="none",
+        MODELCACHE_FACE="none",
+        MODELCACHE_MLX="",
+        MODELCACHE_WHISPER="none",
+    )
     volume = Volume(tmp_path / "models", env)
     assert volume.fetch().lock.get(repo).commit == first
     second = models.mirror.add_repo(repo, {"config.json": b'{"v": 2}\n', "model.safetensors": fixtures.noise(9000, 2)})
     Layout(volume.root).lock_file.unlink()  # an interrupted re-run must not drift to the new commit
     assert volume.fetch().lock.get(repo).commit == first
     assert volume.fetch(refresh=True).lock.get(repo).commit == second
-    pinned = Volume(tmp_path / "pinned", {**env, "MODELCACHE_DIR": str(tmp_path / "pinned"),
-                                          "MODELCACHE_TEXT_EMBEDDING": f"{repo}@{first}"})  # fmt: skip
+    pinned = Volume(
+        tmp_path / "pinned",
+        {**env, "MODELCACHE_DIR": str(tmp_path / "pinned"), "MODELCACHE_TEXT_EMBEDDING": f"{repo}@{first}"},
+    )
     assert pinned.fetch().lock.get(repo).commit == first
 
 
@@ -322,9 +338,15 @@ def test_token_comes_from_the_secret_file(tmp_path: Path, models: MirrorModels) 
 
     with HFMirror(token="hf_secret") as private:
         private.add_repo("acme/private", {"config.json": b"{}\n", "model.safetensors": fixtures.noise(5000, 3)})
-        env = models.env(tmp_path / "models", HF_ENDPOINT=private.url, MODELCACHE_TEXT_EMBEDDING="acme/private",
-                         MODELCACHE_VISION="none", MODELCACHE_FACE="none", MODELCACHE_MLX="",
-                         MODELCACHE_WHISPER="none")  # fmt: skip
+        env = models.env(
+            tmp_path / "models",
+            HF_ENDPOINT=private.url,
+            MODELCACHE_TEXT_EMBEDDING="acme/private",
+            MODELCACHE_VISION="none",
+            MODELCACHE_FACE="none",
+            MODELCACHE_MLX="",
+            MODELCACHE_WHISPER="none",
+        )
         volume = Volume(tmp_path / "models", env)
         with pytest.raises(ConfigError) as info:
             volume.fetch()
@@ -368,7 +390,9 @@ def test_client_errors_are_not_retried(volume: Volume, models: MirrorModels) -> 
     with pytest.raises(NetworkError) as info:
         volume.fetch(MODELCACHE_RETRIES="5")
     assert "HTTP 400" in info.value.render()
-    gets = [r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302]
+    gets = [
+        r for r in models.mirror.requests if r.method == "GET" and fnmatch(r.path, MINILM_WEIGHTS) and r.status != 302
+    ]
     assert len(gets) == 1
 
 
@@ -386,8 +410,15 @@ def test_hf_token_variable_is_the_fallback_for_every_request(tmp_path: Path, mod
 
     with HFMirror(token="hf_env_secret") as private:
         private.add_repo("acme/private", {"config.json": b"{}\n", "model.safetensors": fixtures.noise(5000, 4)})
-        env = models.env(tmp_path / "models", HF_ENDPOINT=private.url, MODELCACHE_TEXT_EMBEDDING="acme/private",
-                         MODELCACHE_VISION="none", MODELCACHE_FACE="none", MODELCACHE_MLX="",
-                         MODELCACHE_WHISPER="none", HF_TOKEN="hf_env_secret")  # fmt: skip
+        env = models.env(
+            tmp_path / "models",
+            HF_ENDPOINT=private.url,
+            MODELCACHE_TEXT_EMBEDDING="acme/private",
+            MODELCACHE_VISION="none",
+            MODELCACHE_FACE="none",
+            MODELCACHE_MLX="",
+            MODELCACHE_WHISPER="none",
+            HF_TOKEN="hf_env_secret",
+        )
         proc = Volume(tmp_path / "models", env).cli("fetch")
         assert proc.returncode == 0, proc.stderr

@@ -50,9 +50,14 @@ def fetch(mirror: HFMirror, part: Path, content: bytes, *, segmenting: Segmentin
     policy.setdefault("backoff_base", 0.01)
     with httpx2.Client() as client:
         result = download(
-            client, f"{mirror.url}/big/file.bin", part, expected(content), Policy(notify=notes.append, **policy),
-            label="big/file.bin", segmenting=segmenting,
-        )  # fmt: skip
+            client,
+            f"{mirror.url}/big/file.bin",
+            part,
+            expected(content),
+            Policy(notify=notes.append, **policy),
+            label="big/file.bin",
+            segmenting=segmenting,
+        )
     return result, notes
 
 
@@ -60,7 +65,9 @@ def ranges(mirror: HFMirror) -> list[str | None]:
     return sorted((r.range or "") for r in mirror.requests if r.method == "GET" and r.path == "/big/file.bin")
 
 
-def test_a_big_file_comes_in_four_ranged_segments_hashed_in_order(tmp_path: Path, mirror: HFMirror, content: bytes) -> None:
+def test_a_big_file_comes_in_four_ranged_segments_hashed_in_order(
+    tmp_path: Path, mirror: HFMirror, content: bytes
+) -> None:
     part = tmp_path / "f.part"
     result, _ = fetch(mirror, part, content)
     assert result.sha256 == hashlib.sha256(content).hexdigest() and result.transferred == SIZE
@@ -106,8 +113,9 @@ def test_a_server_without_ranges_falls_back_to_one_verified_stream(tmp_path: Pat
         part = tmp_path / "f.part"
         notes: list[str] = []
         with httpx2.Client() as client:
-            result = download(client, url, part, expected(content), Policy(notify=notes.append), label="x",
-                              segmenting=SEGMENTS)  # fmt: skip
+            result = download(
+                client, url, part, expected(content), Policy(notify=notes.append), label="x", segmenting=SEGMENTS
+            )
     assert part.read_bytes() == content and result.sha256 == hashlib.sha256(content).hexdigest()
     assert any("ignores Range" in n for n in notes), notes
 
@@ -141,9 +149,16 @@ def test_cancel_stops_every_segment_at_once_and_keeps_their_progress(
     def run() -> None:
         with httpx2.Client() as client:
             try:
-                download(client, f"{mirror.url}/big/file.bin", part, expected(content), policy, label="x",
-                         segmenting=Segmenting(4, 1024))  # fmt: skip
-            except BaseException as exc:  # noqa: BLE001 - the test looks at it
+                download(
+                    client,
+                    f"{mirror.url}/big/file.bin",
+                    part,
+                    expected(content),
+                    policy,
+                    label="x",
+                    segmenting=Segmenting(4, 1024),
+                )
+            except BaseException as exc:
                 errors.append(exc)
 
     worker = threading.Thread(target=run)
@@ -222,7 +237,7 @@ class _NoRangeServer:
         body = content
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -13,8 +13,8 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.support.service import Service, start_service
 from tests.support import fixtures
+from tests.support.service import Service, start_service
 from tests.support.whisper_ckpt import wer
 
 TEXTS = ["A man is eating food.", "Someone is having a meal.", "The stock market fell sharply today."]
@@ -112,25 +112,38 @@ def test_image_embeddings_multipart_and_base64(server: Service) -> None:
 def test_face_detection_finds_the_bright_square_only(server: Service) -> None:
     image = np.zeros((128, 160, 3), np.uint8)
     image[32:96, 64:128] = 255  # what the YuNet-shaped test graph calls a face
-    found = httpx2.post(f"{server.url}/v1/faces/detect", files={"file": ("f.png", png(image), "image/png")},
-                        data={"score_threshold": "0.5", "nms_threshold": "0.3", "top_k": "100"}).json()  # fmt: skip
+    found = httpx2.post(
+        f"{server.url}/v1/faces/detect",
+        files={"file": ("f.png", png(image), "image/png")},
+        data={"score_threshold": "0.5", "nms_threshold": "0.3", "top_k": "100"},
+    ).json()
     assert found["width"] == 160 and found["height"] == 128 and found["data"]
     for face in found["data"]:
         box = face["box"]
-        assert 64 <= box["x"] and box["x"] + box["width"] <= 128 and 32 <= box["y"] and box["y"] + box["height"] <= 96
-        assert set(face["landmarks"]) == {"right_eye", "left_eye", "nose_tip", "right_mouth_corner",
-                                          "left_mouth_corner"}  # fmt: skip
+        assert box["x"] >= 64 and box["x"] + box["width"] <= 128 and box["y"] >= 32 and box["y"] + box["height"] <= 96
+        assert set(face["landmarks"]) == {
+            "right_eye",
+            "left_eye",
+            "nose_tip",
+            "right_mouth_corner",
+            "left_mouth_corner",
+        }
         assert 0.5 <= face["score"] <= 1
-    dark = httpx2.post(f"{server.url}/v1/faces/detect",
-                       json={"input": base64.b64encode(png(np.zeros((64, 64, 3), np.uint8))).decode()}).json()  # fmt: skip
+    dark = httpx2.post(
+        f"{server.url}/v1/faces/detect", json={"input": base64.b64encode(png(np.zeros((64, 64, 3), np.uint8))).decode()}
+    ).json()
     assert dark["data"] == []
     from tests.support.tiny_models import yunet_brightness_for_score
 
     gray = image.copy()
     gray[32:96, 64:128] = int(np.ceil(yunet_brightness_for_score(0.95)))  # scores about 0.95 in the test graph
+
     def detect(threshold: str) -> list:
-        return httpx2.post(f"{server.url}/v1/faces/detect", files={"file": ("f.png", png(gray), "image/png")},
-                           data={"score_threshold": threshold}).json()["data"]  # fmt: skip
+        return httpx2.post(
+            f"{server.url}/v1/faces/detect",
+            files={"file": ("f.png", png(gray), "image/png")},
+            data={"score_threshold": threshold},
+        ).json()["data"]
 
     assert detect("0.9") and detect("0.99") == []  # the threshold is honoured
 
@@ -158,9 +171,12 @@ def test_transcription_formats(asr, speech) -> None:
     audio, text = speech
     c = client(service)
     verbose = c.audio.transcriptions.create(
-        model="whisper-1", file=("speech.wav", audio), response_format="verbose_json",
-        timestamp_granularities=["word", "segment"], language="en",
-    )  # fmt: skip
+        model="whisper-1",
+        file=("speech.wav", audio),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+    )
     assert verbose.language in ("en", "english") and 4 < verbose.duration < 8
     assert verbose.segments and verbose.words and len(verbose.words) >= 10
     starts = [w.start for w in verbose.words]
@@ -203,9 +219,14 @@ def test_compressed_audio_formats(server: Service, speech, container: str, tmp_p
 def test_metrics(server: Service) -> None:
     httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"})
     text = httpx2.get(f"{server.url}/metrics").text
-    for name in ("modelcache_requests_total", "modelcache_request_seconds_bucket", "modelcache_queue_depth",
-                 "modelcache_batch_size_bucket", "modelcache_inference_seconds_bucket",
-                 "modelcache_model_load_seconds"):  # fmt: skip
+    for name in (
+        "modelcache_requests_total",
+        "modelcache_request_seconds_bucket",
+        "modelcache_queue_depth",
+        "modelcache_batch_size_bucket",
+        "modelcache_inference_seconds_bucket",
+        "modelcache_model_load_seconds",
+    ):
         assert name in text, name
     assert re.search(r'modelcache_requests_total\{method="POST",route="/v1/embeddings",status="200"\} [1-9]', text)
 
@@ -213,8 +234,13 @@ def test_metrics(server: Service) -> None:
 def test_api_key(tmp_path, service_volume) -> None:
     key_file = tmp_path / "api_key"
     key_file.write_text("s3cret\n")
-    env = {**service_volume, "MODELCACHE_API_KEY_FILE": str(key_file), "MODELCACHE_WHISPER": "none",
-           "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}  # fmt: skip
+    env = {
+        **service_volume,
+        "MODELCACHE_API_KEY_FILE": str(key_file),
+        "MODELCACHE_WHISPER": "none",
+        "MODELCACHE_VISION": "none",
+        "MODELCACHE_FACE": "none",
+    }
     service = start_service(env, tmp_path / "log")
     try:
         denied = httpx2.post(f"{service.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "x"})

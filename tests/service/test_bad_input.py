@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.service import Service
 from tests.support import fixtures
+from tests.support.service import Service
 
 PNG = io.BytesIO()
 Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(PNG, format="PNG")
@@ -37,28 +37,76 @@ CASES = [
     ("post", "/v1/embeddings", {"json": ["a", "list"]}, 400),
     ("post", "/v1/audio/transcriptions", {"data": {"model": "whisper-1"}}, 400),  # no file
     ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"")}, "data": {"model": "whisper-1"}}, 400),
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"RIFF....garbage")},
-                                          "data": {"model": "whisper-1"}}, 415),  # fmt: skip
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.png", PNG_BYTES)}, "data": {"model": "whisper-1"}}, 415),
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"x" * 100)},
-                                          "data": {"model": fixtures.MINILM}}, 400),  # wrong task  # fmt: skip
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"x")},
-                                          "data": {"model": "whisper-1", "response_format": "xml"}}, 400),  # fmt: skip
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"x")},
-                                          "data": {"model": "whisper-1", "temperature": "7"}}, 400),  # fmt: skip
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"x")},
-                                          "data": {"model": "whisper-1", "language": "english!"}}, 400),  # fmt: skip
-    ("post", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"x")}, "data": {
-        "model": "whisper-1", "timestamp_granularities[]": "word"}}, 400),  # needs verbose_json  # fmt: skip
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"RIFF....garbage")}, "data": {"model": "whisper-1"}},
+        415,
+    ),
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.png", PNG_BYTES)}, "data": {"model": "whisper-1"}},
+        415,
+    ),
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"x" * 100)}, "data": {"model": fixtures.MINILM}},
+        400,
+    ),  # wrong task
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"x")}, "data": {"model": "whisper-1", "response_format": "xml"}},
+        400,
+    ),
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"x")}, "data": {"model": "whisper-1", "temperature": "7"}},
+        400,
+    ),
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"x")}, "data": {"model": "whisper-1", "language": "english!"}},
+        400,
+    ),
+    (
+        "post",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("a.wav", b"x")}, "data": {"model": "whisper-1", "timestamp_granularities[]": "word"}},
+        400,
+    ),  # needs verbose_json
     ("post", "/v1/audio/transcriptions", {"json": {"model": "whisper-1"}}, 400),  # not multipart
-    ("post", "/v1/audio/translations", {"files": {"file": ("a.wav", b"\x00" * 2000)}, "data": {"model": "whisper-1"}}, 415),
+    (
+        "post",
+        "/v1/audio/translations",
+        {"files": {"file": ("a.wav", b"\x00" * 2000)}, "data": {"model": "whisper-1"}},
+        415,
+    ),
     ("post", "/v1/images/embeddings", {"json": {"model": fixtures.SIGLIP}}, 400),
     ("post", "/v1/images/embeddings", {"json": {"model": fixtures.SIGLIP, "input": "not base64!"}}, 400),
-    ("post", "/v1/images/embeddings", {"json": {"model": fixtures.SIGLIP, "input": "https://example.com/cat.png"}}, 400),
-    ("post", "/v1/images/embeddings", {"json": {"model": fixtures.SIGLIP,
-                                                "input": base64.b64encode(b"not an image").decode()}}, 415),  # fmt: skip
+    (
+        "post",
+        "/v1/images/embeddings",
+        {"json": {"model": fixtures.SIGLIP, "input": "https://example.com/cat.png"}},
+        400,
+    ),
+    (
+        "post",
+        "/v1/images/embeddings",
+        {"json": {"model": fixtures.SIGLIP, "input": base64.b64encode(b"not an image").decode()}},
+        415,
+    ),
     ("post", "/v1/images/embeddings", {"json": {"model": fixtures.MINILM, "input": B64_PNG}}, 400),  # wrong task
-    ("post", "/v1/images/embeddings", {"json": {"model": fixtures.SIGLIP, "input": B64_PNG, "encoding_format": 3}}, 400),
+    (
+        "post",
+        "/v1/images/embeddings",
+        {"json": {"model": fixtures.SIGLIP, "input": B64_PNG, "encoding_format": 3}},
+        400,
+    ),
     ("post", "/v1/images/embeddings", {"content": b"raw", "headers": {"content-type": "image/png"}}, 415),
     ("post", "/v1/images/embeddings", {"files": {"other": ("a.png", PNG_BYTES)}}, 400),
     ("post", "/v1/faces/detect", {"files": {"file": ("a.png", PNG_BYTES)}, "data": {"score_threshold": "2"}}, 400),
@@ -81,7 +129,9 @@ def test_bad_input_is_a_clear_client_error(server: Service, method: str, path: s
 
 
 def test_invalid_json_says_so(server: Service) -> None:
-    response = httpx2.post(f"{server.url}/v1/embeddings", content=b"{nope", headers={"content-type": "application/json"})
+    response = httpx2.post(
+        f"{server.url}/v1/embeddings", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and response.json()["error"]["message"] == "the body is not valid JSON"
 
 
@@ -113,8 +163,9 @@ def test_oversized_chunked_body_is_cut_off(server: Service) -> None:
         for _ in range(40):  # 40 MiB without a Content-Length
             yield b"\0" * (1024 * 1024)
 
-    response = httpx2.post(f"{server.url}/v1/embeddings", content=chunks(),
-                           headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
+    response = httpx2.post(
+        f"{server.url}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}, timeout=60
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
 
@@ -128,6 +179,8 @@ def test_the_service_is_still_ready_after_all_that(server: Service) -> None:
 def test_validation_errors_name_the_field_as_the_client_wrote_it(server: Service) -> None:
     tokens = httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": [[1, 2, 3]]})
     error = tokens.json()["error"]
-    assert tokens.status_code == 400 and error["param"] == "input" and "token arrays are not supported" in error["message"]
+    assert (
+        tokens.status_code == 400 and error["param"] == "input" and "token arrays are not supported" in error["message"]
+    )
     blank = httpx2.post(f"{server.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": ["ok", "  "]})
     assert blank.json()["error"]["param"] == "input[1]"

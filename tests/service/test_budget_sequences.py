@@ -30,8 +30,12 @@ def health(service: Service) -> dict:
 
 
 def transcribe(service: Service, speech, timeout: float = 120) -> httpx2.Response:
-    return httpx2.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("s.wav", speech[0])},
-                       data={"model": "whisper-1"}, timeout=timeout)  # fmt: skip
+    return httpx2.post(
+        f"{service.url}/v1/audio/transcriptions",
+        files={"file": ("s.wav", speech[0])},
+        data={"model": "whisper-1"},
+        timeout=timeout,
+    )
 
 
 def embed(service: Service, timeout: float = 120) -> httpx2.Response:
@@ -90,8 +94,10 @@ def test_a_model_that_served_once_stays_servable(pair: Service, speech) -> None:
         assert f"warning: {WHISPER} needs" in pair.output()
     else:
         assert not warned
-    print(f"\nmeasured: {WHISPER} {whisper / MIB:.0f} MiB loaded, {peak / MIB:.0f} MiB peak; "
-          f"{MINILM} {minilm / MIB:.0f} MiB loaded, {status['models'][MINILM]['peak_bytes'] / MIB:.0f} MiB peak")
+    print(
+        f"\nmeasured: {WHISPER} {whisper / MIB:.0f} MiB loaded, {peak / MIB:.0f} MiB peak; "
+        f"{MINILM} {minilm / MIB:.0f} MiB loaded, {status['models'][MINILM]['peak_bytes'] / MIB:.0f} MiB peak"
+    )
 
 
 def test_three_models_take_turns(volume: dict, speech, tmp_path: Path) -> None:
@@ -154,7 +160,9 @@ def test_busy_models_in_the_way_are_named_with_their_requests(volume: dict, spee
     try:
         assert health(service)["models"][WHISPER]["state"] == "loaded"
         done: list[int] = []
-        threads = [threading.Thread(target=lambda: done.append(transcribe(service, long, 60).status_code)) for _ in range(4)]
+        threads = [
+            threading.Thread(target=lambda: done.append(transcribe(service, long, 60).status_code)) for _ in range(4)
+        ]
         for t in threads[:2]:
             t.start()
             time.sleep(1.0)

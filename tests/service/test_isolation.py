@@ -17,8 +17,8 @@ import httpx2
 import pytest
 
 from tests.conftest import ROOT, _cli_env
-from tests.support.service import free_port, start_service
 from tests.support import fixtures
+from tests.support.service import free_port, start_service
 
 NOBODY = "65534"
 
@@ -79,7 +79,7 @@ def test_no_network_namespace(service_volume: dict, speech, tmp_path: Path) -> N
     port = free_port()
     script = f"""
 import json, subprocess, sys, time, httpx2
-proc = subprocess.Popen([sys.executable, "-m", "modelcache", "serve"], stderr=open({str(tmp_path / 'log')!r}, "w"))
+proc = subprocess.Popen([sys.executable, "-m", "modelcache", "serve"], stderr=open({str(tmp_path / "log")!r}, "w"))
 url = "http://127.0.0.1:{port}"
 for _ in range(600):
     try:
@@ -90,12 +90,12 @@ for _ in range(600):
 result = {{}}
 result["embedding"] = httpx2.post(url + "/v1/embeddings", json={{"model": {fixtures.MINILM!r}, "input": "offline"}},
                                   timeout=60).status_code
-with open({str(tmp_path / 'speech.wav')!r}, "rb") as fh:
+with open({str(tmp_path / "speech.wav")!r}, "rb") as fh:
     r = httpx2.post(url + "/v1/audio/transcriptions", files={{"file": ("s.wav", fh.read())}},
                     data={{"model": "whisper-1"}}, timeout=120)
 result["transcription"] = r.json().get("text")
 try:
-    httpx2.get("{service_volume['HF_ENDPOINT']}/api/models/x", timeout=2)
+    httpx2.get("{service_volume["HF_ENDPOINT"]}/api/models/x", timeout=2)
     result["outside"] = "reachable"
 except httpx2.HTTPError as exc:
     result["outside"] = type(exc).__name__
@@ -105,8 +105,12 @@ print(json.dumps(result))
     env = _cli_env({**service_volume, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(port)})
     out = subprocess.run(
         ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"', sys.executable, script],
-        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr + (tmp_path / "log").read_text()
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["outside"] != "reachable"  # there is no network in there...
@@ -114,4 +118,3 @@ print(json.dumps(result))
     from tests.support.whisper_ckpt import wer
 
     assert wer(text, result["transcription"]) <= 0.3
-

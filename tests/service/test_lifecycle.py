@@ -17,9 +17,9 @@ import pytest
 
 from modelcache.fetch import run_fetch
 from modelcache.layout import Layout
-from modelcache.volume_lock import read_lock
 from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
+from modelcache.volume_lock import read_lock
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, TINY_BERT, MirrorModels
 from tests.support.service import Service, run_serve, start_service
@@ -106,7 +106,9 @@ def test_the_budget_keeps_what_fits_and_evicts_the_least_recently_used(volume, s
         assert httpx2.get(f"{service.url}/health/ready").status_code == 200  # nothing pinned: ready
         assert embed(service, MINILM).status_code == 200
         time.sleep(0.1)
-        image = httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())}, timeout=120)
+        image = httpx2.post(
+            f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())}, timeout=120
+        )
         assert image.status_code == 200  # SigLIP is now the most recently used; MiniLM the least
         face = httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}, timeout=60)
         assert face.status_code == 200  # YuNet loaded on demand...
@@ -126,9 +128,16 @@ def test_pinned_models_stay_and_gate_readiness(volume, sizes, tmp_path) -> None:
     service = start_service({**env, "MODELCACHE_MEMORY_BUDGET": budget, "MODELCACHE_PIN": MINILM}, tmp_path / "log")
     try:
         for _ in range(2):  # SigLIP and YuNet take turns beside the pinned MiniLM
-            assert httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}).status_code == 200
-            assert httpx2.post(f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())},
-                               timeout=120).status_code == 200  # fmt: skip
+            assert (
+                httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}).status_code
+                == 200
+            )
+            assert (
+                httpx2.post(
+                    f"{service.url}/v1/images/embeddings", files={"file": ("i.png", fixtures.png())}, timeout=120
+                ).status_code
+                == 200
+            )
             assert health(service)["models"][MINILM]["state"] == "loaded"
         assert health(service)["models"][MINILM]["pinned"] is True
         refused = httpx2.post(f"{service.url}/admin/models/{MINILM}/unload")
@@ -145,9 +154,16 @@ def test_concurrent_first_requests_share_one_load(volume, sizes, tmp_path) -> No
         assert health(service)["models"]["yunet"]["state"] == "unloaded"
         before = counter(service, "modelcache_model_loads_total", model="yunet")
         with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: httpx2.post(f"{service.url}/v1/faces/detect",
-                                                           files={"file": ("i.png", fixtures.png())}, timeout=120).status_code,
-                                     range(8)))  # fmt: skip
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        httpx2.post(
+                            f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}, timeout=120
+                        ).status_code
+                    ),
+                    range(8),
+                )
+            )
         assert statuses == [200] * 8
         assert counter(service, "modelcache_model_loads_total", model="yunet") == before + 1
     finally:
@@ -161,8 +177,9 @@ def test_a_model_that_cannot_fit_even_alone_is_refused_at_start(volume, sizes) -
     assert proc.returncode == 4, proc.stderr
     assert f"{MINILM} takes" in proc.stderr and "more than MODELCACHE_MEMORY_BUDGET" in proc.stderr
     assert "(measured)" in proc.stderr and "remedy:" in proc.stderr
-    pins = run_serve({**env, "MODELCACHE_MEMORY_BUDGET": budget_for(sizes, MINILM),
-                      "MODELCACHE_PIN": f"{MINILM},{SIGLIP}"})  # fmt: skip
+    pins = run_serve(
+        {**env, "MODELCACHE_MEMORY_BUDGET": budget_for(sizes, MINILM), "MODELCACHE_PIN": f"{MINILM},{SIGLIP}"}
+    )
     assert pins.returncode == 4 and "the pinned models need" in pins.stderr
     unknown = run_serve({**env, "MODELCACHE_MEMORY_BUDGET": "8g", "MODELCACHE_PIN": "acme/nope"})
     assert unknown.returncode == 2 and "MODELCACHE_PIN names 'acme/nope'" in unknown.stderr
@@ -191,7 +208,7 @@ def test_unloading_gives_the_memory_back(volume, tmp_path) -> None:
 
 
 def test_reload_swaps_in_what_the_downloader_fetched(volume, models: MirrorModels, tmp_path) -> None:
-    root, env = volume
+    _root, env = volume
     service = start_service(env, tmp_path / "log")
     try:
         pid = service.proc.pid
@@ -201,7 +218,11 @@ def test_reload_swaps_in_what_the_downloader_fetched(volume, models: MirrorModel
         answer = httpx2.post(f"{service.url}/admin/reload", timeout=300)
         assert answer.status_code == 200, answer.text
         report = answer.json()
-        assert report["added"] == [TINY_BERT] and report["removed"] == [MINILM] and set(report["kept"]) == {SIGLIP, "yunet"}
+        assert (
+            report["added"] == [TINY_BERT]
+            and report["removed"] == [MINILM]
+            and set(report["kept"]) == {SIGLIP, "yunet"}
+        )
         assert embed(service, TINY_BERT).status_code == 200
         gone = embed(service, MINILM)
         assert gone.status_code == 404 and len(old_vector) == 384
@@ -240,7 +261,7 @@ def test_a_failed_reload_leaves_the_old_set_serving(volume, models: MirrorModels
 
 def test_no_request_fails_during_a_reload(volume, models: MirrorModels, tmp_path) -> None:
     """32 clients keep asking the text model while a reload brings a new revision of it."""
-    root, env = volume
+    _root, env = volume
     service = start_service(env, tmp_path / "log")
     results: list[int] = []
     stop = threading.Event()
@@ -248,7 +269,9 @@ def test_no_request_fails_during_a_reload(volume, models: MirrorModels, tmp_path
     def client() -> None:
         with httpx2.Client(timeout=120) as http:
             while not stop.is_set():
-                results.append(http.post(f"{service.url}/v1/embeddings", json={"model": MINILM, "input": "x"}).status_code)
+                results.append(
+                    http.post(f"{service.url}/v1/embeddings", json={"model": MINILM, "input": "x"}).status_code
+                )
 
     try:
         source = fixtures.minilm_dir()
@@ -275,9 +298,10 @@ def test_no_request_fails_during_a_reload(volume, models: MirrorModels, tmp_path
 
 
 def test_sighup_and_watch_reload(volume, models: MirrorModels, tmp_path) -> None:
-    root, env = volume
-    service = start_service({**env, "MODELCACHE_RELOAD": "watch", "MODELCACHE_RELOAD_INTERVAL": "0.5"},
-                            tmp_path / "log")  # fmt: skip
+    _root, env = volume
+    service = start_service(
+        {**env, "MODELCACHE_RELOAD": "watch", "MODELCACHE_RELOAD_INTERVAL": "0.5"}, tmp_path / "log"
+    )
     try:
         fetch({**env, "MODELCACHE_FACE": "none"})  # the downloader rewrites the lock: watch notices
         deadline = time.monotonic() + 30
@@ -296,7 +320,7 @@ def test_sighup_and_watch_reload(volume, models: MirrorModels, tmp_path) -> None
 
 
 def test_a_service_serving_a_subset_keeps_it_on_reload(volume, tmp_path) -> None:
-    root, env = volume
+    _root, env = volume
     service = start_service({**env, "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}, tmp_path / "log")
     try:
         assert set(health(service)["models"]) == {MINILM}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import socket
 import threading
 import time
@@ -46,8 +45,12 @@ def very_long_speech(speech) -> bytes:
 
 
 def transcribe(service: Service, wav: bytes, timeout: float = 300) -> httpx2.Response:
-    return httpx2.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("long.wav", wav)},
-                       data={"model": "whisper-1"}, timeout=timeout)  # fmt: skip
+    return httpx2.post(
+        f"{service.url}/v1/audio/transcriptions",
+        files={"file": ("long.wav", wav)},
+        data={"model": "whisper-1"},
+        timeout=timeout,
+    )
 
 
 def embed(service: Service, client: httpx2.Client) -> float:
@@ -114,7 +117,9 @@ def test_a_long_transcription_does_not_hold_up_embeddings(pair: Service, long_sp
     assert busy[len(busy) // 2] < 10 * idle[len(idle) // 2] + 0.05  # sharing the CPU, not waiting in line
 
 
-def test_a_request_past_its_deadline_stops_in_the_model(service_volume: dict, very_long_speech: bytes, tmp_path) -> None:
+def test_a_request_past_its_deadline_stops_in_the_model(
+    service_volume: dict, very_long_speech: bytes, tmp_path
+) -> None:
     service = start_service({**service_volume, **ONLY, "MODELCACHE_REQUEST_TIMEOUT": "2"}, tmp_path / "log")
     try:
         pid = worker_pid(service, "whisper-tiny.en")
@@ -163,8 +168,10 @@ def test_a_refusal_comes_before_the_body(service_volume: dict, long_speech: byte
         time.sleep(1.0)  # the one slot is taken
         port = int(service.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                         b"boundary=b\r\nContent-Length: 20000000\r\n\r\n")  # fmt: skip
+            sock.sendall(
+                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                b"boundary=b\r\nContent-Length: 20000000\r\n\r\n"
+            )
             started = time.monotonic()
             reply = sock.recv(65536).decode(errors="replace")  # not one body byte was sent
             waited = time.monotonic() - started
@@ -178,14 +185,29 @@ def test_a_refusal_comes_before_the_body(service_volume: dict, long_speech: byte
 
 def test_a_slot_goes_to_the_request_that_waited(service_volume: dict, tmp_path) -> None:
     """With the queue full, a request waits (up to MODELCACHE_ADMISSION_WAIT_MS) instead of being refused."""
-    env = {**service_volume, **ONLY, "MODELCACHE_WHISPER": "none", "MODELCACHE_QUEUE_SIZE": "2",
-           "MODELCACHE_BATCH_MAX": "1", "MODELCACHE_ADMISSION_WAIT_MS": "30000"}  # fmt: skip
+    env = {
+        **service_volume,
+        **ONLY,
+        "MODELCACHE_WHISPER": "none",
+        "MODELCACHE_QUEUE_SIZE": "2",
+        "MODELCACHE_BATCH_MAX": "1",
+        "MODELCACHE_ADMISSION_WAIT_MS": "30000",
+    }
     service = start_service(env, tmp_path / "log")
     try:
         with ThreadPoolExecutor(4) as pool:  # twice the queue: half wait, nobody is refused
-            statuses = list(pool.map(lambda _: httpx2.post(
-                f"{service.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "x " * 200},
-                timeout=60).status_code, range(40)))  # fmt: skip
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        httpx2.post(
+                            f"{service.url}/v1/embeddings",
+                            json={"model": fixtures.MINILM, "input": "x " * 200},
+                            timeout=60,
+                        ).status_code
+                    ),
+                    range(40),
+                )
+            )
         assert statuses == [200] * 40
         assert counter(service, "modelcache_shed_total") == 0
     finally:
@@ -198,18 +220,28 @@ def test_image_embeddings_are_batched(server: Service) -> None:
         Image.new("RGB", (64, 64), (i * 7 % 255, 90, 200)).save(out, format="PNG")
         return out.getvalue()
 
-    before = (counter(server, "modelcache_batch_size_sum", model=fixtures.SIGLIP),
-              counter(server, "modelcache_batch_size_count", model=fixtures.SIGLIP))  # fmt: skip
+    before = (
+        counter(server, "modelcache_batch_size_sum", model=fixtures.SIGLIP),
+        counter(server, "modelcache_batch_size_count", model=fixtures.SIGLIP),
+    )
     with ThreadPoolExecutor(16) as pool:
-        responses = list(pool.map(lambda i: httpx2.post(f"{server.url}/v1/images/embeddings",
-                                                        files={"file": ("i.png", image(i))}, timeout=60), range(48)))  # fmt: skip
+        responses = list(
+            pool.map(
+                lambda i: httpx2.post(
+                    f"{server.url}/v1/images/embeddings", files={"file": ("i.png", image(i))}, timeout=60
+                ),
+                range(48),
+            )
+        )
     assert all(r.status_code == 200 for r in responses)
     inputs = counter(server, "modelcache_batch_size_sum", model=fixtures.SIGLIP) - before[0]
     calls = counter(server, "modelcache_batch_size_count", model=fixtures.SIGLIP) - before[1]
     assert inputs == 48 and calls < 48, (inputs, calls)  # several requests' images per forward
 
 
-def test_faster_whisper_compute_type_is_a_setting(fw_server: Service, faster_whisper_volume: dict, speech, tmp_path) -> None:
+def test_faster_whisper_compute_type_is_a_setting(
+    fw_server: Service, faster_whisper_volume: dict, speech, tmp_path
+) -> None:
     default = httpx2.get(f"{fw_server.url}/v1/models/whisper-1").json()
     assert default["compute_type"] == "float32"  # accuracy first on CPU
     service = start_service({**faster_whisper_volume, "MODELCACHE_ASR_COMPUTE_TYPE": "int8"}, tmp_path / "log")
@@ -222,8 +254,13 @@ def test_faster_whisper_compute_type_is_a_setting(fw_server: Service, faster_whi
 
 
 def test_no_hub_token_reaches_the_model_processes(service_volume: dict, tmp_path) -> None:
-    env = {**service_volume, **ONLY, "MODELCACHE_WHISPER": "none", "HF_TOKEN": "hf_secret_for_this_test",
-           "HUGGING_FACE_HUB_TOKEN": "hf_secret_for_this_test"}  # fmt: skip
+    env = {
+        **service_volume,
+        **ONLY,
+        "MODELCACHE_WHISPER": "none",
+        "HF_TOKEN": "hf_secret_for_this_test",
+        "HUGGING_FACE_HUB_TOKEN": "hf_secret_for_this_test",
+    }
     service = start_service(env, tmp_path / "log")
     try:
         pid = worker_pid(service, fixtures.MINILM)

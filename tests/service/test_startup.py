@@ -13,8 +13,8 @@ from modelcache.errors import EXIT_VERIFY
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
 from tests.conftest import _cli_env
-from tests.support.service import run_serve
 from tests.support.fixtures import MINILM, SIGLIP
+from tests.support.service import run_serve
 
 
 def blob_of(root: Path, repo: str, name: str) -> tuple[Path, str]:
@@ -98,7 +98,7 @@ def test_config_drift_is_reported_and_the_lock_is_served(damaged, tmp_path) -> N
 def test_corrupt_weights_that_fail_to_load(damaged) -> None:
     """Same size, so the fast check passes: the load itself must stop startup."""
     root, env = damaged
-    blob, rel = blob_of(root, MINILM, "model.safetensors")
+    blob, _rel = blob_of(root, MINILM, "model.safetensors")
     size = blob.stat().st_size
     blob.write_bytes(b"\xff" * size)
     proc = run_serve(env)
@@ -128,8 +128,13 @@ def test_port_in_use_is_refused_before_loading(damaged) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "modelcache", "serve"], capture_output=True, text=True, timeout=60,
-                              env=_cli_env({**env, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(port)}))  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelcache", "serve"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_cli_env({**env, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(port)}),
+        )
     assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "loaded" not in proc.stderr  # refused before any model was loaded
 
@@ -142,8 +147,15 @@ def test_missing_api_key_file_is_refused_before_loading(damaged, tmp_path: Path)
 
 def test_nothing_to_serve_is_refused(damaged) -> None:
     _root, env = damaged
-    proc = run_serve({**env, "MODELCACHE_WHISPER": "none", "MODELCACHE_TEXT_EMBEDDING": "none",
-                      "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"})  # fmt: skip
+    proc = run_serve(
+        {
+            **env,
+            "MODELCACHE_WHISPER": "none",
+            "MODELCACHE_TEXT_EMBEDDING": "none",
+            "MODELCACHE_VISION": "none",
+            "MODELCACHE_FACE": "none",
+        }
+    )
     assert proc.returncode == EXIT_VERIFY and "no model to serve" in proc.stderr
     # the lock does hold models: the message says the configuration switched them off, and names them
     assert "the configuration switches every model off" in proc.stderr

@@ -25,11 +25,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import SENTENCE
+from tests.conftest import ROOT, SENTENCE
+from tests.support import fixtures, tiny_models
 from tests.support.docker import docker_unavailable
 from tests.support.service import free_port
-from tests.support import fixtures, tiny_models
 from tests.support.whisper_ckpt import wer
 
 VERSION = "0.1.0"
@@ -82,8 +81,14 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def cmd(self, *args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", "compose", *self.args, *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout, check=check)  # fmt: skip
+        return subprocess.run(
+            ["docker", "compose", *self.args, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
 
     def up(self) -> float:
         started = time.monotonic()
@@ -145,8 +150,9 @@ def stack() -> Iterator[Stack]:
     )
     files = ["docker-compose.yml", "tests/stack/compose.test.yml"]
     env_files = [".env", str(env_file)]
-    compose = DockerCompose(ROOT, compose_file_name=files, env_file=env_files, pull=False, build=False, wait=True,
-                            keep_volumes=True)  # fmt: skip
+    compose = DockerCompose(
+        ROOT, compose_file_name=files, env_file=env_files, pull=False, build=False, wait=True, keep_volumes=True
+    )
     args = [a for f in files for a in ("-f", f)] + [a for e in env_files for a in ("--env-file", e)]
     stack = Stack(compose, args, port, f"{name}-models")
     try:
@@ -159,8 +165,12 @@ def stack() -> Iterator[Stack]:
 
 
 def _transcribe(stack: Stack, speech: bytes) -> str:
-    response = httpx2.post(f"{stack.url}/v1/audio/transcriptions", files={"file": ("s.wav", speech)},
-                           data={"model": "whisper-1"}, timeout=120)  # fmt: skip
+    response = httpx2.post(
+        f"{stack.url}/v1/audio/transcriptions",
+        files={"file": ("s.wav", speech)},
+        data={"model": "whisper-1"},
+        timeout=120,
+    )
     assert response.status_code == 200, response.text
     return response.json()["text"]
 
@@ -197,8 +207,14 @@ def test_service_container_is_locked_down(stack: Stack) -> None:
     assert "hf_stack_test_secret" not in stack.cmd("exec", "-T", "model-service", "env").stdout
     environ = run("cat /proc/[0-9]*/environ | tr '\\0' '\\n'").stdout
     assert "HF_HUB_OFFLINE=1" in environ and "hf_stack_test_secret" not in environ
-    inspect = json.loads(subprocess.run(["docker", "inspect", stack.compose.get_container("model-service").ID],
-                                        capture_output=True, text=True, check=True).stdout)[0]  # fmt: skip
+    inspect = json.loads(
+        subprocess.run(
+            ["docker", "inspect", stack.compose.get_container("model-service").ID],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )[0]
     bindings = inspect["HostConfig"]["PortBindings"]["8000/tcp"]
     assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]  # published on loopback only
 
@@ -230,8 +246,12 @@ def test_service_refuses_a_damaged_volume(stack: Stack) -> None:
     # an empty volume: no lock, named as such
     empty = f"{stack.volume}-empty"
     try:
-        run = subprocess.run(["docker", "run", "--rm", "-v", f"{empty}:/models:ro", "--network", "none", IMAGES[1]],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        run = subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{empty}:/models:ro", "--network", "none", IMAGES[1]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 4 and "no-lock" in run.stderr, run.stderr
     finally:
         subprocess.run(["docker", "volume", "rm", "-f", empty], capture_output=True)
@@ -243,8 +263,13 @@ def test_service_refuses_a_damaged_volume(stack: Stack) -> None:
 
 
 def test_reset_then_up_downloads_everything_again(stack: Stack) -> None:
-    reset = subprocess.run(["scripts/reset-models-volume", "--yes", "--", *stack.args], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)  # fmt: skip
+    reset = subprocess.run(
+        ["scripts/reset-models-volume", "--yes", "--", *stack.args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert reset.returncode == 0, reset.stderr
     assert not stack.volume_exists()
     assert subprocess.run(["docker", "image", "inspect", IMAGES[1]], capture_output=True).returncode == 0
@@ -254,8 +279,9 @@ def test_reset_then_up_downloads_everything_again(stack: Stack) -> None:
     assert any("all-MiniLM-L6-v2" in line and "model.safetensors" in line for line in again)
     assert stack.downloader_exit_code() == 0
     assert httpx2.get(f"{stack.url}/health/ready", timeout=10).status_code == 200
-    verify = subprocess.run(["scripts/verify-volume", "--", *stack.args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    verify = subprocess.run(
+        ["scripts/verify-volume", "--", *stack.args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert verify.returncode == 0 and "OK" in verify.stdout, verify.stdout + verify.stderr
 
 
@@ -265,9 +291,25 @@ def test_air_gapped_install_from_an_exported_bundle(stack: Stack, tmp_path_facto
     os.chmod(out, 0o755)
     bundle = out / "models.tar"
     with open(bundle, "wb") as fh:
-        export = subprocess.run(["docker", "compose", *stack.args, "--profile", "tools", "run", "--rm", "-T",
-                                 "model-bundle", "export", "-"], cwd=ROOT, stdout=fh, stderr=subprocess.PIPE,
-                                timeout=300)  # fmt: skip
+        export = subprocess.run(
+            [
+                "docker",
+                "compose",
+                *stack.args,
+                "--profile",
+                "tools",
+                "run",
+                "--rm",
+                "-T",
+                "model-bundle",
+                "export",
+                "-",
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
     assert export.returncode == 0, export.stderr.decode()
     os.chmod(bundle, 0o644)
     listing = subprocess.run(["tar", "-tf", str(bundle)], capture_output=True, text=True, check=True).stdout.split()
@@ -279,20 +321,32 @@ def test_air_gapped_install_from_an_exported_bundle(stack: Stack, tmp_path_facto
     down = stack.cmd("down")
     assert down.returncode == 0, down.stderr
     try:
-        imported = subprocess.run(["docker", "compose", *args, "run", "--rm", "-v", f"{bundle}:/bundle.tar:ro",
-                                   "model-bundle"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        imported = subprocess.run(
+            ["docker", "compose", *args, "run", "--rm", "-v", f"{bundle}:/bundle.tar:ro", "model-bundle"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert imported.returncode == 0, imported.stdout + imported.stderr
         assert "lock written" in imported.stderr
-        inspect = subprocess.run(["docker", "compose", *args, "--profile", "tools", "config", "--format", "json"],
-                                 cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+        inspect = subprocess.run(
+            ["docker", "compose", *args, "--profile", "tools", "config", "--format", "json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert json.loads(inspect.stdout)["services"]["model-bundle"]["network_mode"] == "none"
         before = len(stack.mirror_gets())
-        up = subprocess.run(["docker", "compose", *args, "up", "-d", "--wait"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+        up = subprocess.run(
+            ["docker", "compose", *args, "up", "-d", "--wait"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         assert len(stack.mirror_gets()) == before  # not one request: the downloader found the volume complete
-        embedding = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"},
-                                timeout=60)  # fmt: skip
+        embedding = httpx2.post(
+            f"{stack.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"}, timeout=60
+        )
         assert embedding.status_code == 200 and len(embedding.json()["data"][0]["embedding"]) == 384
     finally:
         subprocess.run(["docker", "compose", *args, "down"], cwd=ROOT, capture_output=True, timeout=120)
@@ -304,17 +358,20 @@ def test_a_model_changes_without_restarting_the_service(stack: Stack) -> None:
     model answers, and the service container was never restarted."""
     stack.up()
     service = stack.compose.get_container("model-service")
-    before = json.loads(subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True,
-                                       check=True).stdout)[0]  # fmt: skip
-    fetched = stack.cmd("run", "--rm", "-e", f"MODELCACHE_TEXT_EMBEDDING={fixtures.TINY_BERT}", "model-downloader",
-                        timeout=300)  # fmt: skip
+    before = json.loads(
+        subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True, check=True).stdout
+    )[0]
+    fetched = stack.cmd(
+        "run", "--rm", "-e", f"MODELCACHE_TEXT_EMBEDDING={fixtures.TINY_BERT}", "model-downloader", timeout=300
+    )
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     reloaded = httpx2.post(f"{stack.url}/admin/reload", timeout=300)
     assert reloaded.status_code == 200, reloaded.text
     assert reloaded.json()["added"] == [fixtures.TINY_BERT] and reloaded.json()["removed"] == [fixtures.MINILM]
     vector = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.TINY_BERT, "input": "hello"}, timeout=60)
     assert vector.status_code == 200 and len(vector.json()["data"][0]["embedding"]) == 64
-    after = json.loads(subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True,
-                                      check=True).stdout)[0]  # fmt: skip
+    after = json.loads(
+        subprocess.run(["docker", "inspect", service.ID], capture_output=True, text=True, check=True).stdout
+    )[0]
     assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert after["RestartCount"] == before["RestartCount"] and after["State"]["Running"]

@@ -87,8 +87,8 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 __all__ = ["CAS_MODES", "HFMirror", "RequestRecord", "git_blob_id", "lfs_pointer"]
 
@@ -325,7 +325,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, handler, mirror: "HFMirror", role: str = "hub"):
+    def __init__(self, address, handler, mirror: HFMirror, role: str = "hub"):
         self.mirror = mirror
         self.role = role  # "hub", "cdn" or "cas": which routes it serves, and its log records
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -373,9 +373,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
-    def log_message(self, format, *args):  # noqa: A002 - signature from the base class
+    def log_message(self, format, *args):
         if os.environ.get("MIRROR_VERBOSE") == "1":
-            sys.stderr.write("hfmirror: %s - %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(f"hfmirror: {self.address_string()} - {format % args}\n")
 
     def handle_one_request(self):
         try:
@@ -471,7 +471,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _moved(self, segs: list[str], start: int, end: int, new_id: str) -> None:
         """307 to the same path and query with the repo id in ``segs[start:end]`` renamed."""
-        path = "/" + "/".join(segs[:start] + [urllib.parse.quote(new_id, safe="/")] + segs[end:])
+        path = "/" + "/".join([*segs[:start], urllib.parse.quote(new_id, safe="/"), *segs[end:]])
         location = f"{path}?{self._query}" if self._query else path
         self._text(307, f"Temporary Redirect. Redirecting to {location}", {"Location": location})
 
@@ -577,7 +577,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if commit is None:
             return self._error(404, "RevisionNotFound", "Invalid rev id")
         if not commit.is_dir(path):
-            return self._error(404, "EntryNotFound", f"{path} does not exist on \"{revision}\"")
+            return self._error(404, "EntryNotFound", f'{path} does not exist on "{revision}"')
         recursive = query.get("recursive", ["false"])[-1].lower() in ("1", "true")
         offset = _decode_cursor(query.get("cursor", [""])[-1])
         if offset is None:
@@ -627,9 +627,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._json(200, out, {"X-Repo-Commit": commit.sha})
 
     def _refs(self, repo: _Repo) -> None:
-        branches = [
-            {"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in sorted(repo.refs.items())
-        ]
+        branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in sorted(repo.refs.items())]
         self._json(200, {"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _xet_read_token(self, repo: _Repo, revision: str) -> None:
@@ -1003,7 +1001,7 @@ class HFMirror:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> "HFMirror":
+    def start(self) -> HFMirror:
         if self._server is not None:
             return self
         self._stopping.clear()
@@ -1036,7 +1034,7 @@ class HFMirror:
         for _, thread in servers:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "HFMirror":
+    def __enter__(self) -> HFMirror:
         return self.start()
 
     def __exit__(self, *exc) -> None:

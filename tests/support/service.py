@@ -18,10 +18,12 @@ import pytest
 from modelcache.fetch import run_fetch
 from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
-from tests.conftest import ROOT, _cli_env
+from tests.conftest import (
+    ROOT,
+    SENTENCE,  # noqa: F401  (re-exported for the tests)
+    _cli_env,
+)
 from tests.support.fixtures import MirrorModels
-
-from tests.conftest import SENTENCE  # noqa: F401  (re-exported for the tests)
 
 
 def free_port() -> int:
@@ -91,9 +93,14 @@ def service_volume(_warm_template: Path, _mirror_models: MirrorModels) -> dict[s
 def faster_whisper_volume(tmp_path_factory: pytest.TempPathFactory, _mirror_models: MirrorModels) -> dict[str, str]:
     root = tmp_path_factory.mktemp("fw") / "models"
     env = _mirror_models.env(
-        root, MODELCACHE_ASR_ENGINE="faster-whisper", MODELCACHE_WHISPER_URL="", MODELCACHE_VISION="none",
-        MODELCACHE_FACE="none", MODELCACHE_MLX="", MODELCACHE_TEXT_EMBEDDING="none",
-    )  # fmt: skip
+        root,
+        MODELCACHE_ASR_ENGINE="faster-whisper",
+        MODELCACHE_WHISPER_URL="",
+        MODELCACHE_VISION="none",
+        MODELCACHE_FACE="none",
+        MODELCACHE_MLX="",
+        MODELCACHE_TEXT_EMBEDDING="none",
+    )
     run_fetch(Settings.from_env(env), reporter=PlainReporter())
     return env
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -54,9 +54,7 @@ def _hf_env(monkeypatch, tmp_path):
 @pytest.fixture
 def mirror():
     with HFMirror() as m:
-        m.commit = m.add_repo(
-            REPO, {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB, "model.safetensors": WEIGHTS}
-        )
+        m.commit = m.add_repo(REPO, {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB, "model.safetensors": WEIGHTS})
         yield m
 
 
@@ -188,7 +186,7 @@ def test_several_revisions(mirror, tmp_path):
     assert api.list_repo_files(REPO, revision="old") == ["config.json"]
 
     cache = tmp_path / "cache"
-    kw = dict(cache_dir=cache, endpoint=mirror.url, token=False)
+    kw = {"cache_dir": cache, "endpoint": mirror.url, "token": False}
     assert pathlib.Path(hf_hub_download(REPO, "config.json", revision="dev", **kw)).read_bytes() == new_config
     assert pathlib.Path(hf_hub_download(REPO, "config.json", revision=mirror.commit, **kw)).read_bytes() == CONFIG
     assert (_storage(cache) / "refs" / "dev").read_text() == dev
@@ -257,7 +255,7 @@ def test_static_files(mirror):
 
 def test_not_found_errors_map_to_client_exceptions(mirror, tmp_path):
     api = HfApi(endpoint=mirror.url, token=False)
-    kw = dict(cache_dir=tmp_path / "cache", endpoint=mirror.url, token=False)
+    kw = {"cache_dir": tmp_path / "cache", "endpoint": mirror.url, "token": False}
     with pytest.raises(RepositoryNotFoundError):
         api.model_info("org/missing")
     with pytest.raises(RepositoryNotFoundError):
@@ -368,7 +366,7 @@ def test_client_does_not_retry_a_reset(mirror, tmp_path):
     # A TCP RST mid-body is an httpx2.ReadError, which huggingface_hub 2.4 does NOT retry:
     # hf_hub_download raises and leaves no partial file behind; the caller has to retry.
     mirror.inject("*/model.safetensors", "reset", after_bytes=100_000)
-    kw = dict(cache_dir=tmp_path, endpoint=mirror.url, token=False)
+    kw = {"cache_dir": tmp_path, "endpoint": mirror.url, "token": False}
     with pytest.raises(httpx2.ReadError):
         hf_hub_download(REPO, "model.safetensors", **kw)
     assert not list(tmp_path.rglob("*.incomplete"))
@@ -380,14 +378,13 @@ def test_fault_stall(mirror):
     mirror.inject("*/model.safetensors", "stall", after_bytes=2048, stall_s=1.0)
     received = 0
     start = time.monotonic()
-    with pytest.raises(httpx2.ReadTimeout):
-        with httpx2.stream("GET", url, timeout=httpx2.Timeout(5.0, read=0.3)) as r:
-            for chunk in r.iter_raw():
-                received += len(chunk)
+    with pytest.raises(httpx2.ReadTimeout), httpx2.stream("GET", url, timeout=httpx2.Timeout(5.0, read=0.3)) as r:
+        for chunk in r.iter_raw():
+            received += len(chunk)
     assert received == 2048 and time.monotonic() - start < 1.0
     # Once the stall is over the server closes the connection: the body stays short.
     mirror.inject("*/model.safetensors", "stall", after_bytes=10, stall_s=0.2)
-    head, body, error = _raw_get(url)
+    _head, body, error = _raw_get(url)
     assert body == WEIGHTS[:10] and error is None
 
 
@@ -461,7 +458,12 @@ def test_throttle_and_stop_during_transfer(mirror):
 
     # stop() does not wait for a slow transfer to finish.
     mirror.throttle_bps = 1000
-    t = threading.Thread(target=lambda: pytest.raises(httpx2.TransportError, httpx2.get, url), daemon=True)
+
+    def slow_get() -> None:
+        with pytest.raises(httpx2.TransportError):
+            httpx2.get(url)
+
+    t = threading.Thread(target=slow_get, daemon=True)
     t.start()
     time.sleep(0.2)
     start = time.monotonic()
@@ -542,9 +544,7 @@ TOKEN = "hf_s3cret"
 @pytest.fixture
 def cdn_mirror():
     with HFMirror(cdn=True) as m:
-        m.commit = m.add_repo(
-            REPO, {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB, "model.safetensors": WEIGHTS}
-        )
+        m.commit = m.add_repo(REPO, {"config.json": CONFIG, "tokenizer/vocab.txt": VOCAB, "model.safetensors": WEIGHTS})
         yield m
 
 
@@ -616,7 +616,7 @@ def test_get_hf_file_metadata_through_cdn(cdn_mirror):
 def test_hf_hub_download_through_cdn_keeps_the_token_on_the_hub(tmp_path):
     with HFMirror(token=TOKEN, cdn=True) as m:
         commit = m.add_repo(REPO, {"config.json": CONFIG, "model.safetensors": WEIGHTS})
-        kw = dict(cache_dir=tmp_path, endpoint=m.url, token=TOKEN)
+        kw = {"cache_dir": tmp_path, "endpoint": m.url, "token": TOKEN}
         path = hf_hub_download(REPO, "model.safetensors", **kw)
         assert pathlib.Path(path).read_bytes() == WEIGHTS
         assert pathlib.Path(path).resolve().name == SHA256
@@ -675,7 +675,7 @@ def test_cdn_range_faults_and_throttle(cdn_mirror):
     assert r.status_code == 503
     assert [(rec.role, rec.status) for rec in m.requests[-2:]] == [("hub", 302), ("cdn", 503)]
     m.inject("*/model.safetensors", "truncate", after_bytes=3000)
-    head, body, error = _raw_get(location)
+    head, body, _error = _raw_get(location)
     assert b" 200 " in head.split(b"\r\n")[0] and body == WEIGHTS[:3000]
     m.inject("*/model.safetensors", "corrupt", after_bytes=0)
     assert httpx2.get(location).content[16:] == WEIGHTS[16:]
@@ -863,7 +863,7 @@ def test_gated_repo(tmp_path):
         )
         assert httpx2.get(f"{m.url}/api/models/{REPO}/xet-read-token/main").status_code == 401
 
-        kw = dict(cache_dir=tmp_path, endpoint=m.url)
+        kw = {"cache_dir": tmp_path, "endpoint": m.url}
         with pytest.raises(GatedRepoError) as err:
             hf_hub_download(REPO, "config.json", token=False, **kw)
         assert err.value.response.status_code == 401
@@ -1030,6 +1030,9 @@ def test_cli_with_cdn_xet_and_pages(tmp_path, xet_disabled):
 
     bad = subprocess.run(
         [sys.executable, "-m", "tests.support.hfmirror", "--root", str(root), "--xet"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert bad.returncode == 2 and "--cdn-port" in bad.stderr

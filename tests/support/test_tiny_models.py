@@ -134,8 +134,14 @@ def test_clip_loads_offline_from_hub_cache(clip_files, tmp_path: Path, offline) 
     tokenizer = processor.tokenizer
     ids = tokenizer("a photo of a cat")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == [
-        "<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>", "<|endoftext|>",
-    ]  # fmt: skip
+        "<|startoftext|>",
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "a</w>",
+        "cat</w>",
+        "<|endoftext|>",
+    ]
     spelt = tokenizer("Zebra!")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(spelt)[1:-1] == ["z", "e", "b", "r", "a</w>", "!</w>"]
     assert tokenizer.decode(spelt, skip_special_tokens=True) == "zebra !"

@@ -259,7 +259,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     merges: list[tuple[str, str]] = []
     known = set(tokens)
     for word in CLIP_MERGED_WORDS:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        symbols = [*list(word[:-1]), word[-1] + "</w>"]
         while len(symbols) > 1:
             pair = (symbols[0], symbols[1])
             merged = pair[0] + pair[1]
@@ -463,14 +463,24 @@ def tiny_bert_repo(tokenizer_dir: Path) -> dict[str, bytes]:
 
     with _quiet(), tempfile.TemporaryDirectory() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)  # fmt: skip
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=128,
+        )
         root = Path(tmp)
         files = _save_seeded(BertModel, config, tokenizer, root / "repo")
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]  # fmt: skip
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
     files["modules.json"] = json.dumps(modules).encode()
-    files["1_Pooling/config.json"] = json.dumps({"word_embedding_dimension": 64, "pooling_mode_mean_tokens": True}).encode()
+    files["1_Pooling/config.json"] = json.dumps(
+        {"word_embedding_dimension": 64, "pooling_mode_mean_tokens": True}
+    ).encode()
     files["sentence_bert_config.json"] = json.dumps({"max_seq_length": 128}).encode()
     return files

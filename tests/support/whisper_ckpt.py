@@ -41,12 +41,12 @@ from typing import BinaryIO
 import numpy as np
 
 __all__ = [
-    "read_ct2_model",
     "convert_to_openai_whisper",
+    "normalise_text",
+    "read_ct2_model",
     "set_alignment_heads",
     "speak",
     "wer",
-    "normalise_text",
 ]
 
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h). bfloat16 has no numpy type:
@@ -127,7 +127,9 @@ def read_ct2_model(path: str | Path, *, with_meta: bool = False):
             n_bytes = _read_u32(f)
             expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if n_bytes != expected:
-                raise CT2FormatError(f"{path}: {name!r} shape {shape} {dtype} needs {expected} bytes, header says {n_bytes}")
+                raise CT2FormatError(
+                    f"{path}: {name!r} shape {shape} {dtype} needs {expected} bytes, header says {n_bytes}"
+                )
             array = np.frombuffer(_read_exact(f, n_bytes), dtype=dtype).reshape(shape)
             if type_id == _BF16:
                 array = (array.astype(np.uint32) << 16).view(np.float32)
@@ -289,9 +291,8 @@ def convert_to_openai_whisper(ct2_dir: str | Path, out_path: str | Path, name: s
     proj = take("decoder/projection/weight")
     if not np.array_equal(proj, state["decoder.token_embedding.weight"]):
         raise CT2FormatError("decoder/projection/weight differs from the token embedding; Whisper ties them")
-    if "decoder/projection/bias" in ct2:
-        if np.any(take("decoder/projection/bias") != 0):
-            raise CT2FormatError("decoder/projection/bias is not zero; Whisper's logits have no bias")
+    if "decoder/projection/bias" in ct2 and np.any(take("decoder/projection/bias") != 0):
+        raise CT2FormatError("decoder/projection/bias is not zero; Whisper's logits have no bias")
 
     # Every float tensor must have been mapped; the rest are scalars / flags (num_heads, activation, ...).
     left = [k for k, v in ct2.items() if k not in used and v.ndim > 0 and v.dtype.kind == "f"]
@@ -304,7 +305,11 @@ def convert_to_openai_whisper(ct2_dir: str | Path, out_path: str | Path, name: s
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise CT2FormatError(f"state_dict mismatch: missing {missing}, unexpected {extra}")
-    bad = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    bad = [
+        (k, tuple(state[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if bad:
         raise CT2FormatError(f"shape mismatch (name, got, want): {bad}")
 
@@ -353,7 +358,9 @@ def speak(text: str, out_wav: str | Path, rate: int = 16000) -> Path:
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         raw = Path(tmpdir) / "espeak.wav"
-        subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(raw), "--", text], check=True, capture_output=True)
+        subprocess.run(
+            [espeak, "-v", "en-us", "-s", "150", "-w", str(raw), "--", text], check=True, capture_output=True
+        )
         subprocess.run(
             [sox, str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(out_wav)],
             check=True,

@@ -16,7 +16,6 @@ import io
 import random
 import re
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,20 +24,19 @@ import httpx2
 import numpy as np
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 from PIL import Image
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from modelcache.errors import EXIT_NETWORK, EXIT_VERIFY
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
 from modelcache.plan import build_plan
-from modelcache.settings import Settings
 from modelcache.verify import verify
 from tests.conftest import Volume
-from tests.support.service import Service, start_service
 from tests.support import fixtures
 from tests.support.fixtures import MirrorModels
+from tests.support.service import Service, start_service
 
 pytestmark = pytest.mark.torture
 
@@ -112,13 +110,20 @@ def test_random_faults_complete_or_fail_within_bound(tmp_path: Path, any_mirror)
         for _ in range(rng.randint(2, 6)):
             kind = rng.choice(kinds)
             target = rng.choice(["*/model.safetensors", "*/tokenizer.json", "*/resolve/*", "/whisper/*", "*.onnx"])
-            models.mirror.inject(target, kind, count=rng.choice([1, 2, 3, -1]), after_bytes=rng.randint(0, 20_000),
-                                 stall_s=5, status=rng.choice([500, 502, 503, 429]))  # fmt: skip
+            models.mirror.inject(
+                target,
+                kind,
+                count=rng.choice([1, 2, 3, -1]),
+                after_bytes=rng.randint(0, 20_000),
+                stall_s=5,
+                status=rng.choice([500, 502, 503, 429]),
+            )
         root = tmp_path / f"f{round_}" / "models"
         volume = Volume(root, models.env(root, **plan))
         started = time.monotonic()
-        proc = volume.cli("fetch", MODELCACHE_RETRIES="3", MODELCACHE_STALL_TIMEOUT="1", MODELCACHE_FETCH_TIMEOUT="20",
-                          timeout=120)  # fmt: skip
+        proc = volume.cli(
+            "fetch", MODELCACHE_RETRIES="3", MODELCACHE_STALL_TIMEOUT="1", MODELCACHE_FETCH_TIMEOUT="20", timeout=120
+        )
         elapsed = time.monotonic() - started
         assert elapsed < 45, f"round {round_} took {elapsed:.0f}s"
         if proc.returncode == 0:
@@ -158,18 +163,34 @@ def test_malformed_media_and_oversized_bodies(server: Service) -> None:
     rng = random.Random(3)
     wav_header = b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00"
     blobs = [rng.randbytes(rng.randint(1, 50_000)) for _ in range(15)]
-    blobs += [wav_header + rng.randbytes(2000), b"ID3" + rng.randbytes(5000), b"\x89PNG\r\n\x1a\n" + rng.randbytes(300),
-              b"\xff\xd8\xff\xe0" + rng.randbytes(800), b"OggS" + rng.randbytes(900), b"fLaC" + rng.randbytes(400)]  # fmt: skip
+    blobs += [
+        wav_header + rng.randbytes(2000),
+        b"ID3" + rng.randbytes(5000),
+        b"\x89PNG\r\n\x1a\n" + rng.randbytes(300),
+        b"\xff\xd8\xff\xe0" + rng.randbytes(800),
+        b"OggS" + rng.randbytes(900),
+        b"fLaC" + rng.randbytes(400),
+    ]
     for data in blobs:
-        audio = httpx2.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("x", data)},
-                            data={"model": "whisper-1"}, timeout=120)  # fmt: skip
-        image = httpx2.post(f"{server.url}/v1/images/embeddings", json={"model": fixtures.SIGLIP,
-                                                                         "input": base64.b64encode(data).decode()})  # fmt: skip
+        audio = httpx2.post(
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": ("x", data)},
+            data={"model": "whisper-1"},
+            timeout=120,
+        )
+        image = httpx2.post(
+            f"{server.url}/v1/images/embeddings",
+            json={"model": fixtures.SIGLIP, "input": base64.b64encode(data).decode()},
+        )
         face = httpx2.post(f"{server.url}/v1/faces/detect", files={"file": ("x", data)})
         for response in (audio, image, face):
             assert response.status_code < 500, (response.request.url, response.status_code, response.text[:200])
-    huge = httpx2.post(f"{server.url}/v1/images/embeddings", content=b"\0" * (30 * 1024 * 1024),
-                       headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
+    huge = httpx2.post(
+        f"{server.url}/v1/images/embeddings",
+        content=b"\0" * (30 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert huge.status_code == 413
     assert httpx2.get(f"{server.url}/health/ready").status_code == 200
 
@@ -196,10 +217,14 @@ def test_32_clients_for_60_seconds(tmp_path: Path, service_volume: dict) -> None
             while time.monotonic() < deadline:
                 kind = rng.random()
                 if kind < 0.7:
-                    r = http.post(f"{service.url}/v1/embeddings", json={"model": fixtures.MINILM,
-                                                                         "input": f"client {n} says {rng.random()}"})  # fmt: skip
+                    r = http.post(
+                        f"{service.url}/v1/embeddings",
+                        json={"model": fixtures.MINILM, "input": f"client {n} says {rng.random()}"},
+                    )
                 elif kind < 0.85:
-                    r = http.post(f"{service.url}/v1/images/embeddings", json={"model": fixtures.SIGLIP, "input": image})
+                    r = http.post(
+                        f"{service.url}/v1/images/embeddings", json={"model": fixtures.SIGLIP, "input": image}
+                    )
                 else:
                     r = http.post(f"{service.url}/v1/faces/detect", json={"input": image})
                 seen[r.status_code] = seen.get(r.status_code, 0) + 1
@@ -223,4 +248,3 @@ def test_32_clients_for_60_seconds(tmp_path: Path, service_volume: dict) -> None
         print(f"\n60 s, 32 clients: {counts}, RSS {early / 2**20:.0f} -> {late / 2**20:.0f} MiB")
     finally:
         service.stop()
-

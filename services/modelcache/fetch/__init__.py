@@ -9,6 +9,6 @@ import os
 # read by huggingface_hub when it is first imported (by fetch's cold path and `lock`)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from modelcache.fetch.runner import FetchResult, run_fetch  # noqa: E402
+from modelcache.fetch.runner import FetchResult, run_fetch
 
 __all__ = ["FetchResult", "run_fetch"]

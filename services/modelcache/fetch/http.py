@@ -92,7 +92,9 @@ def open_bytes(
             response = client.send(request, stream=True, follow_redirects=False)
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             host = urlsplit(current).netloc
-            raise Retry(f"{exc.__class__.__name__} talking to {host}" + ("" if at_home else " (where the Hub redirected)"))
+            raise Retry(
+                f"{exc.__class__.__name__} talking to {host}" + ("" if at_home else " (where the Hub redirected)")
+            ) from None
         try:
             if response.status_code in REDIRECT_STATUSES:
                 current = _next_hop(response, current, want, url)
@@ -128,14 +130,15 @@ def _next_hop(response: httpx2.Response, current: str, want: Want, first: str) -
 def _check_promise(response: httpx2.Response, want: Want, first: str) -> None:
     """The Hub's redirect states the size and sha256 it is sending us to: hold them to the listing."""
     linked_size = response.headers.get("x-linked-size")
-    if linked_size is not None and want.size is not None:
-        if not linked_size.strip().isdigit() or int(linked_size) != want.size:
-            raise NetworkError(
-                f"{want.label}: the Hub's redirect promises {linked_size} bytes (X-Linked-Size) but "
-                f"{want.pin} says {want.size}; nothing was fetched",
-                remedy=f"{first} redirects to another file than {want.pin} names: check HF_ENDPOINT, try again later "
-                "or report it to the operator of that server",
-            )
+    if (linked_size is not None and want.size is not None) and (
+        not linked_size.strip().isdigit() or int(linked_size) != want.size
+    ):
+        raise NetworkError(
+            f"{want.label}: the Hub's redirect promises {linked_size} bytes (X-Linked-Size) but "
+            f"{want.pin} says {want.size}; nothing was fetched",
+            remedy=f"{first} redirects to another file than {want.pin} names: check HF_ENDPOINT, try again later "
+            "or report it to the operator of that server",
+        )
     linked_etag = response.headers.get("x-linked-etag")
     if linked_etag is not None and want.sha256 is not None:
         etag = linked_etag.strip().removeprefix("W/").strip('"').lower()

@@ -90,7 +90,9 @@ def list_files(api: HfApi, artifact: Artifact, policy: Policy, *, commit: str | 
     assert artifact.revision is not None
     what = f"{artifact.source}@{commit or artifact.revision}"
     if commit is None:
-        info = _with_retries(lambda: api.model_info(artifact.source, revision=artifact.revision), what=what, policy=policy)
+        info = _with_retries(
+            lambda: api.model_info(artifact.source, revision=artifact.revision), what=what, policy=policy
+        )
         commit = info.sha
     if not commit or not is_commit(commit):
         raise NetworkError(
@@ -98,7 +100,9 @@ def list_files(api: HfApi, artifact: Artifact, policy: Policy, *, commit: str | 
             remedy="HF_ENDPOINT does not behave like the Hugging Face Hub; check the address",
         )
     listing = _with_retries(
-        lambda: [e for e in api.list_repo_tree(artifact.source, revision=commit, recursive=True) if isinstance(e, RepoFile)],
+        lambda: [
+            e for e in api.list_repo_tree(artifact.source, revision=commit, recursive=True) if isinstance(e, RepoFile)
+        ],
         what=what,
         policy=policy,
     )
@@ -173,7 +177,9 @@ def _with_retries(call, *, what: str, policy: Policy):
                 remedy="check the repo id; for a private repo give a token through MODELCACHE_HF_TOKEN_FILE",
             ) from None
         except RevisionNotFoundError:
-            raise ConfigError(f"{what}: revision not found", remedy="check the branch, tag or commit after '@'") from None
+            raise ConfigError(
+                f"{what}: revision not found", remedy="check the branch, tag or commit after '@'"
+            ) from None
         except EntryNotFoundError as exc:
             raise NetworkError(f"{what}: {exc}", remedy="check the repo id and revision") from None
         except HfHubHTTPError as exc:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcache.volume_lock import LockedFile
 from modelcache.plan import Artifact
+from modelcache.volume_lock import LockedFile
 
 Progress = Callable[[int], None]
 

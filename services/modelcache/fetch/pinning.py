@@ -89,15 +89,20 @@ def make_lockfile(
             f"--upgrade names {', '.join(repr(n) for n in unknown)}, which the configuration does not have",
             remedy=f"use one of: {', '.join(a.name for a in plan.artifacts)}",
         )
-    policy = Policy(retries=settings.retries, stall_timeout=settings.stall_timeout,
-                    deadline=time.monotonic() + settings.fetch_timeout, notify=reporter.note)  # fmt: skip
+    policy = Policy(
+        retries=settings.retries,
+        stall_timeout=settings.stall_timeout,
+        deadline=time.monotonic() + settings.fetch_timeout,
+        notify=reporter.note,
+    )
     counter = _Counter()
     result = LockResult(lockfile=Lockfile(plan.digest, ()), written=False)
     pins: list[Pin] = []
     token = settings.hf_token()
-    with _counting_hub_requests(counter), httpx2.Client(
-        headers={"User-Agent": USER_AGENT}, event_hooks={"request": [counter.hook]}
-    ) as client:
+    with (
+        _counting_hub_requests(counter),
+        httpx2.Client(headers={"User-Agent": USER_AGENT}, event_hooks={"request": [counter.hook]}) as client,
+    ):
         api = HfApi(endpoint=settings.hf_endpoint, token=token, user_agent="modelcache")
         for artifact in plan.artifacts:
             old = existing.pin_for(artifact) if existing else None
@@ -112,8 +117,11 @@ def make_lockfile(
             before = existing.get(artifact.name) if existing else None
             if before is not None and (before.commit, before.files) != (pin.commit, pin.files):
                 result.moved.append(artifact.name)
-            reporter.note(f"pinned {artifact.describe()}" + (f" at {pin.commit}" if pin.commit else "")
-                          + f": {len(pin.files)} file(s)")  # fmt: skip
+            reporter.note(
+                f"pinned {artifact.describe()}"
+                + (f" at {pin.commit}" if pin.commit else "")
+                + f": {len(pin.files)} file(s)"
+            )
     result.lockfile = Lockfile(plan.digest, tuple(sorted(pins, key=lambda p: p.name)))
     if write and (existing is None or existing.digest != result.lockfile.digest):
         try:
@@ -138,9 +146,18 @@ def _resolve(api, client: httpx2.Client, artifact: Artifact, policy: Policy, set
             PinnedFile(f.path, f.size, sha256=f.sha256) if f.lfs else PinnedFile(f.path, f.size, git=f.git_oid)
             for f in listed.files
         )
-        return Pin(artifact.name, artifact.kind, artifact.spec, artifact.source, artifact.revision, listed.commit, files)
+        return Pin(
+            artifact.name, artifact.kind, artifact.spec, artifact.source, artifact.revision, listed.commit, files
+        )
     from modelcache.fetch.sources import remote_size
 
     size = remote_size(client, artifact.source, settings.stall_timeout)
-    return Pin(artifact.name, artifact.kind, artifact.spec, artifact.source, None, None,
-               (PinnedFile(artifact.dest, size, sha256=artifact.sha256),))  # fmt: skip
+    return Pin(
+        artifact.name,
+        artifact.kind,
+        artifact.spec,
+        artifact.source,
+        None,
+        None,
+        (PinnedFile(artifact.dest, size, sha256=artifact.sha256),),
+    )

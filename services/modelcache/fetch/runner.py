@@ -21,13 +21,13 @@ from modelcache.errors import (
 from modelcache.fetch.jobs import ArtifactState, Job
 from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.layout import Layout
-from modelcache.writer_lock import VolumeLock
-from modelcache.volume_lock import Lock, LockedArtifact, LockedFile, read_lock, write_lock
 from modelcache.models_lock import Lockfile, configured
 from modelcache.plan import Plan, build_plan
 from modelcache.progress import PlainReporter, Reporter, human_bytes
 from modelcache.settings import Settings
 from modelcache.verify import verify
+from modelcache.volume_lock import Lock, LockedArtifact, read_lock, write_lock
+from modelcache.writer_lock import VolumeLock
 
 DISK_MARGIN = 16 * 1024 * 1024
 CANCEL_GRACE = 0.5  # seconds a cancelled fetch gives its transfers to stop
@@ -249,9 +249,7 @@ def _check_disk(layout: Layout, jobs: list[Job]) -> None:
         )
 
 
-def _run_jobs(
-    jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Reporter, cancel: threading.Event
-) -> int:
+def _run_jobs(jobs: list[tuple[ArtifactState, Job]], workers: int, reporter: Reporter, cancel: threading.Event) -> int:
     if not jobs:
         return 0
     failures: list[tuple[str, BaseException]] = []
@@ -298,7 +296,7 @@ def _combine(failures: list[tuple[str, BaseException]]) -> ModelcacheError:
         if first is not None:
             break
     else:
-        label, exc = failures[0]
+        _label, exc = failures[0]
         raise exc
     details = [getattr(exc, "message", None) or f"{label}: {exc}" for label, exc in failures]
     return type(first)(

@@ -19,10 +19,10 @@ from modelcache.fetch.policy import Policy
 from modelcache.fetch.transfer import Expected, Segmenting, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
-from modelcache.volume_lock import Lock, LockedFile
 from modelcache.models_lock import Pin
 from modelcache.plan import Artifact
 from modelcache.settings import Settings
+from modelcache.volume_lock import Lock, LockedFile
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class Context:
 # --- Hub repos ----------------------------------------------------------------------------
 
 
-def plan_repo(ctx: Context, artifact: Artifact, *, refresh: bool, pin: Pin | None = None) -> tuple[ArtifactState, list[Job]]:
+def plan_repo(
+    ctx: Context, artifact: Artifact, *, refresh: bool, pin: Pin | None = None
+) -> tuple[ArtifactState, list[Job]]:
     """The files of a repo still to transfer: listed by the Hub, or by the lockfile's pin (no request)."""
     if pin is not None:
         resolved = hub.from_pin(ctx.layout, artifact, pin)
@@ -109,8 +111,10 @@ def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile, *,
     label = f"{repo_id}/{remote.path}"
     if pinned:
         pin = f"the lockfile's pin of {repo_id}@{commit[:12]}"
-        fix = ("HF_ENDPOINT serves other bytes at that commit than the lockfile pins; check HF_ENDPOINT, or if the "
-               "lockfile is wrong, pin again with `modelcache lock --upgrade " + repo_id + "`")  # fmt: skip
+        fix = (
+            "HF_ENDPOINT serves other bytes at that commit than the lockfile pins; check HF_ENDPOINT, or if the "
+            "lockfile is wrong, pin again with `modelcache lock --upgrade " + repo_id + "`"
+        )
     else:
         pin = f"the Hub's listing of {repo_id}@{commit[:12]}"
         fix = "the server at HF_ENDPOINT serves other bytes than its own listing; report it or use another mirror"
@@ -130,9 +134,16 @@ def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile, *,
             result = xet.fetch(ctx, (repo_id, commit, remote.path), url, part, expected, label=label, progress=progress)
         if result is None:
             result = download(
-                ctx.client, url, part, expected, ctx.policy,
-                label=label, headers=ctx.hub_headers(), progress=progress, segmenting=ctx.segmenting,
-            )  # fmt: skip
+                ctx.client,
+                url,
+                part,
+                expected,
+                ctx.policy,
+                label=label,
+                headers=ctx.hub_headers(),
+                progress=progress,
+                segmenting=ctx.segmenting,
+            )
         publish(part, blob)
         link_snapshot_file(blob, _pointer(layout, repo_id, commit, remote))
         return _entry(layout, repo_id, commit, remote, result.sha256), result.transferred
@@ -176,9 +187,15 @@ def plan_url(ctx: Context, artifact: Artifact, *, pin: Pin | None = None) -> tup
 
     def run(progress: Progress) -> tuple[LockedFile, int]:
         result = download(
-            ctx.client, artifact.source, part, expected, ctx.policy,
-            label=artifact.name, progress=progress, segmenting=ctx.segmenting,
-        )  # fmt: skip
+            ctx.client,
+            artifact.source,
+            part,
+            expected,
+            ctx.policy,
+            label=artifact.name,
+            progress=progress,
+            segmenting=ctx.segmenting,
+        )
         publish(part, final)
         return LockedFile(artifact.dest, result.size, result.sha256), result.transferred
 
@@ -202,7 +219,7 @@ def _pin_of(settings: Settings, artifact: Artifact) -> tuple[str, str]:
             "MODELCACHE_WHISPER_URL (with MODELCACHE_WHISPER_SHA256)"
         )
     return f"the manifest's sha256 for {artifact.name}", (
-        f"if the file at {artifact.source} is the right one, write sha256 = \"{{got}}\" in its [[file]] entry "
+        f'if the file at {artifact.source} is the right one, write sha256 = "{{got}}" in its [[file]] entry '
         "of the manifest; otherwise fix its url"
     )
 

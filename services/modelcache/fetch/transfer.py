@@ -242,7 +242,7 @@ class _File:
                     self.part.unlink(missing_ok=True)
                     raise Retry("the server answered another range than asked; restarting the file")
                 with open(self.part, mode) as fh:
-                    for chunk in self._chunks(response, lambda: got):
+                    for chunk in self._chunks(response, lambda: got):  # noqa: B023 (reads the count as it grows)
                         fh.write(chunk)
                         hashes.update(chunk)
                         got += len(chunk)
@@ -329,9 +329,7 @@ def _tiles(segments: list[_Segment], size: int) -> bool:
 def _split(size: int, count: int, prefix: int) -> list[_Segment]:
     """``count`` equal segments; the first ``prefix`` bytes (an earlier single stream) are done."""
     bounds = [size * i // count for i in range(count + 1)]
-    return [
-        _Segment(bounds[i], bounds[i + 1], max(0, min(prefix, bounds[i + 1]) - bounds[i])) for i in range(count)
-    ]
+    return [_Segment(bounds[i], bounds[i + 1], max(0, min(prefix, bounds[i + 1]) - bounds[i])) for i in range(count)]
 
 
 class _SegmentRun:
@@ -403,9 +401,7 @@ class _SegmentRun:
         """Record the segments (caller holds ``changed``, or no worker runs yet)."""
         sidecar = sidecar_path(self.file.part)
         tmp = sidecar.with_name(sidecar.name + ".tmp")
-        tmp.write_text(
-            json.dumps({"size": self.size, "segments": [[s.start, s.end, s.done] for s in self.segments]})
-        )
+        tmp.write_text(json.dumps({"size": self.size, "segments": [[s.start, s.end, s.done] for s in self.segments]}))
         os.replace(tmp, sidecar)
         self.unsaved, self.saved_at = 0, time.monotonic()
 
@@ -483,4 +479,3 @@ def publish(part: Path, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(part, 0o644)
     os.replace(part, final)
-

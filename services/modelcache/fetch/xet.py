@@ -55,7 +55,14 @@ class _Unavailable(Exception):
 
 
 def fetch(
-    ctx: Context, file: tuple[str, str, str], url: str, part: Path, expected: Expected, *, label: str, progress: Progress
+    ctx: Context,
+    file: tuple[str, str, str],
+    url: str,
+    part: Path,
+    expected: Expected,
+    *,
+    label: str,
+    progress: Progress,
 ) -> Result | None:
     """Bring a Xet-backed file (repo id, commit, path) into ``part``, verified; None: take the HTTP path."""
     policy = ctx.policy
@@ -189,6 +196,7 @@ def _du(path: Path) -> int:
 
 def _child(job: dict) -> None:
     """In the child process: let huggingface_hub + hf_xet write the file into the staging folder."""
+
     def orphaned() -> None:  # the parent was killed (kill -9): stop too
         while True:
             if os.getppid() != job["ppid"]:

@@ -39,7 +39,9 @@ class StartupError(VerificationError):
 
 class ReloadError(ModelcacheError):
     title = "reload refused"
-    default_remedy = "fix what is named above (usually: run the downloader again), then reload; the previous models keep serving"
+    default_remedy = (
+        "fix what is named above (usually: run the downloader again), then reload; the previous models keep serving"
+    )
 
 
 class RequestFault(Exception):

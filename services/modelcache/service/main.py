@@ -40,8 +40,10 @@ def serve(settings: Settings | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     gate = run_gate(settings)
     mode = "deep" if gate.report.deep else "fast"
-    log(f"volume verified ({mode}): {gate.report.files} files, {gate.report.bytes / 2**20:.1f} MiB "
-        f"in {gate.report.seconds:.2f}s")  # fmt: skip
+    log(
+        f"volume verified ({mode}): {gate.report.files} files, {gate.report.bytes / 2**20:.1f} MiB "
+        f"in {gate.report.seconds:.2f}s"
+    )
     try:
         settings.api_key()  # a missing key file must not cost a model load first
         _check_port(settings.host, settings.port)
@@ -63,8 +65,10 @@ def serve(settings: Settings | None = None) -> None:
 
         app = create_app(settings, lifecycle)
         loaded = sum(1 for e in registry.entries if e.loaded)
-        log(f"{loaded} of {len(registry.entries)} model(s) loaded in {time.perf_counter() - started:.1f}s; "
-            f"listening on http://{settings.host}:{settings.port}")  # fmt: skip
+        log(
+            f"{loaded} of {len(registry.entries)} model(s) loaded in {time.perf_counter() - started:.1f}s; "
+            f"listening on http://{settings.host}:{settings.port}"
+        )
         _run_http(app, settings)
     finally:
         lifecycle.registry.stop()
@@ -75,8 +79,9 @@ def _run_http(app, settings: Settings) -> None:
     """uvicorn on this thread until SIGTERM/SIGINT (uvloop and httptools when installed)."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=10)  # fmt: skip
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=10
+    )
     server = uvicorn.Server(config)
     server.run()
     if not server.started:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from modelcache.errors import ModelcacheError, VerificationError
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock, read_lock
 from modelcache.plan import Artifact, Plan, build_plan
 from modelcache.service.engines.catalogue import SERVED_ROLES, engine_for
 from modelcache.service.faults import StartupError
@@ -24,6 +23,8 @@ from modelcache.service.models.selection import Selection, select
 from modelcache.service.models.volume import REMEDY, verify_volume
 from modelcache.settings import Settings
 from modelcache.verify import Report
+from modelcache.volume_lock import Lock, read_lock
+
 
 def offline_environment(layout: Layout, scratch: str | None = None) -> dict[str, str]:
     """The variables that keep every library offline and its writes off the volume."""
@@ -120,13 +121,21 @@ def check(settings: Settings) -> Verified:
 def _nothing_to_serve(lock: Lock) -> StartupError:
     """Why no model is served: the lock holds none, or the configuration switched off every
     model the lock holds (a service may serve a subset of a shared volume, here none)."""
-    remedy = ("set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, "
-              "MODELCACHE_FACE and run the downloader")  # fmt: skip
-    held = [f"{locked.name if locked.kind in ('whisper', 'url') else locked.source} ({locked.role})"
-            for locked in lock.artifacts if locked.role in SERVED_ROLES]  # fmt: skip
+    remedy = (
+        "set at least one of MODELCACHE_WHISPER, MODELCACHE_TEXT_EMBEDDING, MODELCACHE_VISION, "
+        "MODELCACHE_FACE and run the downloader"
+    )
+    held = [
+        f"{locked.name if locked.kind in ('whisper', 'url') else locked.source} ({locked.role})"
+        for locked in lock.artifacts
+        if locked.role in SERVED_ROLES
+    ]
     if not held:
-        return StartupError("no model to serve: neither the configuration nor the volume's lock names one "
-                            "(MLX repos and manifest files are fetched, not served)", remedy=remedy)  # fmt: skip
+        return StartupError(
+            "no model to serve: neither the configuration nor the volume's lock names one "
+            "(MLX repos and manifest files are fetched, not served)",
+            remedy=remedy,
+        )
     return StartupError(
         f"no model to serve: the configuration switches every model off, though the volume's lock holds "
         f"{len(held)}: {', '.join(held)}",

@@ -36,8 +36,7 @@ def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech
     long = io.BytesIO()
     sf.write(long, np.tile(audio, 10), rate, format="WAV")
     path = Layout(_warm_template).whisper / "tiny.en.pt"
-    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"),
-                      "cpu")  # fmt: skip
+    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"), "cpu")
     worker = ModelWorker(spec)
     worker.start()
     try:
@@ -66,8 +65,9 @@ def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech
 def test_a_worker_that_cannot_load_says_why(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    worker = ModelWorker(WorkerSpec("w", "asr", "openai-whisper",
-                                    LoadSpec("w", broken, "cpu", "openai-whisper", "tiny.en"), "cpu"))  # fmt: skip
+    worker = ModelWorker(
+        WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", broken, "cpu", "openai-whisper", "tiny.en"), "cpu")
+    )
     worker.start()
     assert not worker.wait_ready(timeout=120)
     assert worker.failure and "Error" in worker.failure
@@ -85,4 +85,6 @@ def test_the_gate_names_a_missing_engine_package_and_its_install_command(monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "whisper" else real(name, *a))
     lines = startup.missing_packages(list(build_plan(Settings.from_env({})).artifacts))
     assert len(lines) == 1
-    assert "whisper/base needs whisper (openai-whisper)" in lines[0] and "pip install --no-deps openai-whisper" in lines[0]
+    assert (
+        "whisper/base needs whisper (openai-whisper)" in lines[0] and "pip install --no-deps openai-whisper" in lines[0]
+    )

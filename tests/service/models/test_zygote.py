@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx2
 
-from modelcache.service.models import zygote
 from modelcache.service.engines.base import LoadSpec
+from modelcache.service.models import zygote
 from modelcache.service.models.worker import WorkerSpec
 from tests.support.service import Service
 
@@ -49,8 +49,15 @@ def test_what_the_zygote_imports_follows_the_models(tmp_path: Path) -> None:
     for path, config in ((bert, {"model_type": "bert"}), (siglip, {"model_type": "siglip"}), (broken, None)):
         path.mkdir()
         (path / "config.json").write_text(json.dumps(config) if config else "{not json")
-    wanted = zygote.preload_for([spec("transformers", bert), spec("transformers", siglip), spec("transformers", broken),
-                                 spec("transformers", bert), spec("opencv-yunet", tmp_path)])  # fmt: skip
+    wanted = zygote.preload_for(
+        [
+            spec("transformers", bert),
+            spec("transformers", siglip),
+            spec("transformers", broken),
+            spec("transformers", bert),
+            spec("opencv-yunet", tmp_path),
+        ]
+    )
     assert wanted["families"] == ["bert", "siglip"]  # once each; an unreadable config adds none
     assert wanted["modules"].count("torch") == 1 and "transformers" in wanted["modules"]
     assert zygote.preload_for([spec("opencv-yunet", tmp_path), spec("faster-whisper", tmp_path)]) == {
@@ -71,8 +78,10 @@ def test_the_preload_imports_what_it_is_told_and_skips_what_fails() -> None:
     import sys
 
     wanted = {"modules": ["torch", "no_such_module_here"], "families": ["bert", "no-such-family"]}
-    code = ("import sys, modelcache.service.models._preload; "
-            "print(all(m in sys.modules for m in ('torch', 'transformers.models.bert.modeling_bert')))")  # fmt: skip
+    code = (
+        "import sys, modelcache.service.models._preload; "
+        "print(all(m in sys.modules for m in ('torch', 'transformers.models.bert.modeling_bert')))"
+    )
     env = {**os.environ, zygote.ENV: json.dumps(wanted)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

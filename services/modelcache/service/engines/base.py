@@ -110,7 +110,9 @@ class ImageEmbedder(TextEmbedder, Protocol):
 
 
 class FaceDetector(Protocol):
-    def detect(self, image_bgr: np.ndarray, *, score_threshold: float, nms_threshold: float, top_k: int) -> list[Face]: ...
+    def detect(
+        self, image_bgr: np.ndarray, *, score_threshold: float, nms_threshold: float, top_k: int
+    ) -> list[Face]: ...
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,13 @@ def default_threads(engine: Engine, threads: int) -> int:
 
 
 _SERVICE_EXTRA = "pip install 'modelcache[service]'"
-_TORCH_BASE = ("torch", "transformers", "transformers.models.auto.modeling_auto",
-               "transformers.models.auto.tokenization_auto", "transformers.models.auto.processing_auto")  # fmt: skip
+_TORCH_BASE = (
+    "torch",
+    "transformers",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.auto.processing_auto",
+)
 
 ENGINES: dict[str, Engine] = {
     e.name: e
@@ -129,8 +134,10 @@ ENGINES: dict[str, Engine] = {
             preload=_TORCH_BASE,
             preload_model_code=True,
             setup=_torch_setup,
-            classes={"text-embedding": "modelcache.service.engines.text:TransformersTextEmbedder",
-                     "vision": "modelcache.service.engines.vision:VisionEmbedder"},  # fmt: skip
+            classes={
+                "text-embedding": "modelcache.service.engines.text:TransformersTextEmbedder",
+                "vision": "modelcache.service.engines.vision:VisionEmbedder",
+            },
         ),
         Engine(
             name="opencv-yunet",

@@ -20,7 +20,6 @@ from modelcache.service.engines.base import (
 from modelcache.service.faults import Cancelled
 
 
-
 class FasterWhisper:
     engine = "faster-whisper"
 
@@ -29,9 +28,12 @@ class FasterWhisper:
 
         self.compute_type = spec.compute_type or ("float16" if spec.device == "cuda" else "float32")
         self.model = WhisperModel(
-            str(spec.path), device=spec.device, compute_type=self.compute_type,
-            cpu_threads=spec.threads or len(os.sched_getaffinity(0)), local_files_only=True,
-        )  # fmt: skip
+            str(spec.path),
+            device=spec.device,
+            compute_type=self.compute_type,
+            cpu_threads=spec.threads or len(os.sched_getaffinity(0)),
+            local_files_only=True,
+        )
         self.multilingual = self.model.model.is_multilingual
         self.languages = set(self.model.supported_languages)
 

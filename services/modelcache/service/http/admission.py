@@ -17,8 +17,8 @@ from collections.abc import Callable
 import orjson
 
 from modelcache.service.http.errors import error_body
-from modelcache.service.serving.fifo import FifoGate
 from modelcache.service.http.metrics import Metrics
+from modelcache.service.serving.fifo import FifoGate
 
 #: route -> group of models it admits for
 GROUPS = {
@@ -68,8 +68,11 @@ class Admission:
         self.metrics.shed.labels(scope["path"]).inc()
         retry = self.retry_after(group)
         body = orjson.dumps(error_body(429, f"every {group} model is busy: come back in {retry}s", code="queue_full"))
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"retry-after", str(retry).encode())]  # fmt: skip
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry).encode()),
+        ]
         length = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > 65536:  # a large unread body: do not keep the connection
             headers.append((b"connection", b"close"))

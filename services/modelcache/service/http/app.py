@@ -88,8 +88,13 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
     for module in (models, audio, embeddings, images, faces, metrics, admin):
         app.include_router(module.router, dependencies=protected)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Admission, limits=lambda: admission_limits(state), wait=settings.admission_wait,
-                       metrics=state.metrics, retry_after=lambda group: retry_after(state, group))  # fmt: skip
+    app.add_middleware(
+        Admission,
+        limits=lambda: admission_limits(state),
+        wait=settings.admission_wait,
+        metrics=state.metrics,
+        retry_after=lambda group: retry_after(state, group),
+    )
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
 

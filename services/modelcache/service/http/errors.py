@@ -27,9 +27,14 @@ TYPES = {
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
@@ -94,7 +99,9 @@ def install(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         # of a union's failed branches, the one that reached into the value (input[1]) says most
-        first = next((e for e in errors if any(isinstance(p, int) for p in e.get("loc", ()))), errors[0] if errors else {})
+        first = next(
+            (e for e in errors if any(isinstance(p, int) for p in e.get("loc", ()))), errors[0] if errors else {}
+        )
         if first.get("type") == "json_invalid":
             return error_response(400, "the body is not valid JSON", code="invalid_json")
         message = first.get("msg", "invalid request").removeprefix("Value error, ")
@@ -103,8 +110,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), code=getattr(exc, "code", None),
-                              headers=getattr(exc, "headers", None))  # fmt: skip
+        return error_response(
+            exc.status_code, str(exc.detail), code=getattr(exc, "code", None), headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> JSONResponse:

@@ -21,38 +21,54 @@ class Metrics(Meter):
             "modelcache_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.queue_depth = Gauge(
-            "modelcache_queue_depth", "Requests waiting or running per model (its queue and its batchers)", ["model"],
+            "modelcache_queue_depth",
+            "Requests waiting or running per model (its queue and its batchers)",
+            ["model"],
             registry=r,
-        )  # fmt: skip
+        )
         self.batch_size = Histogram(
             "modelcache_batch_size", "Inputs per inference call", ["model"], buckets=BATCH_BUCKETS, registry=r
         )
         self.inference = Histogram(
-            "modelcache_inference_seconds", "Time per call, from handing it to the model's process to its answer",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.model_seconds = Histogram(
-            "modelcache_model_seconds", "Time per call spent computing inside the model's process",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.load_seconds = Gauge("modelcache_model_load_seconds", "Time to load each model", ["model"], registry=r)
-        self.loads = Counter("modelcache_model_loads_total", "Model loads (at start and on demand)", ["model"], registry=r)
-        self.evictions = Counter(
-            "modelcache_model_evictions_total", "Models unloaded to make room under the memory budget", ["model"],
+            "modelcache_inference_seconds",
+            "Time per call, from handing it to the model's process to its answer",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
+        self.model_seconds = Histogram(
+            "modelcache_model_seconds",
+            "Time per call spent computing inside the model's process",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.load_seconds = Gauge("modelcache_model_load_seconds", "Time to load each model", ["model"], registry=r)
+        self.loads = Counter(
+            "modelcache_model_loads_total", "Model loads (at start and on demand)", ["model"], registry=r
+        )
+        self.evictions = Counter(
+            "modelcache_model_evictions_total",
+            "Models unloaded to make room under the memory budget",
+            ["model"],
+            registry=r,
+        )
         self.reloads = Counter("modelcache_reloads_total", "Reloads from the volume's lock", ["result"], registry=r)
         self.rejected = Counter(
             "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r
         )
         self.shed = Counter(
-            "modelcache_shed_total", "Requests refused before their body was read (429, every queue full)",
-            ["route"], registry=r,
-        )  # fmt: skip
+            "modelcache_shed_total",
+            "Requests refused before their body was read (429, every queue full)",
+            ["route"],
+            registry=r,
+        )
         self.cancelled = Counter(
-            "modelcache_cancelled_total", "Requests given up and stopped in the model (deadline, client gone)",
-            ["model", "reason"], registry=r,
-        )  # fmt: skip
+            "modelcache_cancelled_total",
+            "Requests given up and stopped in the model (deadline, client gone)",
+            ["model", "reason"],
+            registry=r,
+        )
 
     # --- what the serving layer reports (serving.runner.Meter) ----------------------------
 

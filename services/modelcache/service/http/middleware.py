@@ -18,10 +18,13 @@ async def _send_json(send, status: int, body: dict) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
         }
-    )  # fmt: skip
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -43,8 +46,9 @@ class BodyLimit:
 
     def _message(self) -> dict:
         mib = self.max_bytes / 1024 / 1024
-        return error_body(413, f"request body is larger than the limit of {mib:g} MiB (MODELCACHE_MAX_BODY_MB)",
-                          code="body_too_large")  # fmt: skip
+        return error_body(
+            413, f"request body is larger than the limit of {mib:g} MiB (MODELCACHE_MAX_BODY_MB)", code="body_too_large"
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -52,5 +52,9 @@ def require_key(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
-        raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise ApiError(
+            401,
+            "missing or invalid API key (send 'Authorization: Bearer <key>')",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -19,23 +19,29 @@ def _preload() -> None:
     for name in wanted.get("modules", []):
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the worker reports it when it loads
+        except Exception:
             pass
     families = wanted.get("families", [])
     if not families:
         return
     try:
         from transformers.models.auto.configuration_auto import model_type_to_module_name
-    except Exception:  # noqa: BLE001
+    except Exception:
         return
     for family in families:
         package = model_type_to_module_name(family)
-        for part in ("configuration", "modeling", "tokenization", "tokenization_{}_fast", "image_processing",
-                     "processing"):  # fmt: skip
+        for part in (
+            "configuration",
+            "modeling",
+            "tokenization",
+            "tokenization_{}_fast",
+            "image_processing",
+            "processing",
+        ):
             module = part.format(package) if "{}" in part else f"{part}_{package}"
             try:
                 importlib.import_module(f"transformers.models.{package}.{module}")
-            except Exception:  # noqa: BLE001 - not every family has every part
+            except Exception:
                 pass
 
 

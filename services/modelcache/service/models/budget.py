@@ -96,7 +96,9 @@ def make_room(model: str, *, load: int, peak: int, budget: int, residents: Seque
             f"{human_bytes(held)} of {BUDGET} ({human_bytes(budget)})",
             f"raise {BUDGET} to at least {mib(held + need)}, or pin fewer models (MODELCACHE_PIN)",
         )
-    idle = sorted((r for r in residents if not r.pinned and not r.busy and r.state == "loaded"), key=lambda r: r.last_used)
+    idle = sorted(
+        (r for r in residents if not r.pinned and not r.busy and r.state == "loaded"), key=lambda r: r.last_used
+    )
     if used - sum(r.size for r in idle) + want <= budget:
         return Evict(idle[0].id)
     blockers = [r for r in residents if not r.pinned and (r.busy or r.state != "loaded")]

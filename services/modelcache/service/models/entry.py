@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from modelcache.layout import Layout
-from modelcache.volume_lock import LockedArtifact
 from modelcache.plan import Artifact
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.engines.catalogue import TASKS, engine_for
 from modelcache.service.models.worker import ModelWorker, WorkerSpec
 from modelcache.settings import Settings
+from modelcache.volume_lock import LockedArtifact
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     """Where a model stands in memory (``/health`` and ``/v1/models`` show the value)."""
 
     LOADED = "loaded"
@@ -179,15 +179,22 @@ def load_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> LoadSpec
 
 def worker_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> WorkerSpec:
     nice = settings.asr_nice if entry.task == "speech-to-text" else 0
-    return WorkerSpec(entry.id, entry.artifact.role, entry.engine_name, load_spec(settings, layout, entry),
-                      settings.device, nice)  # fmt: skip
+    return WorkerSpec(
+        entry.id, entry.artifact.role, entry.engine_name, load_spec(settings, layout, entry), settings.device, nice
+    )
 
 
 def entry_for(artifact: Artifact, locked: LockedArtifact, *, first_asr: bool) -> ModelEntry:
     """The entry of a model to serve (``first_asr``: it also answers as ``whisper-1``)."""
     engine = engine_for(artifact.role, artifact.engine)
-    return ModelEntry(model_id(artifact), TASKS[artifact.role], engine.name, artifact, locked,
-                      aliases=("whisper-1",) if first_asr and artifact.role == "asr" else ())  # fmt: skip
+    return ModelEntry(
+        model_id(artifact),
+        TASKS[artifact.role],
+        engine.name,
+        artifact,
+        locked,
+        aliases=("whisper-1",) if first_asr and artifact.role == "asr" else (),
+    )
 
 
 CUDA_REMEDY = (

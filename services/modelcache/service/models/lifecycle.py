@@ -39,19 +39,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from modelcache.errors import ConfigError, ModelcacheError
+from modelcache.errors import ConfigError
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock
 from modelcache.plan import Plan
 from modelcache.progress import human_bytes
 from modelcache.service.faults import NoRoom, ReloadError, StartupError, Unavailable
 from modelcache.service.models import budget, zygote
-from modelcache.service.models.reload import ReloadReport, merge, read_new_lock, subset_missing, subset_refusal
 from modelcache.service.models.entry import CUDA_REMEDY, ModelEntry, ModelState, Registry, entry_for, worker_spec
+from modelcache.service.models.reload import ReloadReport, merge, read_new_lock, subset_missing, subset_refusal
 from modelcache.service.models.selection import Selection
 from modelcache.service.models.volume import LOAD_REMEDY
 from modelcache.service.models.worker import ModelWorker
 from modelcache.settings import Settings
+from modelcache.volume_lock import Lock
 
 LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
 ROOM_POLL = 0.05  # seconds between two looks at the models in the way of a load
@@ -105,8 +105,15 @@ def servable_entries(selection: Selection) -> list[ModelEntry]:
 class Lifecycle:
     """Loads, unloads and swaps the service's models (one per worker process)."""
 
-    def __init__(self, settings: Settings, layout: Layout, plan: Plan, lock: Lock, selection: Selection,
-                 log: Callable[[str], None] = print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        layout: Layout,
+        plan: Plan,
+        lock: Lock,
+        selection: Selection,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.settings = settings
         self.layout = layout
         self.plan = plan  # from the service's environment, fixed at start
@@ -135,8 +142,10 @@ class Lifecycle:
         for line in self.drift:
             self.log(f"note: {line}")
         if self.selection.drift and self.follow:
-            self.log("note: serving what the volume's lock holds (a reload or the downloader changed it since "
-                     "this container was created)")  # fmt: skip
+            self.log(
+                "note: serving what the volume's lock holds (a reload or the downloader changed it since "
+                "this container was created)"
+            )
         entries = servable_entries(self.selection)
         self._apply_pins(entries)
         zygote.prepare([worker_spec(self.settings, self.layout, entry) for entry in entries])
@@ -187,11 +196,15 @@ class Lifecycle:
                 continue
             size = entry.load_bytes
             if size > self.budget:
-                failures.append(f"{entry.id} takes {human_bytes(size)} loaded (measured), more than "
-                                f"MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)}) on its own")  # fmt: skip
+                failures.append(
+                    f"{entry.id} takes {human_bytes(size)} loaded (measured), more than "
+                    f"MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)}) on its own"
+                )
             elif entry.pinned and kept + size > self.budget:
-                failures.append(f"{entry.id} is pinned but the pinned models need {human_bytes(kept + size)} together, "
-                                f"more than MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)})")  # fmt: skip
+                failures.append(
+                    f"{entry.id} is pinned but the pinned models need {human_bytes(kept + size)} together, "
+                    f"more than MODELCACHE_MEMORY_BUDGET ({human_bytes(self.budget)})"
+                )
             elif entry.pinned or kept + size <= self.budget:
                 kept += size
                 continue
@@ -220,8 +233,10 @@ class Lifecycle:
         entry.load_bytes = worker.memory_bytes()
         entry.state = ModelState.LOADED
         peak = f", {human_bytes(entry.peak_bytes)} at its peak so far" if entry.peak_bytes > entry.load_bytes else ""
-        self.log(f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {entry.info.get('device')} in "
-                 f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.load_bytes)}{peak})")  # fmt: skip
+        self.log(
+            f"loaded {entry.id} ({entry.task}, {entry.engine_name}) on {entry.info.get('device')} in "
+            f"{entry.load_seconds:.2f}s (process {worker.pid}, {human_bytes(entry.load_bytes)}{peak})"
+        )
         self.observer.loaded(entry)
         return None
 
@@ -237,7 +252,11 @@ class Lifecycle:
             f"{len(failures)} model(s) failed to load or do not fit; the service does not start like this",
             details=failures,
             remedy="raise MODELCACHE_MEMORY_BUDGET (or the container's memory), pin fewer models, or configure "
-            "smaller ones" if budget else CUDA_REMEDY if cuda else LOAD_REMEDY,
+            "smaller ones"
+            if budget
+            else CUDA_REMEDY
+            if cuda
+            else LOAD_REMEDY,
         )
 
     @staticmethod
@@ -269,8 +288,10 @@ class Lifecycle:
         if entry.state is ModelState.FAILED and entry.failed_at is not None:
             wait = LOAD_RETRY_AFTER - (time.monotonic() - entry.failed_at)
             if wait > 0:
-                raise Unavailable(f"model {entry.id!r} failed to load ({entry.error}); next try in {wait:.0f}s",
-                                  retry_after=max(1, int(wait)))  # fmt: skip
+                raise Unavailable(
+                    f"model {entry.id!r} failed to load ({entry.error}); next try in {wait:.0f}s",
+                    retry_after=max(1, int(wait)),
+                )
         while entry.state is ModelState.UNLOADING:  # evicted just now: it loads again once its process is gone
             await asyncio.sleep(ROOM_POLL)
         if entry.state is ModelState.RETIRED:
@@ -293,13 +314,16 @@ class Lifecycle:
             if failure:
                 self._stop_worker(entry)
                 entry.failed_at = time.monotonic()
-                raise Unavailable(f"model {entry.id!r} could not be loaded: {entry.error}", retry_after=LOAD_RETRY_AFTER)
+                raise Unavailable(
+                    f"model {entry.id!r} could not be loaded: {entry.error}", retry_after=LOAD_RETRY_AFTER
+                )
             entry.failed_at = None
             if self.budget is not None and entry.load_bytes > self.budget:  # first measured now (new in a reload)
                 await asyncio.to_thread(self._stop_worker, entry)
                 entry.state = ModelState.UNLOADED
-                decision = budget.make_room(entry.id, load=entry.load_bytes, peak=entry.peak_bytes,
-                                            budget=self.budget, residents=[])  # fmt: skip
+                decision = budget.make_room(
+                    entry.id, load=entry.load_bytes, peak=entry.peak_bytes, budget=self.budget, residents=[]
+                )
                 assert isinstance(decision, budget.Refuse)
                 raise NoRoom(f"{decision.reason}; {decision.remedy}", retry_after=None)
             done.set_result(None)
@@ -319,8 +343,13 @@ class Lifecycle:
         give_up = time.monotonic() + self.settings.request_timeout
         try:
             while True:
-                decision = budget.make_room(entry.id, load=entry.load_bytes, peak=entry.peak_bytes, budget=self.budget,
-                                            residents=self._residents(exclude=entry))  # fmt: skip
+                decision = budget.make_room(
+                    entry.id,
+                    load=entry.load_bytes,
+                    peak=entry.peak_bytes,
+                    budget=self.budget,
+                    residents=self._residents(exclude=entry),
+                )
                 if isinstance(decision, budget.Fits):
                     return
                 if isinstance(decision, budget.Evict):
@@ -330,7 +359,9 @@ class Lifecycle:
                     raise NoRoom(f"{decision.reason}; {decision.remedy}", retry_after=None)
                 entry.waiting = decision.reason
                 if time.monotonic() >= give_up:
-                    raise NoRoom(f"{decision.reason}; retry when they are done", retry_after=self.room_retry_after(entry))
+                    raise NoRoom(
+                        f"{decision.reason}; retry when they are done", retry_after=self.room_retry_after(entry)
+                    )
                 await asyncio.sleep(ROOM_POLL)
         finally:
             entry.waiting = None
@@ -375,7 +406,9 @@ class Lifecycle:
     def warning(self, entry: ModelEntry) -> str | None:
         if self.budget is None:
             return None
-        return budget.oversized(entry.id, entry.need_bytes, self.budget, sum(e.need_bytes for e in self.registry.entries))
+        return budget.oversized(
+            entry.id, entry.need_bytes, self.budget, sum(e.need_bytes for e in self.registry.entries)
+        )
 
     def warnings(self) -> list[str]:
         return [w for e in self.registry.entries if (w := self.warning(e))]
@@ -409,8 +442,13 @@ class Lifecycle:
                 report = await self._reload()
             except ReloadError as exc:
                 self.observer.reloaded(False)
-                self.last_reload = {"ok": False, "trigger": trigger, "error": exc.message, "details": exc.details,
-                                    "at": time.time()}  # fmt: skip
+                self.last_reload = {
+                    "ok": False,
+                    "trigger": trigger,
+                    "error": exc.message,
+                    "details": exc.details,
+                    "at": time.time(),
+                }
                 self.log(f"reload ({trigger}) refused, the previous models keep serving: {exc.message}")
                 for line in exc.details:
                     self.log(f"  - {line}")
@@ -418,13 +456,14 @@ class Lifecycle:
             report.seconds = time.monotonic() - started
             self.observer.reloaded(True)
             self.last_reload = {"ok": True, "trigger": trigger, **report.to_dict(), "at": time.time()}
-            self.log(f"reload ({trigger}) in {report.seconds:.2f}s: added {report.added or 'nothing'}, "
-                     f"removed {report.removed or 'nothing'}, kept {len(report.kept)}")  # fmt: skip
+            self.log(
+                f"reload ({trigger}) in {report.seconds:.2f}s: added {report.added or 'nothing'}, "
+                f"removed {report.removed or 'nothing'}, kept {len(report.kept)}"
+            )
             return report
 
     async def _reload(self) -> ReloadReport:
-        lock, selection = await asyncio.to_thread(read_new_lock, self.settings, self.layout, self.plan,
-                                                  self.follow)  # fmt: skip
+        lock, selection = await asyncio.to_thread(read_new_lock, self.settings, self.layout, self.plan, self.follow)
         missing = subset_missing(selection, follow=self.follow)
         if missing:
             self.drift = missing
@@ -438,7 +477,9 @@ class Lifecycle:
         for entry in merged.new:
             self.observer.added(entry)
         self.lock, self.selection = lock, selection
-        self.registry = Registry(merged.entries, self._devices(merged.entries))  # the swap: new requests see the new set
+        self.registry = Registry(
+            merged.entries, self._devices(merged.entries)
+        )  # the swap: new requests see the new set
         self.drift = merged.report.drift = list(selection.drift)
         for entry in merged.retired:
             asyncio.get_running_loop().create_task(self._retire_entry(entry))
@@ -489,8 +530,10 @@ class Lifecycle:
                 entry.worker = None
                 entry.state, entry.error = ModelState.FAILED, worker.failure
                 entry.failed_at = None  # a crash, not a failed load: no waiting before the restart
-                self.log(f"{entry.id}: {entry.error}; "
-                         + ("restarting it" if entry.pinned else "it loads again on its next request"))  # fmt: skip
+                self.log(
+                    f"{entry.id}: {entry.error}; "
+                    + ("restarting it" if entry.pinned else "it loads again on its next request")
+                )
                 if entry.pinned:
                     asyncio.get_running_loop().create_task(self._restart(entry))
 
@@ -523,4 +566,3 @@ def _stamp(path) -> tuple | None:
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
-

@@ -7,13 +7,13 @@ layer's model handle (which sends them) and the worker (which runs them).
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from modelcache.service.faults import InputError
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     EMBED = "embed"  # texts of several requests -> per request (vectors, tokens)
     EMBED_IMAGES = "embed_images"  # images of several requests -> per request vectors (or InputError)
     TRANSCRIBE = "transcribe"  # audio bytes, options -> Transcript

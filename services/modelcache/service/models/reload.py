@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 from modelcache.errors import ModelcacheError
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock, read_lock
 from modelcache.plan import Plan
 from modelcache.service.faults import ReloadError
 from modelcache.service.models.entry import ModelEntry, ModelState
 from modelcache.service.models.selection import Selection, select
 from modelcache.service.models.volume import verify_volume
 from modelcache.settings import Settings
+from modelcache.volume_lock import Lock, read_lock
 
 
 @dataclass
@@ -31,8 +31,13 @@ class ReloadReport:
     drift: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"added": self.added, "removed": self.removed, "kept": self.kept,
-                "seconds": round(self.seconds, 3), "drift": self.drift}  # fmt: skip
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "kept": self.kept,
+            "seconds": round(self.seconds, 3),
+            "drift": self.drift,
+        }
 
 
 def read_new_lock(settings: Settings, layout: Layout, plan: Plan, follow: bool) -> tuple[Lock, Selection]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelcache.volume_lock import Lock, LockedArtifact
 from modelcache.plan import Artifact, Plan
 from modelcache.service.engines.catalogue import SERVED_ROLES
+from modelcache.volume_lock import Lock, LockedArtifact
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,12 @@ def select(plan: Plan, lock: Lock, *, follow: bool | None = None) -> Selection:
     wanted_specs = {a.spec for a in wanted}
     drift = [f"the configuration asks for {m}, which the volume's lock does not hold" for m in missing]
     if follow:
-        drift += [f"the volume's lock holds {locked.source}{'@' + locked.revision if locked.revision else ''} "
-                  f"({artifact.role}), which the configuration does not ask for"
-                  for artifact, locked in in_lock if locked.spec not in wanted_specs]  # fmt: skip
+        drift += [
+            f"the volume's lock holds {locked.source}{'@' + locked.revision if locked.revision else ''} "
+            f"({artifact.role}), which the configuration does not ask for"
+            for artifact, locked in in_lock
+            if locked.spec not in wanted_specs
+        ]
     return Selection(follow, served, drift, missing)
 
 
@@ -61,5 +64,13 @@ def _artifact_of(locked: LockedArtifact) -> Artifact | None:
     if locked.role is None:
         return None
     sha256 = locked.files[0].sha256 if locked.kind in ("whisper", "url") and locked.files else None
-    return Artifact(name=locked.name, role=locked.role, kind=locked.kind, source=locked.source,  # type: ignore[arg-type]
-                    dest=locked.dest, revision=locked.revision, sha256=sha256, engine=locked.engine)  # fmt: skip
+    return Artifact(
+        name=locked.name,
+        role=locked.role,
+        kind=locked.kind,
+        source=locked.source,  # type: ignore[arg-type]
+        dest=locked.dest,
+        revision=locked.revision,
+        sha256=sha256,
+        engine=locked.engine,
+    )

@@ -4,10 +4,10 @@ reload. Standard library only (the gate imports it before anything heavy)."""
 from __future__ import annotations
 
 from modelcache.layout import Layout
-from modelcache.volume_lock import Lock
 from modelcache.models_lock import configured
 from modelcache.settings import Settings
 from modelcache.verify import Report, verify_lock
+from modelcache.volume_lock import Lock
 
 RESET = "or reset only the models volume (`scripts/reset-models-volume --yes`) and run `docker compose up --wait`"
 REMEDY = (
@@ -24,5 +24,6 @@ def verify_volume(settings: Settings, layout: Layout, lock: Lock | None) -> Repo
     """The volume against its lock as the service checks it, at start and on every reload:
     every file the lock names, fast or deep (MODELCACHE_VERIFY), and against the lockfile
     MODELCACHE_LOCKFILE names."""
-    return verify_lock(layout, lock, deep=settings.verify == "deep", workers=settings.workers,
-                       lockfile=configured(settings))  # fmt: skip
+    return verify_lock(
+        layout, lock, deep=settings.verify == "deep", workers=settings.workers, lockfile=configured(settings)
+    )

@@ -91,8 +91,9 @@ class ModelWorker:
         ctx = zygote.context(self.spec.engine)
         parent, child = ctx.Pipe(duplex=True)
         self.started = time.monotonic()
-        self.process = ctx.Process(target=_child_main, args=(child, self.spec), name=f"model:{self.spec.model}",
-                                   daemon=True)  # fmt: skip
+        self.process = ctx.Process(
+            target=_child_main, args=(child, self.spec), name=f"model:{self.spec.model}", daemon=True
+        )
         self.process.start()
         child.close()
         self._conn = parent
@@ -322,8 +323,12 @@ def _child_main(conn, spec: WorkerSpec) -> None:
         conn.send(("failed", f"{exc.__class__.__name__}: {first}"))
         return
     meter = PeakMeter()
-    info = {"load_seconds": time.perf_counter() - started, "device": device, "peak_bytes": meter.peak,
-            **_describe(engine)}  # fmt: skip
+    info = {
+        "load_seconds": time.perf_counter() - started,
+        "device": device,
+        "peak_bytes": meter.peak,
+        **_describe(engine),
+    }
     conn.send(("ready", info))
     calls: queue.SimpleQueue = queue.SimpleQueue()
     control = _Control()

@@ -22,13 +22,22 @@ from modelcache.settings import Settings
 class ModelHandle:
     def __init__(self, entry: ModelEntry, lifecycle: Lifecycle, settings: Settings, meter: Meter) -> None:
         self.entry = entry
-        self.runner = Runner(entry, lifecycle, queue_size=settings.queue_size, timeout=settings.request_timeout,
-                             meter=meter, wait=settings.admission_wait)  # fmt: skip
+        self.runner = Runner(
+            entry,
+            lifecycle,
+            queue_size=settings.queue_size,
+            timeout=settings.request_timeout,
+            meter=meter,
+            wait=settings.admission_wait,
+        )
         wait = settings.batch_wait_ms / 1000
         embeds = entry.task in ("text-embedding", "image-embedding")
         self._texts = Batcher(self.runner, Op.EMBED, max_batch=settings.batch_max, max_wait=wait) if embeds else None
-        self._images = (Batcher(self.runner, Op.EMBED_IMAGES, max_batch=settings.batch_max, max_wait=wait)
-                        if entry.task == "image-embedding" else None)  # fmt: skip
+        self._images = (
+            Batcher(self.runner, Op.EMBED_IMAGES, max_batch=settings.batch_max, max_wait=wait)
+            if entry.task == "image-embedding"
+            else None
+        )
 
     @property
     def batchers(self) -> list[Batcher]:

@@ -48,8 +48,16 @@ class Runner:
     first (the wait counts against the deadline), and while a call runs it is not unloaded.
     """
 
-    def __init__(self, entry: ModelEntry, lifecycle: Lifecycle, *, queue_size: int, timeout: float,
-                 meter: Meter | None = None, wait: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        entry: ModelEntry,
+        lifecycle: Lifecycle,
+        *,
+        queue_size: int,
+        timeout: float,
+        meter: Meter | None = None,
+        wait: float = 0.0,
+    ) -> None:
         self.entry = entry
         self.lifecycle = lifecycle
         self.model = entry.id
@@ -95,8 +103,10 @@ class Runner:
         room in the memory budget (None when the load was not waiting)."""
         if not self.entry.waiting:
             return None
-        return NoRoom(f"{self.entry.waiting}; the request waited {self.timeout:g}s",
-                      retry_after=self.lifecycle.room_retry_after(self.entry))  # fmt: skip
+        return NoRoom(
+            f"{self.entry.waiting}; the request waited {self.timeout:g}s",
+            retry_after=self.lifecycle.room_retry_after(self.entry),
+        )
 
     async def run(self, op: Op, *args: Any, batch: int = 1) -> Any:
         """Run ``op`` now (the caller did the admission)."""
@@ -121,7 +131,9 @@ class Runner:
             except TimeoutError:
                 worker.cancel(call_id)
                 self.meter.gave_up(self.model, "deadline")
-                raise TimedOut(f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped") from None
+                raise TimedOut(
+                    f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped"
+                ) from None
             except asyncio.CancelledError:  # the client went away
                 worker.cancel(call_id)
                 self.meter.gave_up(self.model, "disconnect")
@@ -190,8 +202,10 @@ class Batcher:
                 room = runner.waiting_for_room()  # its load waited for room all along
                 if room is not None:
                     raise room from None
-                raise TimedOut(f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
-                               "left out of its batch") from None  # fmt: skip
+                raise TimedOut(
+                    f"model {runner.model!r} did not answer within {runner.timeout:g}s; the request was "
+                    "left out of its batch"
+                ) from None
             except asyncio.CancelledError:
                 runner.meter.gave_up(runner.model, "disconnect")
                 raise
@@ -234,13 +248,14 @@ class Batcher:
         if not live:
             return
         try:
-            results = await self.runner.run(self.op, [item.payload for item in live],
-                                            batch=sum(len(i.payload) for i in live))  # fmt: skip
+            results = await self.runner.run(
+                self.op, [item.payload for item in live], batch=sum(len(i.payload) for i in live)
+            )
         except Exception as exc:  # handed to every waiting request
             for item in live:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
-        for item, result in zip(live, results):
+        for item, result in zip(live, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)

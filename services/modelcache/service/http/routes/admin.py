@@ -13,19 +13,28 @@ from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["admin"])
 
-ADMIN_ERRORS = {401: ERRORS[401], 404: ERRORS[404], 409: {"description": "Not possible in the model's state"},
-                503: ERRORS[503]}  # fmt: skip
+ADMIN_ERRORS = {
+    401: ERRORS[401],
+    404: ERRORS[404],
+    409: {"description": "Not possible in the model's state"},
+    503: ERRORS[503],
+}
 
 
-@router.post("/admin/reload", responses={401: ERRORS[401], 409: {"description": "The new lock was refused; the "
-             "previous models keep serving"}})  # fmt: skip
+@router.post(
+    "/admin/reload",
+    responses={401: ERRORS[401], 409: {"description": "The new lock was refused; the previous models keep serving"}},
+)
 async def reload(request: Request) -> dict:
     """Serve what the volume's lock holds now (after the downloader wrote a new one)."""
     try:
         report = await get_state(request).lifecycle.reload(trigger="api")
     except ReloadError as exc:
-        raise ApiError(409, f"{exc.message}; the previous models keep serving"
-                       + ("".join(f"; {d}" for d in exc.details[:5])), code="reload_refused") from None  # fmt: skip
+        raise ApiError(
+            409,
+            f"{exc.message}; the previous models keep serving" + ("".join(f"; {d}" for d in exc.details[:5])),
+            code="reload_refused",
+        ) from None
     return {"object": "reload", **report.to_dict()}
 
 
@@ -43,7 +52,11 @@ async def unload(model_id: str, request: Request) -> dict:
     entry = known_model(get_state(request), model_id)
     lifecycle = get_state(request).lifecycle
     if entry.pinned:
-        why = "it is pinned (MODELCACHE_PIN)" if lifecycle.budget else "without MODELCACHE_MEMORY_BUDGET every model stays loaded"
+        why = (
+            "it is pinned (MODELCACHE_PIN)"
+            if lifecycle.budget
+            else "without MODELCACHE_MEMORY_BUDGET every model stays loaded"
+        )
         raise ApiError(409, f"the model '{model_id}' stays loaded: {why}", code="pinned")
     await lifecycle.unload(entry)
     return entry.describe()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from modelcache.service.engines.base import Transcript
+from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.routes.common import ERRORS, find_model, read_upload
-from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["audio"])
@@ -19,7 +19,7 @@ Format = Literal["json", "text", "srt", "verbose_json", "vtt"]
 
 
 def _timestamp(seconds: float, separator: str) -> str:
-    millis = int(round(seconds * 1000))
+    millis = round(seconds * 1000)
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)
@@ -52,12 +52,19 @@ def render(t: Transcript, fmt: str, granularities: set[str]) -> Response:
     if "segment" in granularities or not granularities:
         body["segments"] = [
             {
-                "id": s.id, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-                "tokens": s.tokens, "temperature": s.temperature, "avg_logprob": s.avg_logprob,
-                "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob,
+                "id": s.id,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": s.tokens,
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
             }
             for s in t.segments
-        ]  # fmt: skip
+        ]
     if "word" in granularities:
         body["words"] = [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)} for w in t.words]
     return JSONResponse(body)
@@ -79,15 +86,24 @@ async def _speech(
     data = await read_upload(file)
     unknown = set(granularities) - {"segment", "word"}
     if unknown:
-        raise ApiError(400, f"timestamp_granularities[] must be 'segment' or 'word', not {sorted(unknown)}",
-                       param="timestamp_granularities[]")  # fmt: skip
+        raise ApiError(
+            400,
+            f"timestamp_granularities[] must be 'segment' or 'word', not {sorted(unknown)}",
+            param="timestamp_granularities[]",
+        )
     if granularities and response_format != "verbose_json":
-        raise ApiError(400, "timestamp_granularities[] needs response_format=verbose_json",
-                       param="timestamp_granularities[]")  # fmt: skip
+        raise ApiError(
+            400, "timestamp_granularities[] needs response_format=verbose_json", param="timestamp_granularities[]"
+        )
     if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
         raise ApiError(400, f"language must be an ISO-639-1 code such as 'en', not {language!r}", param="language")
-    options = {"task": task, "language": language, "prompt": prompt, "temperature": temperature,
-               "word_timestamps": "word" in granularities}  # fmt: skip
+    options = {
+        "task": task,
+        "language": language,
+        "prompt": prompt,
+        "temperature": temperature,
+        "word_timestamps": "word" in granularities,
+    }
     # decoded and transcribed in the model's process; stopped within a token step if given up
     transcript = await unless_disconnected(request.receive, state.handle(entry).transcribe(data, options))
     return render(transcript, response_format, set(granularities))
@@ -107,8 +123,9 @@ async def transcriptions(
     temperature: Temperature = 0.0,
     timestamp_granularities: Annotated[list[str], Form(alias="timestamp_granularities[]")] = [],  # noqa: B006
 ) -> Response:
-    return await _speech(request, "transcribe", file, model, language, prompt, response_format, temperature,
-                         timestamp_granularities)  # fmt: skip
+    return await _speech(
+        request, "transcribe", file, model, language, prompt, response_format, temperature, timestamp_granularities
+    )
 
 
 @router.post("/v1/audio/translations", responses=ERRORS)

@@ -8,8 +8,8 @@ import binascii
 from fastapi import UploadFile
 from pydantic import BaseModel
 
-from modelcache.service.http.state import State
 from modelcache.service.http.errors import ApiError
+from modelcache.service.http.state import State
 from modelcache.service.models.entry import ModelEntry
 
 
@@ -67,11 +67,16 @@ def find_model(state: State, name: str | None, task: str | tuple[str, ...], *, p
     entry = registry.get(name)
     if entry is None:
         known = ", ".join(e.id for e in registry.entries)
-        raise ApiError(404, f"the model '{name}' does not exist here; models: {known}", param=param,
-                       code="model_not_found")  # fmt: skip
+        raise ApiError(
+            404, f"the model '{name}' does not exist here; models: {known}", param=param, code="model_not_found"
+        )
     if entry.task not in tasks:
-        raise ApiError(400, f"the model '{name}' is a {entry.task} model; this endpoint needs {' or '.join(tasks)}",
-                       param=param, code="wrong_task")  # fmt: skip
+        raise ApiError(
+            400,
+            f"the model '{name}' is a {entry.task} model; this endpoint needs {' or '.join(tasks)}",
+            param=param,
+            code="wrong_task",
+        )
     return entry
 
 
@@ -89,8 +94,12 @@ def decode_base64(value: str, *, param: str) -> bytes:
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     if text.startswith(("http://", "https://")):
-        raise ApiError(400, f"'{param}': URLs are not fetched (the service is offline); send the bytes", param=param,
-                       code="url_not_supported")  # fmt: skip
+        raise ApiError(
+            400,
+            f"'{param}': URLs are not fetched (the service is offline); send the bytes",
+            param=param,
+            code="url_not_supported",
+        )
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

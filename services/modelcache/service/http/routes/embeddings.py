@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
+from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.routes.common import ERRORS, find_model
-from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["embeddings"])
@@ -37,7 +37,7 @@ class EmbeddingRequest(BaseModel):
     @field_validator("input", mode="before")
     @classmethod
     def _no_token_arrays(cls, value):
-        if isinstance(value, list) and value and all(isinstance(v, int) or isinstance(v, list) for v in value):
+        if isinstance(value, list) and value and all(isinstance(v, (int, list)) for v in value):
             raise ValueError("token arrays are not supported: send the text")
         return value
 
@@ -77,15 +77,18 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     texts = texts_of(body.input)
     dims = entry.info.get("dimensions")
     if body.dimensions is not None and body.dimensions != dims:
-        raise ApiError(400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out",
-                       param="dimensions")  # fmt: skip
+        raise ApiError(
+            400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out", param="dimensions"
+        )
     vectors, tokens = await unless_disconnected(request.receive, state.handle(entry).embed(texts))
-    return json_response({
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
-            for i, v in enumerate(vectors)
-        ],
-        "model": entry.id,
-        "usage": {"prompt_tokens": int(sum(tokens)), "total_tokens": int(sum(tokens))},
-    })  # fmt: skip
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(v, body.encoding_format)}
+                for i, v in enumerate(vectors)
+            ],
+            "model": entry.id,
+            "usage": {"prompt_tokens": int(sum(tokens)), "total_tokens": int(sum(tokens))},
+        }
+    )

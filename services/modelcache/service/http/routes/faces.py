@@ -6,11 +6,11 @@ import copy
 
 from fastapi import APIRouter, Request
 
+from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.routes.common import ERRORS, find_model
-from modelcache.service.http.disconnect import unless_disconnected
-from modelcache.service.http.state import get_state
 from modelcache.service.http.routes.uploads import IMAGE_BODY, number, read_images
+from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["faces"])
 
@@ -47,8 +47,15 @@ async def detect(request: Request) -> dict:
         "height": height,
         "data": [
             {
-                "box": {"x": round(f.x, 2), "y": round(f.y, 2), "width": round(f.width, 2), "height": round(f.height, 2)},
-                "landmarks": {name: [round(p[0], 2), round(p[1], 2)] for name, p in zip(LANDMARKS, f.landmarks)},
+                "box": {
+                    "x": round(f.x, 2),
+                    "y": round(f.y, 2),
+                    "width": round(f.width, 2),
+                    "height": round(f.height, 2),
+                },
+                "landmarks": {
+                    name: [round(p[0], 2), round(p[1], 2)] for name, p in zip(LANDMARKS, f.landmarks, strict=True)
+                },
                 "score": round(f.score, 4),
             }
             for f in faces

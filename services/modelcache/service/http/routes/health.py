@@ -8,8 +8,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelcache.service.models import zygote
 from modelcache.service.http.state import get_state
+from modelcache.service.models import zygote
 from modelcache.service.models.worker import memory_of
 
 router = APIRouter(tags=["health"])
@@ -39,13 +39,21 @@ def health(request: Request) -> JSONResponse:
         "uptime_seconds": round(time.time() - state.started, 1),
         "load_seconds": {e.id: round(e.load_seconds, 3) for e in entries},
         "models": {
-            e.id: {"state": e.current_state(), "pinned": e.pinned, "pid": e.worker.pid if e.worker else None,
-                   "memory_bytes": e.memory_now(), "load_bytes": e.load_bytes, "peak_bytes": e.peak_bytes,
-                   "last_used": e.last_used, "revision": e.revision, "load_seconds": round(e.load_seconds, 3),
-                   **({"error": e.error} if e.error else {}),
-                   **({"warning": w} if (w := lifecycle.warning(e)) else {})}
+            e.id: {
+                "state": e.current_state(),
+                "pinned": e.pinned,
+                "pid": e.worker.pid if e.worker else None,
+                "memory_bytes": e.memory_now(),
+                "load_bytes": e.load_bytes,
+                "peak_bytes": e.peak_bytes,
+                "last_used": e.last_used,
+                "revision": e.revision,
+                "load_seconds": round(e.load_seconds, 3),
+                **({"error": e.error} if e.error else {}),
+                **({"warning": w} if (w := lifecycle.warning(e)) else {}),
+            }
             for e in entries
-        },  # fmt: skip
+        },
         "warnings": lifecycle.warnings(),
         "drift": lifecycle.drift,
         "last_reload": lifecycle.last_reload,

@@ -7,20 +7,24 @@ import copy
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.routes.common import ERRORS, find_model
 from modelcache.service.http.routes.embeddings import encode, json_response
 from modelcache.service.http.routes.uploads import IMAGE_BODY, read_images
-from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["images"])
 
 BODY = copy.deepcopy(IMAGE_BODY)
 BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["encoding_format"] = {
-    "type": "string", "enum": ["float", "base64"]}  # fmt: skip
+    "type": "string",
+    "enum": ["float", "base64"],
+}
 BODY["requestBody"]["content"]["application/json"]["schema"]["properties"]["encoding_format"] = {
-    "type": "string", "enum": ["float", "base64"]}  # fmt: skip
+    "type": "string",
+    "enum": ["float", "base64"],
+}
 
 
 @router.post("/v1/images/embeddings", openapi_extra=BODY, responses=ERRORS)
@@ -34,8 +38,10 @@ async def image_embeddings(request: Request) -> Response:
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     # decoded in the model's process, batched with other requests' images into one forward
     vectors = await unless_disconnected(request.receive, state.handle(entry).embed_images(upload.images))
-    return json_response({
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": encode(v, fmt)} for i, v in enumerate(vectors)],
-        "model": entry.id,
-    })  # fmt: skip
+    return json_response(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v, fmt)} for i, v in enumerate(vectors)],
+            "model": entry.id,
+        }
+    )

@@ -15,8 +15,13 @@ router = APIRouter(tags=["metrics"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
-                     "description": "Prometheus text exposition"}, 401: ERRORS[401]},
-)  # fmt: skip
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition",
+        },
+        401: ERRORS[401],
+    },
+)
 def metrics(request: Request) -> Response:
     return Response(generate_latest(get_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

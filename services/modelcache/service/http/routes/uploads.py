@@ -50,8 +50,9 @@ async def read_images(request: Request, *, file_fields: tuple[str, ...], json_fi
         images = [decode_base64(v, param=json_field) for v in items]
         fields = {k: v for k, v in body.items() if k != json_field}
         return ImageRequest(_bounded(images, json_field), fields)
-    raise ApiError(415, "send multipart/form-data (file uploads) or application/json (base64)",
-                   code="unsupported_media")  # fmt: skip
+    raise ApiError(
+        415, "send multipart/form-data (file uploads) or application/json (base64)", code="unsupported_media"
+    )
 
 
 def _bounded(images: list[bytes], param: str) -> list[bytes]:
@@ -95,8 +96,11 @@ IMAGE_BODY = {
                             "description": "base64 image bytes (or a data: URL), or a list of them",
                             "oneOf": [
                                 {"type": "string", "minLength": 4, "pattern": "^[A-Za-z0-9+/=:;,._-]+$"},
-                                {"type": "array", "minItems": 1,
-                                 "items": {"type": "string", "minLength": 4, "pattern": "^[A-Za-z0-9+/=:;,._-]+$"}},
+                                {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"type": "string", "minLength": 4, "pattern": "^[A-Za-z0-9+/=:;,._-]+$"},
+                                },
                             ],
                         },
                         "model": {"type": "string", "description": "a model id; empty or left out: the only one"},

@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import bench_service  # noqa: E402  (also puts the project on sys.path)
+import benchlib  # noqa: E402  (also puts the project on sys.path)
 import httpx2  # noqa: E402
-from bench_service import Conn, Server, text_body  # noqa: E402
+from benchlib import Conn, Server, text_body  # noqa: E402
 
 from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
@@ -66,9 +66,9 @@ def reload_under_load(server: Server, mirror: HFMirror, env: dict[str, str], n: 
 
     def client() -> None:
         conn = Conn(server.url)
-        body = text_body(bench_service.TEXT)
+        body = text_body(benchlib.TEXT)
         while not stop.is_set():
-            status, _ = conn.post(bench_service.EMBED, body)
+            status, _ = conn.post(benchlib.EMBED, body)
             statuses.append(status)
         conn.close()
 
@@ -130,13 +130,13 @@ def on_demand(server: Server, n: int) -> dict:
     """With a budget that holds every model: RSS before MiniLM is loaded, after a request
     loaded it, after it was unloaded; the first request's latency vs an explicit load."""
     conn = Conn(server.url)
-    body = text_body(bench_service.TEXT)
+    body = text_body(benchlib.TEXT)
     first, loads, rss = [], [], []
     for _ in range(n):
         admin(server, "unload", MINILM)
         before = settle(server)
         started = time.perf_counter()
-        conn.post_ok(bench_service.EMBED, body)  # loads MiniLM, then embeds
+        conn.post_ok(benchlib.EMBED, body)  # loads MiniLM, then embeds
         first.append(time.perf_counter() - started)
         loaded = settle(server)
         admin(server, "unload", MINILM)
@@ -277,11 +277,11 @@ def report(r: dict) -> str:
                 f"{budget['seconds'] / free['seconds']:.2f}x",
             ),
         ]
-    return bench_service.table(rows)
+    return benchlib.table(rows)
 
 
 def main() -> None:
-    bench_service.cli(__doc__, bench, report)
+    benchlib.cli(__doc__, bench, report)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ def test_busy_models_in_the_way_are_named_with_their_requests(volume: dict, spee
         assert error["code"] == "no_room" and int(refused.headers["Retry-After"]) >= 1
         assert f"{WHISPER} (busy with " in error["message"], error["message"]
         assert "the request waited 6s" in error["message"] or "retry when they are done" in error["message"]
-        assert ok(embed(service)) and ok(transcribe(service, speech))  # nothing lost
+        # nothing lost: both serve again (a try may still meet the short deadline on a busy machine)
+        assert any(ok(embed(service)) for _ in range(3))
+        assert any(ok(transcribe(service, speech)) for _ in range(3))
     finally:
         service.stop()

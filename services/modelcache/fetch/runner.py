@@ -18,6 +18,7 @@ from modelcache.errors import (
     NetworkError,
     VerificationError,
 )
+from modelcache.fetch.context import Context
 from modelcache.fetch.jobs import ArtifactState, Job
 from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.layout import Layout
@@ -180,7 +181,7 @@ def _fetch_locked(
     states: list[ArtifactState] = []
     jobs: list[tuple[ArtifactState, Job]] = []
     with httpx2.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
-        ctx = sources.Context(settings, layout, client, policy, token, deep, previous)
+        ctx = Context(settings, layout, client, policy, token, deep, previous)
         for artifact in plan.artifacts:
             pin = pins.pin_for(artifact) if pins else None
             if artifact.is_repo:

@@ -8,41 +8,20 @@ re-hashed in deep mode); a whisper/URL file is checked against its pinned sha256
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 
 from modelcache.fetch import hub, xet
+from modelcache.fetch.context import Context
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
-from modelcache.fetch.policy import Policy
-from modelcache.fetch.transfer import Expected, Segmenting, download, publish
+from modelcache.fetch.transfer import Expected, download, publish
 from modelcache.hashing import hash_file
 from modelcache.layout import Layout, link_snapshot_file
 from modelcache.models_lock import Pin
 from modelcache.plan import Artifact
 from modelcache.settings import Settings
 from modelcache.volume_lock import Lock, LockedFile
-
-
-@dataclass(frozen=True)
-class Context:
-    settings: Settings
-    layout: Layout
-    client: httpx2.Client
-    policy: Policy
-    token: str | None
-    deep: bool
-    previous: Lock | None
-
-    def hub_headers(self) -> dict[str, str]:
-        """For the Hub's host only: transfers never send them on to the hosts it redirects to."""
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    @property
-    def segmenting(self) -> Segmenting:
-        return Segmenting(self.settings.segments, self.settings.segment_min_bytes)
-
 
 # --- Hub repos ----------------------------------------------------------------------------
 

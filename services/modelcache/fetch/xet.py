@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import httpx2
 
+from modelcache.fetch.context import Context
 from modelcache.fetch.http import origin
 from modelcache.fetch.policy import Cancelled
 from modelcache.fetch.transfer import Expected, Result
@@ -43,7 +44,6 @@ from modelcache.hashing import hash_file
 
 if TYPE_CHECKING:
     from modelcache.fetch.jobs import Progress
-    from modelcache.fetch.sources import Context
 
 PROBE_TIMEOUT = 5.0
 STAGING_PREFIX = "xet-"

@@ -18,14 +18,16 @@
 - **Reload** (``POST /admin/reload``, SIGHUP, ``MODELCACHE_RELOAD=watch``). The operator
   edits ``.env`` and runs the downloader, which writes a new lock; the container's own
   environment is fixed at its creation, so the lock says what changed. A service that
-  serves what the lock holds (the usual case, see ``startup.select``) serves what the new
+  serves what the lock holds (the usual case, see ``selection.select``) serves what the new
   lock holds; one configured for a subset of a shared volume keeps its subset (and takes
   new revisions of it). The new lock is verified like at start; the models that are new
   or changed load beside the old ones (or, under a budget, are marked to load on first
   use), the set is swapped in one step, calls in flight on the old models finish, and
   those stop. Any failure (a damaged file, a model the subset needs and the lock lacks, a
   model that does not load) leaves the old set serving; the reload answers with the
-  error, and ``/health`` and the log show it.
+  error, and ``/health`` and the log show it (the rules: ``reload.py``).
+- **Supervision.** A model process that dies is noticed within a second; a model that
+  must stay loaded is started again, the others load on their next request.
 
 Loading and unloading a model is starting and stopping its worker process, so an
 unloaded model gives back exactly the memory it took.

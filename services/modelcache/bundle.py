@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from modelcache.errors import ConfigError, DiskFullError, VerificationError
 from modelcache.layout import Layout, link_snapshot_file
@@ -173,8 +173,11 @@ def _write(
 ) -> Transfer:
     result = Transfer()
     task = reporter.start("export", total)
-    mode = "w|" if stream else "w"
-    with tarfile.open(fileobj=fh, mode=mode, format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK) as tar:
+    mode: Literal["w|", "w"] = "w|" if stream else "w"
+    # copybufsize is a real TarFile.__init__ keyword (open() passes it on), missing from typeshed's open()
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=fh, mode=mode, format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
+    ) as tar:
         tar.addfile(_tarinfo(BUNDLE_LOCK, size=len(header)), _Bytes(header))
         reporter.advance(task, len(header))
         for m in items:
@@ -322,7 +325,8 @@ def _open(source: str) -> tarfile.TarFile:
     try:
         if source == "-":
             return tarfile.open(fileobj=sys.stdin.buffer, mode="r|", bufsize=CHUNK)
-        return tarfile.open(source, mode="r:", copybufsize=CHUNK)
+        # copybufsize: a real TarFile.__init__ keyword that typeshed's open() lacks (see _write)
+        return tarfile.open(source, mode="r:", copybufsize=CHUNK)  # type: ignore[call-overload]
     except FileNotFoundError:
         raise ConfigError(
             f"{source}: no such bundle file", remedy="give the path of a file made by `modelcache export`"

@@ -8,7 +8,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -159,7 +159,7 @@ def plan_cmd(as_json: JsonOpt = False) -> None:
         print(f"warning: {exc.message}; showing every artifact as to fetch", file=sys.stderr)
         lock = None
     locked = {a.spec: a for a in lock.artifacts} if lock else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for a in plan.artifacts:
         held = locked.get(a.spec)
         rows.append(

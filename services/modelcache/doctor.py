@@ -163,7 +163,7 @@ def _unknown_files(layout: Layout, lock: Lock) -> list[Finding]:
 
 def _orphan_blobs(layout: Layout, dropped: set[Path]) -> list[Finding]:
     """Blobs no snapshot path points to (counting the unknown files about to be removed as gone)."""
-    found = []
+    found: list[Finding] = []
     if not layout.hub.is_dir():
         return found
     for repo in layout.hub.iterdir():

@@ -319,7 +319,9 @@ def _load_manifest(path: Path, layout: Layout) -> list[Artifact]:
                 f"{path}:{_key_line(lines, section)}: '{section}' must be written as [[{section}]] tables"
             )
         header = re.compile(rf"^\s*\[\[\s*{section}\s*\]\]")
-        starts = [i + 1 for i, line in enumerate(lines) if header.match(line)] or [_key_line(lines, section)]
+        starts: list[int | str] = [i + 1 for i, line in enumerate(lines) if header.match(line)]
+        if not starts:
+            starts = [_key_line(lines, section)]
         for index, entry in enumerate(entries):
             line = starts[index] if index < len(starts) else starts[-1]
             items.append(parse(entry, f"{path}:{line} [[{section}]] #{index + 1}", layout))

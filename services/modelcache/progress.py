@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 
 def human_bytes(n: float) -> str:
@@ -38,7 +38,7 @@ class PlainReporter:
         pass
 
     def finish(self, task: object, *, transferred: int, note: str = "") -> None:
-        label, total, started = task  # type: ignore[misc]
+        label, total, started = cast("tuple[str, int, float]", task)  # what start() returned
         seconds = max(time.monotonic() - started, 1e-6)
         speed = human_bytes(transferred / seconds) + "/s"
         extra = f" ({note})" if note else ""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 from modelcache.errors import ConfigError
 
@@ -287,6 +288,12 @@ class _Reader:
         value = value.strip()
         return value if value else default
 
+    @overload
+    def choice(
+        self, name: str, default: str, allowed: tuple[str, ...], *, allow_none: Literal[False] = False
+    ) -> str: ...
+    @overload
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], *, allow_none: bool) -> str | None: ...
     def choice(self, name: str, default: str, allowed: tuple[str, ...], *, allow_none: bool = False) -> str | None:
         value = self.env.get(name)
         if value is None or not value.strip():

@@ -147,13 +147,13 @@ def plan_url(ctx: Context, artifact: Artifact, *, pin: Pin | None = None) -> tup
     final = layout.abs(artifact.dest)
     state = ArtifactState(artifact, None)
     if final.is_file() and not final.is_symlink():
-        size = final.stat().st_size
+        have = final.stat().st_size
         known = _previous_entry(ctx.previous, artifact.dest)
-        if not ctx.deep and known is not None and known.size == size and known.sha256 == artifact.sha256:
+        if not ctx.deep and known is not None and known.size == have and known.sha256 == artifact.sha256:
             state.entries.append(known)
             return state, []
         if hash_file(final).sha256 == artifact.sha256:
-            state.entries.append(LockedFile(artifact.dest, size, artifact.sha256))
+            state.entries.append(LockedFile(artifact.dest, have, artifact.sha256))
             return state, []
         _discard(final)
     elif final.exists() or final.is_symlink():
@@ -161,8 +161,8 @@ def plan_url(ctx: Context, artifact: Artifact, *, pin: Pin | None = None) -> tup
     part = layout.partial / f"{artifact.sha256}.part"
     size = pin.files[0].size if pin is not None else remote_size(ctx.client, artifact.source, ctx.policy.stall_timeout)
 
-    pin, fix = _pin_of(ctx.settings, artifact)
-    expected = Expected(size=size, sha256=artifact.sha256, pin=pin, fix=fix)
+    sha256_from, fix = _pin_of(ctx.settings, artifact)
+    expected = Expected(size=size, sha256=artifact.sha256, pin=sha256_from, fix=fix)
 
     def run(progress: Progress) -> tuple[LockedFile, int]:
         result = download(

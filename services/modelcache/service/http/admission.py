@@ -51,8 +51,8 @@ class Admission:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         group = GROUPS.get(scope["path"])
-        gate = self.gates.get(group) if group else None
-        if gate is None:
+        gate = self.gates.get(group) if group is not None else None
+        if group is None or gate is None:
             return await self.app(scope, receive, send)
         gate.limit = self.limits().get(group, 0)
         if gate.limit <= 0:  # no model for this route: the route answers (404/400) by itself

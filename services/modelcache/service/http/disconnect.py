@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from modelcache.service.faults import Cancelled, ClientGone, TimedOut
 
 
-async def unless_disconnected(receive: Callable[[], Awaitable[dict]], work: Awaitable[Any]) -> Any:
+async def unless_disconnected(receive: Callable[[], Awaitable[Mapping[str, Any]]], work: Awaitable[Any]) -> Any:
     """Await ``work``; if the client disconnects first, cancel it (which cancels the model call).
 
     ``receive`` is the request's ASGI receive, called only after the body was read: the next

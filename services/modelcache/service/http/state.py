@@ -1,6 +1,6 @@
 """The service's shared state: what every route needs (settings, the lifecycle's registry,
 the models' handles, metrics), reached from a request. Routes import this module, never
-``app.py``; they get a model's handle through :func:`handle_of`."""
+``app.py``; they get a model's handle from :meth:`State.handle` (typed, no casts)."""
 
 from __future__ import annotations
 

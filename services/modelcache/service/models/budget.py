@@ -13,7 +13,7 @@ what must happen first? :func:`make_room` answers with one of
 
 What a model counts for is what it really needs to serve: the largest of its private
 memory after loading, its peak while answering (measured in its process after each call,
-see ``workers.PeakMeter``) and its private memory now. A model whose peak alone is more
+see ``worker.PeakMeter``) and its private memory now. A model whose peak alone is more
 than the budget is still served, alone: it counts for the whole budget, so every other
 unpinned model is unloaded before it loads, and it is unloaded when another one needs
 room. Only a model whose size *after loading* is more than the budget is refused (at

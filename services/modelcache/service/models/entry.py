@@ -133,7 +133,7 @@ class Registry:
     def __init__(self, entries: list[ModelEntry], device: str) -> None:
         self.entries = entries
         self.device = device
-        self._by_name = {}
+        self._by_name: dict[str, ModelEntry] = {}
         for entry in entries:
             for name in (entry.id, *entry.aliases):
                 self._by_name.setdefault(name, entry)

@@ -263,7 +263,7 @@ class Lifecycle:
 
     @staticmethod
     def _devices(entries: list[ModelEntry]) -> str:
-        devices = {e.info.get("device") for e in entries} - {None}
+        devices = {device for e in entries if (device := e.info.get("device")) is not None}
         return ",".join(sorted(devices)) or "not loaded yet"
 
     # --- while serving (in the event loop) -----------------------------------------------

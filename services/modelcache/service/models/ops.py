@@ -48,6 +48,7 @@ def _embed_images(engine, _stop, requests: list[list[bytes]]) -> list:
         if isinstance(d, InputError):
             out.append(d)
         else:
+            assert vectors is not None  # every request holds an image (read_images refuses none), so good does too
             out.append(vectors[start : start + len(d)])
             start += len(d)
     return out

@@ -11,8 +11,9 @@ reload, the container's environment is stale by design.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from modelcache.plan import Artifact, Plan
+from modelcache.plan import Artifact, Kind, Plan, Role
 from modelcache.service.engines.catalogue import SERVED_ROLES
 from modelcache.volume_lock import Lock, LockedArtifact
 
@@ -44,8 +45,8 @@ def select(plan: Plan, lock: Lock, *, follow: bool | None = None) -> Selection:
     if follow:
         served = in_lock
     else:
-        locked = {locked.spec: locked for _, locked in in_lock}
-        served = [(a, locked[a.spec]) for a in wanted if a.spec in locked]
+        locked_by_spec = {locked.spec: locked for _, locked in in_lock}
+        served = [(a, locked_by_spec[a.spec]) for a in wanted if a.spec in locked_by_spec]
     wanted_specs = {a.spec for a in wanted}
     drift = [f"the configuration asks for {m}, which the volume's lock does not hold" for m in missing]
     if follow:
@@ -66,9 +67,10 @@ def _artifact_of(locked: LockedArtifact) -> Artifact | None:
     sha256 = locked.files[0].sha256 if locked.kind in ("whisper", "url") and locked.files else None
     return Artifact(
         name=locked.name,
-        role=locked.role,
-        kind=locked.kind,
-        source=locked.source,  # type: ignore[arg-type]
+        # the lock records the role and kind of the plan Artifact it was written from
+        role=cast(Role, locked.role),
+        kind=cast(Kind, locked.kind),
+        source=locked.source,
         dest=locked.dest,
         revision=locked.revision,
         sha256=sha256,

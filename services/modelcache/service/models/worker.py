@@ -78,7 +78,7 @@ class ModelWorker:
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._conn = None
+        self._conn: multiprocessing.connection.Connection | None = None
         self._reader: threading.Thread | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
         self.started = 0.0
@@ -333,6 +333,7 @@ def _child_main(conn, spec: WorkerSpec) -> None:
     calls: queue.SimpleQueue = queue.SimpleQueue()
     control = _Control()
     threading.Thread(target=_reader, args=(conn, calls, control), daemon=True).start()
+    reply: tuple[Any, ...]  # ("result", id, (value, seconds, peak)), ("error", id, exc) or ("cancelled", id)
     while (item := calls.get()) is not None:
         call_id, op, args = item
         if control.begin(call_id):

@@ -24,8 +24,12 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 from modelcache.service.engines.catalogue import ENGINES
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 
 ENV = "_MODELCACHE_PRELOAD"  # read by the zygote only
 
@@ -37,14 +41,15 @@ def can_exec() -> bool:
     return os.access(sys.executable, os.X_OK)
 
 
-def start_method(engine: str) -> str:
+def start_method(engine: str) -> Literal["fork", "forkserver", "spawn"]:
     if not can_exec():
         return "fork"
     return "forkserver" if ENGINES[engine].preload is not None else "spawn"
 
 
-def context(engine: str) -> multiprocessing.context.BaseContext:
-    return multiprocessing.get_context(start_method(engine))
+def context(engine: str) -> ForkContext | ForkServerContext | SpawnContext:
+    # the stub types get_context() of a union of method names as plain BaseContext (no Process)
+    return cast("ForkContext | ForkServerContext | SpawnContext", multiprocessing.get_context(start_method(engine)))
 
 
 def preload_for(specs) -> dict:

@@ -1,6 +1,6 @@
 """Requests to models, in the HTTP process: a bounded queue per model, a deadline per
 request, cancellation, and dynamic batching of embeddings. The models themselves run in
-their worker processes (``workers.py``); nothing here computes.
+their processes (``models/worker.py``); nothing here computes.
 
 A request given up, because its deadline passed or its client went away, is cancelled:
 still queued, it is dropped before it reaches the model; already running, the worker
@@ -232,7 +232,8 @@ class Batcher:
                 await self._run(self._take())
 
     def _take(self) -> list[_Item]:
-        batch, size = [], 0
+        batch: list[_Item] = []
+        size = 0
         while self.queue and (not batch or size + len(self.queue[0].payload) <= self.max_batch):
             item = self.queue.popleft()
             if item.future.done():  # given up while waiting: never reaches the model

@@ -13,7 +13,7 @@ from modelcache.service.http.state import get_state
 
 router = APIRouter(tags=["admin"])
 
-ADMIN_ERRORS = {
+ADMIN_ERRORS: dict[int | str, dict] = {
     401: ERRORS[401],
     404: ERRORS[404],
     409: {"description": "Not possible in the model's state"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -43,8 +44,8 @@ async def read_images(request: Request, *, file_fields: tuple[str, ...], json_fi
             raise ApiError(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
-        value = body.get(json_field)
-        items = [value] if isinstance(value, str) else value
+        given = body.get(json_field)
+        items = [given] if isinstance(given, str) else given
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise ApiError(400, f"'{json_field}' must be a base64 string or a list of them", param=json_field)
         images = [decode_base64(v, param=json_field) for v in items]
@@ -75,7 +76,7 @@ def number(fields: dict, name: str, default: float, low: float, high: float, *, 
     return number
 
 
-IMAGE_BODY = {
+IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
         "content": {
             "multipart/form-data": {

@@ -47,6 +47,7 @@ def names(path: Path) -> list[str]:
         return tar.getnames()
 
 
+@pytest.mark.slow
 def test_export_is_a_plain_deterministic_tar(bundle: Path, warm: Volume, tmp_path: Path) -> None:
     listing = subprocess.run(["tar", "-tvf", str(bundle)], capture_output=True, text=True, check=True).stdout
     lines = listing.splitlines()
@@ -213,6 +214,7 @@ def test_a_truncated_bundle_is_refused_and_a_complete_one_resumes(bundle: Path, 
     assert_complete(empty)
 
 
+@pytest.mark.slow
 def test_kill_9_during_import_then_resume(bundle: Path, empty: Volume) -> None:
     """An import killed mid-stream (fed slowly through a pipe) leaves no lock; the next one resumes."""
     feeder = subprocess.Popen(

@@ -153,6 +153,7 @@ def test_a_whisper_url_answering_404_is_a_network_error_with_a_remedy(volume: Vo
     assert proc.stderr.strip().splitlines()[-1].startswith("remedy: ") and "MODELCACHE_WHISPER_URL" in proc.stderr
 
 
+@pytest.mark.slow
 def test_retries_print_one_line_each(volume: Volume, models: MirrorModels) -> None:
     models.mirror.inject("*/all-MiniLM-L6-v2/resolve/*/vocab.txt", "status", count=2, status=503)
     proc = volume.cli("fetch", "--plain")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from modelcache.errors import EXIT_CONFIG, EXIT_VERIFY
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
@@ -35,6 +37,7 @@ def test_rm_of_an_unknown_name_lists_the_known_ones(warm: Volume) -> None:
     assert "no artifact named 'acme/nope'" in proc.stderr and MINILM in proc.stderr
 
 
+@pytest.mark.slow
 def test_prune_removes_what_the_plan_no_longer_wants(warm: Volume) -> None:
     layout = Layout(warm.root)
     env = {"MODELCACHE_MLX": "", "MODELCACHE_WHISPER": "none"}
@@ -63,6 +66,7 @@ def test_prune_removes_what_the_plan_no_longer_wants(warm: Volume) -> None:
     assert warm.cli("doctor", **env).returncode == 0
 
 
+@pytest.mark.slow
 def test_writers_refuse_while_a_downloader_holds_the_volume(warm: Volume) -> None:
     from filelock import FileLock
 

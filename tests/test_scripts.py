@@ -38,7 +38,15 @@ NO_MODELS = {
 
 def test_the_bash_scripts_are_the_expected_ones() -> None:
     # a new script should get a --help too (and a row here)
-    expected = ["build-base-image", "build-images", "reset-models-volume", "smoke-check", "test", "verify-volume"]
+    expected = [
+        "build-base-image",
+        "build-images",
+        "lint",
+        "reset-models-volume",
+        "smoke-check",
+        "test",
+        "verify-volume",
+    ]
     assert expected == BASH_SCRIPTS
 
 
@@ -71,7 +79,11 @@ def calls(log: Path) -> str:
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
-@pytest.mark.parametrize("name", BASH_SCRIPTS)
+@pytest.mark.parametrize(
+    # scripts/test --help also runs pytest --help: seconds
+    "name",
+    [pytest.param(name, marks=pytest.mark.slow) if name == "test" else name for name in BASH_SCRIPTS],
+)
 def test_help_prints_the_usage_and_runs_nothing(name: str, flag: str, stubs: tuple[dict[str, str], Path]) -> None:
     env, log = stubs
     result = run(name, flag, env=env)
@@ -88,6 +100,7 @@ def test_help_prints_the_usage_and_runs_nothing(name: str, flag: str, stubs: tup
 HELP_AMONG = {
     "build-base-image": ["some/tag:1", "--help"],
     "build-images": ["--offline", "--help"],
+    "lint": ["--fix", "--help"],
     "reset-models-volume": ["--yes", "--help", "--", "-f", "docker-compose.yml"],
     "smoke-check": ["http://127.0.0.1:9", "-h"],
     "verify-volume": ["-h", "--", "-f", "docker-compose.yml"],
@@ -168,6 +181,7 @@ def test_test_script_help_names_its_variables_and_makes_no_venv(tmp_path: Path) 
     assert not venv.exists()
 
 
+@pytest.mark.slow  # runs pytest --help
 def test_test_script_help_shows_pytest_options_when_the_venv_exists() -> None:
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv")
@@ -237,6 +251,7 @@ def test_verify_volume_without_an_engine_is_not_a_missing_volume(tmp_path: Path)
 
 
 @pytest.mark.docker
+@pytest.mark.slow  # Docker containers
 def test_verify_volume_creates_nothing_when_the_volume_is_missing(project: tuple[str, str, dict[str, str]]) -> None:
     name, volume, env = project
     volumes_before, networks_before = _names("volume"), _names("network")
@@ -253,6 +268,7 @@ def test_verify_volume_creates_nothing_when_the_volume_is_missing(project: tuple
 
 
 @pytest.mark.docker
+@pytest.mark.slow  # Docker containers
 def test_verify_volume_checks_a_filled_volume(project: tuple[str, str, dict[str, str]], tmp_path: Path) -> None:
     name, volume, env = project
     if subprocess.run(["docker", "image", "inspect", DOWNLOADER_IMAGE], capture_output=True).returncode != 0:

@@ -82,6 +82,7 @@ def test_xet_mode_with_the_cas_out_of_reach_falls_back_at_once(volume: Volume, m
 
 
 @pytest.mark.parametrize("cas", ["garbage", "blackhole"])
+@pytest.mark.slow
 def test_xet_mode_with_a_broken_cas_falls_back_within_its_bound(
     volume: Volume, models: MirrorModels, cas: str, private_mirror
 ) -> None:
@@ -161,6 +162,7 @@ def test_bad_redirects_are_refused_naming_the_file(
     assert read_lock(Layout(volume.root)) is None
 
 
+@pytest.mark.slow
 def test_gated_repos_need_a_granted_token(tmp_path: Path, models: MirrorModels) -> None:
     mirror = models.mirror
     repo = f"acme/gated-{tmp_path.name[-12:]}"
@@ -216,6 +218,7 @@ def test_listings_past_a_thousand_files_are_followed(tmp_path: Path, models: Mir
     assert len(pages) == 2
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_big_transfer_exits_within_a_second_and_resumes(volume: Volume, models: MirrorModels) -> None:
     size = (fixtures.minilm_dir() / "model.safetensors").stat().st_size
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")

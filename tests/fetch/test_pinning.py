@@ -71,6 +71,7 @@ def test_lock_again_keeps_every_pin_and_asks_nothing(locked, models: MirrorModel
     assert models.mirror.requests == [] and path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_moved_branch_stays_pinned_until_upgrade_which_is_a_small_diff(tmp_path: Path, models: MirrorModels) -> None:
     repo = f"acme/moving-{tmp_path.name[-10:]}"
     first = models.mirror.add_repo(
@@ -155,6 +156,7 @@ def test_bytes_that_differ_from_the_pins_are_refused(tmp_path: Path, models: Mir
     assert not (Layout(volume.root).snapshot(repo, commit) / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_two_volumes_from_one_lockfile_and_two_mirrors_are_identical(
     locked, tmp_path: Path, _direct_mirror_models: MirrorModels
 ) -> None:

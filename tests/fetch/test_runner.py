@@ -141,6 +141,7 @@ def test_changed_plan_fetches_only_the_difference(warm: Volume, models: MirrorMo
         ("truncate", {"count": 1, "after_bytes": 30_000_000}),
     ],
 )
+@pytest.mark.slow
 def test_transient_faults_are_survived(volume: Volume, models: MirrorModels, kind: str, options: dict) -> None:
     models.mirror.inject(MINILM_WEIGHTS, kind, **options)
     started = time.monotonic()
@@ -157,6 +158,7 @@ def test_transient_faults_are_survived(volume: Volume, models: MirrorModels, kin
         assert any(r.range and not r.range.startswith("bytes=0-") for r in gets[1:]), gets
 
 
+@pytest.mark.slow
 def test_persistent_failure_ends_with_a_clear_error(volume: Volume, models: MirrorModels) -> None:
     models.mirror.inject(MINILM_WEIGHTS, "status", count=-1, status=500)
     started = time.monotonic()
@@ -192,6 +194,7 @@ def test_wrong_bytes_every_time_fail_verification_and_never_land(volume: Volume,
     assert not list((layout.repo_dir(MINILM) / "blobs").glob("53aa*"))
 
 
+@pytest.mark.slow
 def test_total_time_is_bounded(volume: Volume, models: MirrorModels) -> None:
     models.mirror.inject(MINILM_WEIGHTS, "stall", count=-1, after_bytes=1000, stall_s=30)
     started = time.monotonic()
@@ -209,6 +212,7 @@ def _wait_for(predicate, timeout: float) -> None:
     raise AssertionError("condition not reached in time")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_file_resumes_with_at_most_55_percent_retransferred(volume: Volume, models: MirrorModels) -> None:
     size = (fixtures.minilm_dir() / "model.safetensors").stat().st_size
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
@@ -233,6 +237,7 @@ def test_kill_9_mid_file_resumes_with_at_most_55_percent_retransferred(volume: V
     assert_complete(volume)
 
 
+@pytest.mark.slow
 def test_two_fetches_at_once_share_the_work_safely(volume: Volume, models: MirrorModels) -> None:
     models.mirror.throttle_bps = 100_000_000
     first = volume.popen("fetch")
@@ -276,6 +281,7 @@ def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_is_refused_before_the_first_byte(tmp_path: Path, models: MirrorModels) -> None:
     with small_tmpfs(tmp_path / "small", "40m") as small:
         volume = Volume(small / "models", models.env(small / "models"))
@@ -289,6 +295,7 @@ def test_disk_full_is_refused_before_the_first_byte(tmp_path: Path, models: Mirr
         assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_disk_filling_up_mid_write_leaves_nothing_at_a_final_path(tmp_path: Path, models: MirrorModels) -> None:
     with small_tmpfs(tmp_path / "small", "190m") as small:
         volume = Volume(small / "models", models.env(small / "models"))

@@ -9,13 +9,16 @@ import re
 
 import httpx2
 import numpy as np
-import openai
 import pytest
 from PIL import Image
 
 from tests.support import fixtures
 from tests.support.service import Service, start_service
 from tests.support.whisper_ckpt import wer
+
+openai = pytest.importorskip("openai")  # the dev extra
+
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
 TEXTS = ["A man is eating food.", "Someone is having a meal.", "The stock market fell sharply today."]
 

@@ -15,6 +15,8 @@ from PIL import Image
 from tests.support import fixtures
 from tests.support.service import Service
 
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
+
 PNG = io.BytesIO()
 Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(PNG, format="PNG")
 PNG_BYTES = PNG.getvalue()

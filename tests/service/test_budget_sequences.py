@@ -19,6 +19,8 @@ from tests.support import fixtures
 from tests.support.fixtures import MINILM
 from tests.support.service import Service, start_service
 
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
+
 MIB = 2**20
 WHISPER = "whisper-tiny.en"
 BUDGET = "250m"

@@ -20,6 +20,8 @@ from tests.conftest import ROOT, _cli_env
 from tests.support import fixtures
 from tests.support.service import free_port, start_service
 
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
+
 NOBODY = "65534"
 
 

@@ -24,6 +24,8 @@ from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, TINY_BERT, MirrorModels
 from tests.support.service import Service, run_serve, start_service
 
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
+
 MIB = 2**20
 SMALL = {"MODELCACHE_WHISPER": "none", "MODELCACHE_MLX": "", "MODELCACHE_FACE": "yunet"}
 

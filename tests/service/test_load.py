@@ -8,9 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import numpy as np
+import pytest
 
 from tests.support import fixtures
 from tests.support.service import Service, start_service
+
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
 
 def batch_stats(service: Service, model: str) -> tuple[float, float]:

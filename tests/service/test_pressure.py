@@ -15,11 +15,14 @@ from pathlib import Path
 import httpx2
 import numpy as np
 import pytest
-import soundfile as sf
 from PIL import Image
 
 from tests.support import fixtures
 from tests.support.service import Service, start_service
+
+sf = pytest.importorskip("soundfile")  # the dev extra
+
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
 ONLY = {"MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none"}  # whisper + MiniLM
 

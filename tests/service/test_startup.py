@@ -9,12 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from modelcache.errors import EXIT_VERIFY
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
 from tests.conftest import _cli_env
 from tests.support.fixtures import MINILM, SIGLIP
 from tests.support.service import run_serve
+
+pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
 
 def blob_of(root: Path, repo: str, name: str) -> tuple[Path, str]:

@@ -33,7 +33,7 @@ from tests.support.whisper_ckpt import wer
 
 VERSION = "0.1.0"
 IMAGES = (f"modelcache-downloader:{VERSION}", f"modelcache-service:{VERSION}")
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]  # a real Compose stack
 
 
 def _base_image() -> str:

@@ -218,6 +218,7 @@ def test_conversion_strict_and_weights_only(converted, ct2_dir: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_encoder_matches_ctranslate2(openai_model, ct2_dir: Path, speech) -> None:
     """Same mel in, same encoder states out (fp32 both sides): the mapping is numerically exact."""
     ctranslate2 = pytest.importorskip("ctranslate2")

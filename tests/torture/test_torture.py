@@ -23,10 +23,7 @@ from pathlib import Path
 import httpx2
 import numpy as np
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, settings
 from PIL import Image
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from modelcache.errors import EXIT_NETWORK, EXIT_VERIFY
 from modelcache.hashing import sha256_file
@@ -38,7 +35,13 @@ from tests.support import fixtures
 from tests.support.fixtures import MirrorModels
 from tests.support.service import Service, start_service
 
-pytestmark = pytest.mark.torture
+# the dev extra (schemathesis brings hypothesis)
+schemathesis = pytest.importorskip("schemathesis")
+HealthCheck = pytest.importorskip("hypothesis").HealthCheck
+settings = pytest.importorskip("hypothesis").settings
+positive_data_acceptance = pytest.importorskip("schemathesis.specs.openapi.checks").positive_data_acceptance
+
+pytestmark = [pytest.mark.torture, pytest.mark.slow]  # minutes of randomised runs
 
 SMALL_PLAN = {"MODELCACHE_MLX": "", "MODELCACHE_VISION": "none"}  # MiniLM, whisper checkpoint, YuNet
 

@@ -130,3 +130,13 @@ def test_a_new_entry_takes_the_largest_figures_of_the_entries_it_replaces() -> N
     merged = merge([first, second], [fresh])
     assert (fresh.load_bytes, fresh.peak_bytes) == (100 * MIB, 200 * MIB)
     assert merged.retired == [first, second] and merged.report.removed == []
+
+
+def test_a_model_evicted_under_a_budget_is_kept_not_added_again() -> None:
+    """An unloaded entry (evicted to make room) that the new lock still holds is the same
+    model: kept with its measured sizes, not new (it must not get a second queue)."""
+    evicted = entry(EMB, state=ModelState.UNLOADED, load_bytes=90 * MIB, peak_bytes=120 * MIB)
+    merged = merge([evicted], [entry(EMB)])
+    assert merged.entries == [evicted] and merged.new == []
+    assert merged.report.kept == ["org/emb"] and merged.report.added == []
+    assert (evicted.load_bytes, evicted.peak_bytes) == (90 * MIB, 120 * MIB)

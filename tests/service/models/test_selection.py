@@ -136,7 +136,7 @@ def test_a_following_service_serves_what_a_new_lock_holds() -> None:
 def test_a_model_the_configuration_does_not_name_is_rebuilt_from_its_lock_entry() -> None:
     checkpoint = plan_for(MODELCACHE_WHISPER="base").artifacts[0]
     selection = select(plan_for(MODELCACHE_WHISPER="base.en"), lock_of(checkpoint))
-    (artifact, entry), = selection.served
+    [(artifact, entry)] = selection.served
     assert artifact == checkpoint  # name, role, kind, source, dest, sha256 (from the file) and engine
     assert artifact.spec == entry.spec
     assert served(selection) == ["whisper/base"]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from modelcache.layout import Layout
 from modelcache.service.engines.base import LoadSpec
@@ -31,7 +30,9 @@ def test_control_skips_calls_cancelled_while_queued_and_stops_the_running_one() 
     assert control.begin(4)
 
 
+@pytest.mark.slow  # starts a model worker process
 def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech) -> None:
+    sf = pytest.importorskip("soundfile")  # the dev extra
     audio, rate = sf.read(io.BytesIO(speech[0]), dtype="float32")
     long = io.BytesIO()
     sf.write(long, np.tile(audio, 10), rate, format="WAV")
@@ -62,6 +63,7 @@ def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech
         worker.stop()
 
 
+@pytest.mark.slow  # starts a model worker process
 def test_a_worker_that_cannot_load_says_why(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")

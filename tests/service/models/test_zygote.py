@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.models import zygote
@@ -24,6 +25,7 @@ def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+@pytest.mark.slow  # starts `modelcache serve`
 def test_torch_models_come_from_the_zygote_and_yunet_does_not(server: Service) -> None:
     health = httpx2.get(f"{server.url}/health").json()
     zygote_info = health["zygote"]
@@ -72,6 +74,7 @@ def test_start_methods() -> None:
     assert zygote.start_method("faster-whisper") == zygote.start_method("opencv-yunet") == "spawn"
 
 
+@pytest.mark.slow  # imports torch and transformers in a fresh interpreter
 def test_the_preload_imports_what_it_is_told_and_skips_what_fails() -> None:
     import os
     import subprocess
@@ -87,6 +90,7 @@ def test_the_preload_imports_what_it_is_told_and_skips_what_fails() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
 
 
+@pytest.mark.slow  # starts `modelcache serve`
 def test_the_zygote_ends_with_the_service(service_volume: dict, tmp_path: Path) -> None:
     from tests.support.service import start_service
 

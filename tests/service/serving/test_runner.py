@@ -250,7 +250,7 @@ def test_stop_fails_the_requests_still_queued(loop) -> None:
 def make_runner(queue_size: int = 2, *, wait: float = 0.0) -> tuple[Runner, RecordingMeter]:
     meter = RecordingMeter()
     entry = SimpleNamespace(id="minilm", waiting=None, load_seconds=0.0)
-    runner = Runner(entry, SimpleNamespace(), queue_size=queue_size, timeout=1.0, meter=meter, wait=wait)  # type: ignore[arg-type]
+    runner = Runner(entry, SimpleNamespace(), queue_size=queue_size, timeout=1.0, meter=meter, wait=wait)
     return runner, meter
 
 

@@ -15,7 +15,7 @@ from modelcache.errors import ModelcacheError
 from modelcache.layout import Layout
 from modelcache.plan import Plan
 from modelcache.service.faults import ReloadError
-from modelcache.service.models.entry import ModelEntry, ModelState
+from modelcache.service.models.entry import ModelEntry
 from modelcache.service.models.selection import Selection, select
 from modelcache.service.models.volume import verify_volume
 from modelcache.settings import Settings
@@ -78,7 +78,7 @@ class Merge:
     """The new set of entries, and how it differs from the old one."""
 
     entries: list[ModelEntry]  # the new set, in the lock's order
-    new: list[ModelEntry]  # entries that have no process yet (added, or a changed revision)
+    new: list[ModelEntry]  # entries not served before (added, or a changed revision): no process yet
     retired: list[ModelEntry]  # old entries no longer served
     report: ReloadReport
 
@@ -90,17 +90,18 @@ def merge(old: list[ModelEntry], fresh: list[ModelEntry]) -> Merge:
     guess until it is loaded and measured itself)."""
     by_key = {e.key: e for e in old}
     entries: list[ModelEntry] = []
+    new: list[ModelEntry] = []
     report = ReloadReport()
     for entry in fresh:
         kept = by_key.get(entry.key)
-        if kept is not None and kept.id == entry.id:
+        if kept is not None and kept.id == entry.id:  # loaded or not (evicted under a budget): the same model
             kept.aliases = entry.aliases
             entries.append(kept)
             report.kept.append(kept.id)
         else:
             entries.append(entry)
+            new.append(entry)
             report.added.append(entry.id)
-    new = [e for e in entries if e.state is ModelState.UNLOADED and e.worker is None]
     for entry in new:
         older = [o for o in old if o.id == entry.id]
         entry.load_bytes = max((o.load_bytes for o in older), default=0)

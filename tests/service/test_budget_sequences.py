@@ -17,7 +17,7 @@ import pytest
 from tests.service.test_pressure import tiled
 from tests.support import fixtures
 from tests.support.fixtures import MINILM
-from tests.support.service import Service, start_service
+from tests.support.service import Service, counter, start_service
 
 pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
@@ -46,14 +46,6 @@ def embed(service: Service, timeout: float = 120) -> httpx2.Response:
 
 def detect(service: Service) -> httpx2.Response:
     return httpx2.post(f"{service.url}/v1/faces/detect", files={"file": ("i.png", fixtures.png())}, timeout=120)
-
-
-def counter(service: Service, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx2.get(f"{service.url}/metrics").text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def ok(response: httpx2.Response) -> bool:

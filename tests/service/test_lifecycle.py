@@ -22,7 +22,7 @@ from modelcache.settings import Settings
 from modelcache.volume_lock import read_lock
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, TINY_BERT, MirrorModels
-from tests.support.service import Service, run_serve, start_service
+from tests.support.service import Service, counter, run_serve, start_service
 
 pytestmark = pytest.mark.slow  # each test starts `modelcache serve`
 
@@ -40,14 +40,6 @@ def health(service: Service) -> dict:
 
 def embed(service: Service, model: str = MINILM, text: str = "hello") -> httpx2.Response:
     return httpx2.post(f"{service.url}/v1/embeddings", json={"model": model, "input": text}, timeout=120)
-
-
-def counter(service: Service, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx2.get(f"{service.url}/metrics").text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture

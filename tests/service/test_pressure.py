@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.support import fixtures
-from tests.support.service import Service, start_service
+from tests.support.service import Service, counter, start_service
 
 sf = pytest.importorskip("soundfile")  # the dev extra
 
@@ -61,15 +61,6 @@ def embed(service: Service, client: httpx2.Client) -> float:
     response = client.post(f"{service.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "a short text"})
     assert response.status_code == 200, response.text
     return time.perf_counter() - started
-
-
-def counter(service: Service, name: str, **labels: str) -> float:
-    text = httpx2.get(f"{service.url}/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def cpu_seconds(pid: int) -> float:

@@ -72,6 +72,15 @@ def start_service(env: dict[str, str], log: Path, *, prefix: list[str] | None = 
     raise RuntimeError(f"the service was not ready in {timeout}s:\n{service.output()}")
 
 
+def counter(service: Service, name: str, **labels: str) -> float:
+    """The sum of a Prometheus counter's samples on /metrics whose labels include ``labels``."""
+    total = 0.0
+    for line in httpx2.get(f"{service.url}/metrics").text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def run_serve(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `modelcache serve` expecting it to exit (the fail-fast cases)."""
     return subprocess.run(

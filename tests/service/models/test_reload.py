@@ -7,7 +7,8 @@ from modelcache.plan import Artifact, build_plan
 from modelcache.service.models.entry import ModelEntry, ModelState, entry_for
 from modelcache.service.models.reload import merge
 from modelcache.settings import Settings
-from modelcache.volume_lock import LockedArtifact, LockedFile
+from modelcache.volume_lock import LockedArtifact
+from tests.support.locks import locked_of
 
 MIB = 2**20
 C1, C2 = "1" * 40, "2" * 40
@@ -27,22 +28,7 @@ TINY, BASE, EMB, VIS = PLAN.artifacts
 
 
 def locked(artifact: Artifact, commit: str = C1, sha256: str = "a" * 64) -> LockedArtifact:
-    if artifact.is_repo:
-        files = (LockedFile(f"{artifact.dest}/snapshots/{commit}/model.safetensors", 100, sha256, blob=sha256),)
-    else:
-        files = (LockedFile(artifact.dest, 100, artifact.sha256 or sha256),)
-    return LockedArtifact(
-        name=artifact.name,
-        spec=artifact.spec,
-        kind=artifact.kind,
-        source=artifact.source,
-        dest=artifact.dest,
-        revision=artifact.revision,
-        commit=commit if artifact.is_repo else None,
-        files=files,
-        role=artifact.role,
-        engine=artifact.engine,
-    )
+    return locked_of(artifact, commit=commit, sha256=sha256, size=100)
 
 
 def entry(artifact: Artifact, commit: str = C1, *, first_asr: bool = False, **figures) -> ModelEntry:

@@ -8,7 +8,8 @@ from dataclasses import replace
 from modelcache.plan import Artifact, Plan, build_plan
 from modelcache.service.models.selection import select
 from modelcache.settings import Settings
-from modelcache.volume_lock import Lock, LockedArtifact, LockedFile
+from modelcache.volume_lock import Lock, LockedArtifact
+from tests.support.locks import locked_of
 
 COMMIT = "c" * 40
 
@@ -26,23 +27,7 @@ def plan_for(**env: str) -> Plan:
 
 
 def locked(artifact: Artifact, *, commit: str = COMMIT, role: str | None = "same") -> LockedArtifact:
-    """The lock entry the downloader writes for ``artifact`` (``role=None``: an old lock's)."""
-    if artifact.is_repo:
-        files = (LockedFile(f"{artifact.dest}/snapshots/{commit}/model.safetensors", 10, "1" * 64, blob="1" * 64),)
-    else:
-        files = (LockedFile(artifact.dest, 10, artifact.sha256 or "2" * 64),)
-    return LockedArtifact(
-        name=artifact.name,
-        spec=artifact.spec,
-        kind=artifact.kind,
-        source=artifact.source,
-        dest=artifact.dest,
-        revision=artifact.revision,
-        commit=commit if artifact.is_repo else None,
-        files=files,
-        role=artifact.role if role == "same" else role,
-        engine=artifact.engine,
-    )
+    return locked_of(artifact, commit=commit, sha256="1" * 64 if artifact.is_repo else "2" * 64, role=role)
 
 
 def lock_of(*artifacts: Artifact | LockedArtifact) -> Lock:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from modelcache.errors import ConfigError
 from modelcache.layout import Layout, repo_folder_name
-from modelcache.settings import RepoRef, Settings, parse_repo, parse_sha256
+from modelcache.settings import WHISPER_NAMES, RepoRef, Settings, parse_repo, parse_sha256
 
 Kind = Literal["hf", "whisper", "url", "mlx"]
 Role = Literal["asr", "text-embedding", "vision", "face", "mlx", "extra"]
@@ -46,22 +46,8 @@ WHISPER_CHECKPOINTS: dict[str, tuple[str, str]] = {
 
 #: faster-whisper's name -> CTranslate2 repo table, and the files its loader reads.
 FASTER_WHISPER_REPOS: dict[str, str] = {
-    **{
-        n: f"Systran/faster-whisper-{n}"
-        for n in (
-            "tiny.en",
-            "tiny",
-            "base.en",
-            "base",
-            "small.en",
-            "small",
-            "medium.en",
-            "medium",
-            "large-v1",
-            "large-v2",
-            "large-v3",
-        )
-    },
+    # every checkpoint name up to large-v3 has a Systran repo of its own
+    **{n: f"Systran/faster-whisper-{n}" for n in WHISPER_NAMES[: WHISPER_NAMES.index("large-v3") + 1]},
     "large": "Systran/faster-whisper-large-v3",
     "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
     "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",

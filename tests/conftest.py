@@ -19,7 +19,7 @@ from tests.support.fixtures import MirrorModels, fill_mirror
 from tests.support.hfmirror import HFMirror
 from tests.support.whisper_ckpt import speak
 
-pytest_plugins = ["tests.support.service"]
+pytest_plugins = ["tests.support.service", "tests.support.registry"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The quick brown fox jumps over the lazy dog. Please call me tomorrow morning."

@@ -46,6 +46,15 @@ def fetch(
         Path | None, typer.Option(help="Fetch exactly what this lockfile pins (MODELCACHE_LOCKFILE).")
     ] = None,
     plain: Annotated[bool, typer.Option(help="Plain log lines even on a terminal.")] = False,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Fill the volume from this OCI artifact (made by `modelcache push`) instead of the Hub: "
+            "oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:DIGEST (MODELCACHE_FROM).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Download what the plan needs into the volume (the downloader's default command)."""
     from dataclasses import replace
@@ -57,10 +66,42 @@ def fetch(
     settings = Settings.from_env()
     if lockfile is not None:
         settings = replace(settings, lockfile=lockfile)
+    if from_ is not None:
+        from modelcache.settings import parse_oci_reference
+
+        settings = replace(settings, from_ref=parse_oci_reference(from_, where="--from"))
     try:
         run_fetch(settings, refresh=refresh, deep=deep, reporter=make_reporter(force_plain=plain))
     except (KeyboardInterrupt, Cancelled):
         _exit_interrupted()
+
+
+@app.command()
+def push(
+    reference: Annotated[str, typer.Argument(help="Where to publish: oci://HOST[:PORT]/REPO:TAG.", show_default=False)],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Publish only this model (name or repo id as `ls` shows it); repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish the complete, verified volume to an OCI registry as a ModelPack artifact (one layer per file)."""
+    from modelcache.fetch.oci import push as do_push
+    from modelcache.progress import make_reporter
+    from modelcache.settings import parse_oci_reference
+
+    settings = Settings.from_env()
+    ref = parse_oci_reference(reference, where="push", tag_only=True)
+    reporter = make_reporter(force_plain=as_json)
+    result = do_push(settings, ref, models=tuple(model or ()), reporter=reporter)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    print(
+        f"pushed {ref}: {result.digest}; {result.blobs} blob(s), {result.blobs_sent} sent "
+        f"({human_bytes(result.bytes_sent)}), {result.blobs - result.blobs_sent} already there "
+        f"({human_bytes(result.bytes_skipped)} skipped) in {result.seconds:.1f}s"
+    )
 
 
 @app.command("lock")
@@ -423,7 +464,7 @@ def import_cmd(
 ) -> None:
     """Install a bundle into the volume, offline: every byte checked against its lock before it is visible."""
     from modelcache.bundle import import_bundle
-    from modelcache.fetch.runner import ensure_writable
+    from modelcache.fetch.execute import ensure_writable
     from modelcache.models_lock import configured
     from modelcache.progress import make_reporter
     from modelcache.writer_lock import VolumeLock

@@ -115,6 +115,85 @@ def parse_sha256(value: str, *, where: str) -> str:
     return text
 
 
+# An OCI distribution reference: oci://HOST[:PORT]/REPO(:TAG|@sha256:DIGEST)
+_OCI_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?$"
+)
+_OCI_REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_OCI_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+OCI_EXAMPLE = "oci://registry.example.com:5000/models/site:2024-06"
+
+
+@dataclass(frozen=True)
+class OciReference:
+    """An artifact in an OCI registry: host (with port), repository, and a tag or a digest."""
+
+    host: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the registry's manifest endpoint takes: the digest if given, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        return f"oci://{self.host}/{self.repository}" + (f"@{self.digest}" if self.digest else f":{self.tag}")
+
+
+def parse_oci_reference(value: str, *, where: str, tag_only: bool = False) -> OciReference:
+    """Parse ``oci://HOST[:PORT]/REPO:TAG`` or ``oci://HOST[:PORT]/REPO@sha256:DIGEST``.
+
+    ``tag_only``: a digest is refused (what `push` writes is named by a tag)."""
+    text = value.strip()
+    form = "oci://HOST[:PORT]/REPO:TAG" + ("" if tag_only else " or oci://HOST[:PORT]/REPO@sha256:DIGEST")
+    remedy = f"write it as {form}, e.g. {OCI_EXAMPLE}"
+    if not text.startswith("oci://"):
+        raise ConfigError(f"{where}: {value!r} is not an oci:// reference", remedy=remedy)
+    host, slash, rest = text.removeprefix("oci://").partition("/")
+    if not slash or not _OCI_HOST.match(host) or (":" in host and not 0 < int(host.rsplit(":", 1)[1]) < 65536):
+        raise ConfigError(f"{where}: {value!r} does not start with a registry host (HOST or HOST:PORT)", remedy=remedy)
+    digest = tag = None
+    if "@" in rest:
+        rest, _, digest = rest.partition("@")
+        if tag_only:
+            raise ConfigError(f"{where}: {value!r} names a digest; a push needs a tag", remedy=remedy)
+        if not _OCI_DIGEST.match(digest):
+            raise ConfigError(
+                f"{where}: {digest!r} in {value!r} is not a sha256 digest", remedy="write @sha256: and 64 hex digits"
+            )
+    else:
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            rest, _, tag = rest.rpartition(":")
+            if not _OCI_TAG.match(tag):
+                raise ConfigError(
+                    f"{where}: tag {tag!r} in {value!r} is not a valid tag",
+                    remedy="a tag has up to 128 letters, digits, '_', '.', '-' and does not start with '.' or '-'",
+                )
+        else:
+            raise ConfigError(f"{where}: {value!r} names no tag" + ("" if tag_only else " or digest"), remedy=remedy)
+    if not _OCI_REPO.match(rest) or len(rest) > 255:
+        raise ConfigError(
+            f"{where}: {rest!r} in {value!r} is not a valid repository name",
+            remedy="lower-case letters, digits and '.', '_', '-' separators, path parts joined by '/'",
+        )
+    return OciReference(host.lower(), rest, tag, digest)
+
+
+def _insecure_registries(value: str | None) -> tuple[str, ...]:
+    hosts = tuple(v.strip().lower() for v in (value or "").split(",") if v.strip())
+    for host in hosts:
+        if "/" in host or not _OCI_HOST.match(host):
+            raise ConfigError(
+                f"MODELCACHE_INSECURE_REGISTRIES: {host!r} is not HOST or HOST:PORT",
+                remedy="list registries reached over plain http, separated by commas, e.g. 127.0.0.1:5000,registry.lan:5000",
+            )
+    return hosts
+
+
 @dataclass(frozen=True)
 class Settings:
     """The typed, validated configuration. Build it with :meth:`from_env`."""
@@ -141,6 +220,8 @@ class Settings:
     transfer: str = "http"
     segments: int = 4
     segment_min_bytes: int = 256 * 1024 * 1024
+    from_ref: OciReference | None = None  # MODELCACHE_FROM: fill the volume from this OCI artifact
+    insecure_registries: tuple[str, ...] = ()  # HOST:PORT reached over plain http
     # the service
     device: str = "auto"
     host: str = "127.0.0.1"
@@ -208,6 +289,10 @@ class Settings:
             transfer=_transfer_mode(get),
             segments=int(get.number("MODELCACHE_SEGMENTS", 4, minimum=1, maximum=16, integer=True)),
             segment_min_bytes=int(get.number("MODELCACHE_SEGMENT_MIN_MB", 256, minimum=1) * 1024 * 1024),
+            from_ref=parse_oci_reference(source, where="MODELCACHE_FROM")
+            if (source := get.text("MODELCACHE_FROM", None))
+            else None,
+            insecure_registries=_insecure_registries(get.text("MODELCACHE_INSECURE_REGISTRIES", None)),
             device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
             host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),

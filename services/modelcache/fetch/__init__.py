@@ -9,6 +9,7 @@ import os
 # read by huggingface_hub when it is first imported (by fetch's cold path and `lock`)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from modelcache.fetch.runner import FetchResult, run_fetch
+from modelcache.fetch.execute import FetchResult
+from modelcache.fetch.runner import run_fetch
 
 __all__ = ["FetchResult", "run_fetch"]

@@ -1,0 +1,391 @@
+"""A small client of the OCI distribution API: what `push` and `fetch --from` need.
+
+Manifests by tag or digest, blob HEAD, monolithic blob upload (POST then PUT ?digest=,
+streamed from the file), manifest PUT, and the address of a blob for the verified,
+resumable transfer of :mod:`modelcache.fetch.transfer`.
+
+Authentication: a registry that answers 401 with ``WWW-Authenticate: Bearer realm=...,
+service=...,scope=...`` gets a token from the realm (with the user and password of
+``auths`` in ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json`` when present);
+one that asks for ``Basic`` gets those credentials directly. Credentials and tokens never
+appear in a message or a log line.
+
+Plain http only for the hosts in MODELCACHE_INSECURE_REGISTRIES; https otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx2
+
+from modelcache.errors import ConfigError, NetworkError, VerificationError
+from modelcache.fetch.http import RETRY_STATUSES
+from modelcache.fetch.policy import Policy
+from modelcache.settings import OciReference
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+UPLOAD_CHUNK = 1024 * 1024
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def basic(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def __repr__(self) -> str:  # never in a traceback or a log
+        return "Credentials(<hidden>)"
+
+
+def docker_credentials(host: str, env: dict[str, str] | None = None) -> Credentials | None:
+    """The ``auths`` entry for ``host`` in Docker's config file, if there is one (no helpers)."""
+    env = dict(os.environ) if env is None else env
+    folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    try:
+        auths = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(auths, dict):
+        return None
+    for key, entry in auths.items():
+        name = str(key).removeprefix("https://").removeprefix("http://").split("/", 1)[0].lower()
+        if name != host or not isinstance(entry, dict):
+            continue
+        if entry.get("username") and entry.get("password"):
+            return Credentials(str(entry["username"]), str(entry["password"]))
+        try:
+            user, _, password = base64.b64decode(str(entry.get("auth") or "")).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if user:
+            return Credentials(user, password)
+    return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    raw: bytes
+    digest: str  # sha256:... of the raw bytes
+    data: dict
+
+
+class Registry:
+    """One repository of one registry, with the token it got on the way."""
+
+    def __init__(
+        self,
+        client: httpx2.Client,
+        ref: OciReference,
+        policy: Policy,
+        *,
+        insecure: tuple[str, ...] = (),
+        push: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.client, self.ref, self.policy = client, ref, policy
+        self.scheme = "http" if ref.host in insecure else "https"
+        self.base = f"{self.scheme}://{ref.host}/v2/{ref.repository}"
+        self.scope = f"repository:{ref.repository}:" + ("pull,push" if push else "pull")
+        self.credentials = docker_credentials(ref.host, env)
+        self._authorization: str | None = None
+        self.requests = 0
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """For blob GETs through the shared transfer (which keeps them to the registry's host)."""
+        return {"Authorization": self._authorization} if self._authorization else {}
+
+    def _timeout(self) -> httpx2.Timeout:
+        stall = self.policy.stall_timeout
+        return httpx2.Timeout(connect=min(30.0, stall), read=stall, write=max(30.0, stall), pool=30.0)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        what: str,
+        authenticated: bool = False,
+    ) -> httpx2.Response:
+        """One API call, retried on network errors and 5xx/429, authenticated on the first 401."""
+        last = "no attempt made"
+        for attempt in range(self.policy.retries + 1):
+            self.policy.check_cancelled()
+            if attempt:
+                wait = self.policy.backoff(attempt - 1)
+                self.policy.notify(f"{what}: {last}; retry {attempt}/{self.policy.retries} in {wait:.1f}s")
+                self.policy.sleep(wait)
+            if time.monotonic() >= self.policy.deadline:
+                break
+            sent = {**(headers or {}), **self.auth_headers()}
+            try:
+                self.requests += 1
+                response = self.client.request(
+                    method, url, headers=sent, content=content, timeout=self._timeout(), follow_redirects=True
+                )
+            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+                if self.scheme == "https" and isinstance(exc, httpx2.ConnectError) and "SSL" in str(exc):
+                    raise ConfigError(
+                        f"{what}: the TLS handshake with {self.ref.host} failed ({str(exc)[:120]})",
+                        remedy=self._reach_remedy(),
+                    ) from None
+                last = f"{exc.__class__.__name__} talking to {self.ref.host}"
+                continue
+            if response.status_code == 401 and not authenticated:
+                self._authenticate(response)
+                return self.request(method, url, headers=headers, content=content, what=what, authenticated=True)
+            if response.status_code in RETRY_STATUSES:
+                last = f"HTTP {response.status_code}"
+                continue
+            return response
+        raise NetworkError(
+            f"{what}: {self.ref.host} did not answer ({last})",
+            remedy=self._reach_remedy(),
+        )
+
+    def _reach_remedy(self) -> str:
+        if self.scheme == "https":
+            return (
+                f"check that {self.ref.host} is reachable over https; a registry on plain http must be listed in "
+                "MODELCACHE_INSECURE_REGISTRIES (HOST:PORT)"
+            )
+        return f"check that the registry at {self.ref.host} is running and reachable, then run this again"
+
+    def _authenticate(self, response: httpx2.Response) -> None:
+        challenge = response.headers.get("www-authenticate", "")
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if self.credentials is None:
+                raise self._needs_login()
+            self._authorization = self.credentials.basic()
+            return
+        if scheme != "bearer":
+            raise ConfigError(
+                f"{self.ref.host} asks for an authentication modelcache does not speak ({challenge.split(' ', 1)[0]!r})",
+                remedy="use a registry with token or basic authentication",
+            )
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        realm = params.get("realm")
+        if not realm or not realm.startswith(("http://", "https://")):
+            raise NetworkError(f"{self.ref.host} sent a token challenge without a usable realm")
+        query = {k: v for k, v in (("service", params.get("service")), ("scope", self.scope)) if v}
+        headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
+        try:
+            answer = self.client.get(realm, params=query, headers=headers, timeout=self._timeout())
+        except httpx2.HTTPError as exc:
+            raise NetworkError(
+                f"the token service of {self.ref.host} did not answer ({exc.__class__.__name__})",
+                remedy=self._reach_remedy(),
+            ) from None
+        if answer.status_code in (401, 403):
+            raise self._needs_login(refused=self.credentials is not None)
+        try:
+            body = answer.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if answer.status_code != 200 or not token:
+            raise NetworkError(
+                f"the token service of {self.ref.host} answered HTTP {answer.status_code} without a token"
+            )
+        self._authorization = f"Bearer {token}"
+
+    def _needs_login(self, *, refused: bool = False) -> ConfigError:
+        if refused:
+            return ConfigError(
+                f"{self.ref.host} refused the credentials for {self.ref.host} in the Docker config file",
+                remedy=f"log in again (`docker login {self.ref.host}`) or fix `auths` in $DOCKER_CONFIG/config.json",
+            )
+        return ConfigError(
+            f"{self.ref.host} asks for credentials and there are none for it",
+            remedy=f"run `docker login {self.ref.host}` (it writes ~/.docker/config.json; mount it, or point "
+            "DOCKER_CONFIG at its folder); credential helpers are not supported yet",
+        )
+
+    def _denied(self, response: httpx2.Response, what: str) -> ConfigError:
+        return ConfigError(
+            f"{what}: HTTP {response.status_code}: not authorised for {self.ref.repository} on {self.ref.host}",
+            remedy=f"log in with an account that may {'push to' if 'push' in self.scope else 'pull from'} "
+            f"{self.ref.repository} (`docker login {self.ref.host}`)",
+        )
+
+    # --- manifests -------------------------------------------------------------------------
+
+    def get_manifest(self, reference: str | None = None) -> Manifest:
+        reference = reference or self.ref.reference
+        what = f"{self.ref}"
+        response = self.request(
+            "GET",
+            f"{self.base}/manifests/{reference}",
+            headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX};q=0.5, {DOCKER_MANIFEST};q=0.5"},
+            what=what,
+        )
+        if response.status_code == 404:
+            raise ConfigError(
+                f"{what}: the registry has no such {'digest' if reference.startswith('sha256:') else 'tag'} "
+                f"in repository {self.ref.repository}",
+                remedy="check the reference (MODELCACHE_FROM / --from), or publish the volume first with "
+                f"`modelcache push {self.ref}` on a host that has it",
+            )
+        if response.status_code in (401, 403):
+            raise self._denied(response, what)
+        if response.status_code != 200:
+            raise NetworkError(f"{what}: HTTP {response.status_code} for its manifest", remedy=self._reach_remedy())
+        raw = response.content
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise VerificationError(f"{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise VerificationError(
+                f"{what}: the registry sent a manifest whose digest is {digest}",
+                remedy="the registry's storage is damaged: push the volume again, or use another registry",
+            )
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise VerificationError(f"{what}: the manifest is not JSON ({exc})") from None
+        return Manifest(raw, digest, data)
+
+    def put_manifest(self, tag: str, raw: bytes, media_type: str = OCI_MANIFEST) -> str:
+        what = f"oci://{self.ref.host}/{self.ref.repository}:{tag}"
+        response = self.request(
+            "PUT",
+            f"{self.base}/manifests/{tag}",
+            headers={"Content-Type": media_type},
+            content=raw,
+            what=what,
+        )
+        if response.status_code in (401, 403):
+            raise self._denied(response, what)
+        if response.status_code not in (200, 201):
+            raise NetworkError(
+                f"{what}: the registry refused the manifest: HTTP {response.status_code} {_error_text(response)}",
+                remedy="the registry may not accept OCI artifacts (artifactType); use a registry that does "
+                "(distribution 2.8+, Harbor, Zot, GHCR, ...)",
+            )
+        return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+    # --- blobs -----------------------------------------------------------------------------
+
+    def blob_url(self, digest: str) -> str:
+        return f"{self.base}/blobs/{digest}"
+
+    def has_blob(self, digest: str) -> int | None:
+        """The size of the blob if the registry has it, else None."""
+        response = self.request("HEAD", self.blob_url(digest), what=f"{self.ref}: blob {digest[:19]}")
+        if response.status_code == 200:
+            length = response.headers.get("content-length", "")
+            return int(length) if length.isdigit() else 0
+        if response.status_code == 404:
+            return None
+        if response.status_code in (401, 403):
+            raise self._denied(response, f"{self.ref}: blob {digest[:19]}")
+        raise NetworkError(f"{self.ref}: HTTP {response.status_code} for HEAD of blob {digest}")
+
+    def get_small_blob(self, digest: str, size: int, *, what: str) -> bytes:
+        """A small blob (config, lock) read whole and checked against its digest and size."""
+        response = self.request("GET", self.blob_url(digest), what=what)
+        if response.status_code == 404:
+            raise VerificationError(
+                f"{what}: the registry lacks blob {digest} that the manifest names",
+                remedy=f"the artifact is incomplete in the registry: push it again (`modelcache push {self.ref}`)",
+            )
+        if response.status_code != 200:
+            raise NetworkError(f"{what}: HTTP {response.status_code} for blob {digest}")
+        data = response.content
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest or len(data) != size:
+            raise VerificationError(
+                f"{what}: the registry sent {len(data)} bytes with digest {got[:19]}… for blob {digest[:19]}… "
+                f"({size} bytes); nothing was kept",
+                remedy="the registry's storage is damaged: push the volume again, or use another registry",
+            )
+        return data
+
+    def upload(self, digest: str, size: int, *, path: Path | None = None, data: bytes | None = None) -> None:
+        """POST an upload, then PUT the whole blob (streamed from ``path``), hashing what is sent."""
+        what = f"{self.ref}: upload of {digest[:19]}…"
+        last = ""
+        for attempt in range(self.policy.retries + 1):
+            if attempt:
+                wait = self.policy.backoff(attempt - 1)
+                self.policy.notify(f"{what}: {last}; retry {attempt}/{self.policy.retries} in {wait:.1f}s")
+                self.policy.sleep(wait)
+            started = self.request("POST", f"{self.base}/blobs/uploads/", headers={"Content-Length": "0"}, what=what)
+            if started.status_code in (401, 403):
+                raise self._denied(started, what)
+            location = started.headers.get("location")
+            if started.status_code != 202 or not location:
+                raise NetworkError(f"{what}: the registry answered HTTP {started.status_code} to the upload request")
+            url = urljoin(f"{self.scheme}://{self.ref.host}/", location)
+            url += ("&" if "?" in url else "?") + f"digest={digest}"
+            hasher = hashlib.sha256()
+            body: bytes | Iterator[bytes] = data if data is not None else _stream(path, hasher)  # type: ignore[arg-type]
+            if data is not None:
+                hasher.update(data)
+            try:
+                self.requests += 1
+                response = self.client.put(
+                    url,
+                    content=body,
+                    headers={
+                        **self.auth_headers(),
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                    timeout=self._timeout(),
+                )
+            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+                last = f"{exc.__class__.__name__} while sending"
+                continue
+            if "sha256:" + hasher.hexdigest() != digest:
+                raise VerificationError(
+                    f"{path}: its bytes changed on disk (sha256 {hasher.hexdigest()[:12]}… is not the lock's "
+                    f"{digest[7:19]}…); the manifest was not pushed",
+                    remedy="run `modelcache fetch --deep` to repair the volume, then push again",
+                )
+            if response.status_code == 201:
+                return
+            if response.status_code in RETRY_STATUSES:
+                last = f"HTTP {response.status_code}"
+                continue
+            if response.status_code in (401, 403):
+                raise self._denied(response, what)
+            raise NetworkError(f"{what}: HTTP {response.status_code} {_error_text(response)}")
+        raise NetworkError(f"{what}: failed after {self.policy.retries + 1} attempts: {last}")
+
+
+def _stream(path: Path, hasher: hashlib._Hash) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while block := fh.read(UPLOAD_CHUNK):
+            hasher.update(block)
+            yield block
+
+
+def _error_text(response: httpx2.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:300]
+    except (ValueError, AttributeError):
+        return ""

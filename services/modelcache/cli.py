@@ -104,6 +104,49 @@ def push(
     )
 
 
+@app.command()
+def sign(
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="The site's private key (PEM, elliptic curve) to sign with.", show_default=False),
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Sign only this model (name or repo id as `ls` shows it); repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign the volume's models with the site's key (OpenSSF model signing; `push` carries the signatures)."""
+    from modelcache.signatures import sign_artifact
+    from modelcache.volume_lock import read_lock
+
+    _, layout, _ = _context()
+    lock = read_lock(layout)
+    if lock is None:
+        raise VerificationError(
+            f"no lock in {layout.root}: the volume is not complete, there is nothing to sign",
+            remedy="run `modelcache fetch` first",
+        )
+    chosen = [a for a in lock.artifacts if not model or a.name in model or a.source in model]
+    unknown = [m for m in model or () if not any(m in (a.name, a.source) for a in lock.artifacts)]
+    if unknown:
+        from modelcache.errors import ConfigError
+
+        raise ConfigError(
+            f"--model names {len(unknown)} model(s) the volume's lock does not hold: {', '.join(unknown)}",
+            remedy="name models as `modelcache ls` lists them (the first column, or the repo id)",
+        )
+    signed = []
+    with _writer(layout):
+        for artifact in chosen:
+            path = sign_artifact(layout, artifact, key)
+            signed.append({"model": artifact.name, "signature": layout.rel(path)})
+            if not as_json:
+                print(f"signed {artifact.name} ({artifact.source}): {layout.rel(path)}")
+    if as_json:
+        _print_json(signed)
+
+
 @app.command("lock")
 def lock_cmd(
     upgrade: Annotated[

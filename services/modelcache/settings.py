@@ -195,6 +195,72 @@ def _insecure_registries(value: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class TrustPolicy:
+    """Whose model signatures a fetch accepts (OpenSSF model signing), and whether one is required.
+
+    One of: a public key (PEM), a certificate chain (PEM files), or a Sigstore identity with
+    its OIDC issuer. None configured: signatures are not checked (and cannot be required).
+    """
+
+    require: bool = False
+    key: Path | None = None  # MODELCACHE_TRUST_KEY
+    certificates: tuple[Path, ...] = ()  # MODELCACHE_TRUST_CERTS
+    identity: str | None = None  # MODELCACHE_TRUST_IDENTITY
+    issuer: str | None = None  # MODELCACHE_TRUST_ISSUER
+
+    @property
+    def configured(self) -> bool:
+        return self.key is not None or bool(self.certificates) or self.identity is not None
+
+    def describe(self) -> str:
+        if self.key is not None:
+            return f"the public key {self.key}"
+        if self.certificates:
+            return "the certificate chain " + ", ".join(str(c) for c in self.certificates)
+        if self.identity is not None:
+            return f"the Sigstore identity {self.identity} (issuer {self.issuer})"
+        return "no trust policy"
+
+
+def _trust_policy(get: _Reader) -> TrustPolicy:
+    require = get.choice("MODELCACHE_REQUIRE_SIGNATURE", "0", ("0", "1", "false", "true", "no", "yes")) in (
+        "1",
+        "true",
+        "yes",
+    )
+    key = get.text("MODELCACHE_TRUST_KEY", None)
+    certs = tuple(Path(c.strip()) for c in (get.text("MODELCACHE_TRUST_CERTS", "") or "").split(",") if c.strip())
+    identity = get.text("MODELCACHE_TRUST_IDENTITY", None)
+    issuer = get.text("MODELCACHE_TRUST_ISSUER", None)
+    chosen = [
+        n
+        for n, v in (
+            ("MODELCACHE_TRUST_KEY", key),
+            ("MODELCACHE_TRUST_CERTS", certs),
+            ("MODELCACHE_TRUST_IDENTITY", identity),
+        )
+        if v
+    ]
+    remedy = (
+        "set exactly one of MODELCACHE_TRUST_KEY (a PEM public key), MODELCACHE_TRUST_CERTS (PEM certificate "
+        "files, comma-separated) or MODELCACHE_TRUST_IDENTITY with MODELCACHE_TRUST_ISSUER"
+    )
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} are both set: a trust policy has one kind", remedy=remedy)
+    if (identity is None) != (issuer is None):
+        raise ConfigError("MODELCACHE_TRUST_IDENTITY and MODELCACHE_TRUST_ISSUER go together", remedy=remedy)
+    policy = TrustPolicy(require, Path(key) if key else None, certs, identity, issuer)
+    if require and not policy.configured:
+        raise ConfigError(
+            "MODELCACHE_REQUIRE_SIGNATURE=1 but no trust policy says whose signatures count", remedy=remedy
+        )
+    for name, path in [("MODELCACHE_TRUST_KEY", policy.key)] + [("MODELCACHE_TRUST_CERTS", c) for c in certs]:
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}: {path} is not a readable file", remedy=remedy)
+    return policy
+
+
+@dataclass(frozen=True)
 class Settings:
     """The typed, validated configuration. Build it with :meth:`from_env`."""
 
@@ -222,6 +288,7 @@ class Settings:
     segment_min_bytes: int = 256 * 1024 * 1024
     from_ref: OciReference | None = None  # MODELCACHE_FROM: fill the volume from this OCI artifact
     insecure_registries: tuple[str, ...] = ()  # HOST:PORT reached over plain http
+    trust: TrustPolicy = TrustPolicy()  # whose model signatures count (MODELCACHE_TRUST_*)
     # the service
     device: str = "auto"
     host: str = "127.0.0.1"
@@ -293,6 +360,7 @@ class Settings:
             if (source := get.text("MODELCACHE_FROM", None))
             else None,
             insecure_registries=_insecure_registries(get.text("MODELCACHE_INSECURE_REGISTRIES", None)),
+            trust=_trust_policy(get),
             device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
             host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),

@@ -29,6 +29,7 @@ from modelcache.fetch.policy import Policy
 from modelcache.layout import Layout, atomic_write_text
 from modelcache.models_lock import Pin
 from modelcache.plan import Artifact
+from modelcache.signatures import REPO_SIGNATURE
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 TOKEN_REMEDY = (
@@ -153,6 +154,8 @@ def select_files(artifact: Artifact, files: list[RemoteFile]) -> list[RemoteFile
     )
     if artifact.prefer_safetensors and any(f.path.endswith(".safetensors") for f in chosen):
         chosen = [f for f in chosen if not fnmatch.fnmatch(f.path, "*pytorch_model*.bin")]
+    # the publisher's signature (OpenSSF model signing) comes along whatever the patterns say
+    chosen += [f for f in files if f.path == REPO_SIGNATURE and f not in chosen]
     return sorted(chosen, key=lambda f: f.path)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import httpx2
 
+from modelcache import signatures
 from modelcache.bundle import Member, check_against, members
 from modelcache.errors import ConfigError, NetworkError, VerificationError
 from modelcache.fetch.execute import FetchResult, check_disk, ensure_writable, leftovers, run_jobs, sweep
@@ -55,10 +56,12 @@ WEIGHT_TYPE = "application/vnd.cncf.model.weight.v1.raw"
 WEIGHT_CONFIG_TYPE = "application/vnd.cncf.model.weight.config.v1.raw"
 DOC_TYPE = "application/vnd.cncf.model.doc.v1.raw"
 LOCK_TYPE = "application/vnd.modelcache.lock.v1+json"
+SIGNATURE_TYPE = "application/vnd.modelcache.signature.v1+json"  # a site signature (`modelcache sign`)
 FILEPATH = "org.cncf.model.filepath"
 MODELS_ANNOTATION = "io.modelcache.models"
 FILE_TYPES = (WEIGHT_TYPE, WEIGHT_CONFIG_TYPE, DOC_TYPE)
 MAX_LOCK_BYTES = 64 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 16 * 1024 * 1024
 USER_AGENT = "modelcache/0.1"
 
 _CONFIG_SUFFIXES = {".json", ".txt", ".model", ".yaml", ".yml", ".tiktoken", ".vocab", ".jinja", ".py"}
@@ -110,11 +113,17 @@ class Built:
 
 
 def build(layout: Layout, lock: Lock, lock_bytes: bytes) -> Built:
-    """The artifact of a volume: deterministic, from the lock alone (no file is read)."""
+    """The artifact of a volume: deterministic, from the lock and the site signatures (no
+    model file is read)."""
     layers = [
         Blob("sha256:" + f.sha256, f.size, media_type(f.path), f.path, source=layout.abs(f.path)) for f in lock.files
     ]
     layers.append(Blob(_digest(lock_bytes), len(lock_bytes), LOCK_TYPE, layout.rel(layout.lock_file), data=lock_bytes))
+    for artifact in lock.artifacts:
+        path = signatures.site_signature(layout, artifact.name)
+        if path.is_file():
+            data = path.read_bytes()
+            layers.append(Blob(_digest(data), len(data), SIGNATURE_TYPE, layout.rel(path), data=data))
     layers.sort(key=lambda b: b.path)
     models = [
         {
@@ -269,6 +278,7 @@ class Pulled:
     manifest: Manifest
     lock_layer: dict
     files: dict[str, dict] = field(default_factory=dict)  # filepath -> descriptor
+    signatures: dict[str, dict] = field(default_factory=dict)  # filepath -> site signature descriptor
 
 
 def read_manifest(ref: OciReference, manifest: Manifest) -> Pulled:
@@ -296,6 +306,11 @@ def read_manifest(ref: OciReference, manifest: Manifest) -> Pulled:
         if d is locks[0]:
             continue
         path = ((d.get("annotations") or {}) if isinstance(d, dict) else {}).get(FILEPATH)
+        if isinstance(d, dict) and d.get("mediaType") == SIGNATURE_TYPE:
+            if not isinstance(path, str) or path in pulled.signatures:
+                raise VerificationError(f"{ref}: a signature layer has the path {path!r}", remedy=_NOT_OURS)
+            pulled.signatures[path] = d
+            continue
         if not isinstance(path, str) or path in pulled.files:
             raise VerificationError(
                 f"{ref}: a layer has {'no' if not isinstance(path, str) else 'a repeated'} {FILEPATH} annotation "
@@ -386,6 +401,13 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
             return None
         check_layers(ref, pulled, lock)
         _check_config(ref, plan, pins, lock)
+        own = {layout.rel(signatures.site_signature(layout, a.name)) for a in lock.artifacts}
+        for path, d in pulled.signatures.items():  # a signature added since: not warm, it must come
+            try:
+                if path not in own or _digest(layout.abs(path).read_bytes()) != d.get("digest"):
+                    return None
+            except OSError:
+                return None
         return lock if verify_lock(layout, lock, deep=deep, workers=settings.workers).ok else None
 
     def result(lock: Lock, pulled: Pulled, *, is_warm: bool, files: int = 0, transferred: int = 0) -> FetchResult:
@@ -411,6 +433,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
                 with VolumeLock(layout, 0, reporter, quiet=True) as held:
                     if held:
                         sweep(layout, reporter)
+            signatures.enforce(layout, lock, settings.trust, reporter.note)
             reporter.note(
                 f"volume complete: {len(lock.artifacts)} artifact(s), {human_bytes(lock_size(lock))}; "
                 f"it matches {ref}, nothing to fetch"
@@ -420,6 +443,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
             lock = warm(pulled)
             if lock is not None:
                 sweep(layout, reporter)
+                signatures.enforce(layout, lock, settings.trust, reporter.note)
                 return result(lock, pulled, is_warm=True)
             size = pulled.lock_layer.get("size")
             if not isinstance(size, int) or not 0 < size <= MAX_LOCK_BYTES:
@@ -434,6 +458,9 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
                 ) from None
             check_layers(ref, pulled, lock)
             _check_config(ref, plan, pins, lock)
+            received = _receive_signatures(registry, ref, pulled, lock, layout, settings)
+            # before any weight is transferred: the signed digests against the lock layer's
+            signatures.enforce(layout, lock, settings.trust, reporter.note, extra=received)
             items = members(layout, lock)
             jobs = _jobs(
                 layout, registry, ref, items, deep, policy, Segmenting(settings.segments, settings.segment_min_bytes)
@@ -448,6 +475,12 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
                     f"after the fetch from {ref} the volume does not verify; the lock was not written",
                     details=[p.line() for p in report.problems],
                 )
+            for name, found in received.items():  # the site signatures, to be pushed on from here
+                for sig in found:
+                    if sig.path.name.endswith(".site.sig"):
+                        target = signatures.site_signature(layout, name)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        atomic_write_text(target, sig.path.read_text(encoding="utf-8"))
             atomic_write_text(layout.lock_file, raw.decode("utf-8"))  # last: now the volume is complete
             sweep(layout, reporter)
     reporter.note(
@@ -456,6 +489,38 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
         "lock written"
     )
     return result(lock, pulled, is_warm=False, files=len(jobs), transferred=transferred)
+
+
+def _receive_signatures(
+    registry: Registry, ref: OciReference, pulled: Pulled, lock: Lock, layout: Layout, settings: Settings
+) -> dict[str, list[signatures.Found]]:
+    """The artifact's signatures, read whole into partial/ (small, each checked against its digest):
+    site signatures always (the volume keeps them), the repos' model.sig files when a trust
+    policy will check them."""
+    names = {layout.rel(signatures.site_signature(layout, a.name)): a.name for a in lock.artifacts}
+    unknown = sorted(set(pulled.signatures) - set(names))
+    if unknown:
+        raise VerificationError(
+            f"{ref}: signature layers for models its lock does not hold: {', '.join(unknown)}", remedy=_NOT_OURS
+        )
+    wanted: list[tuple[str, str, dict]] = [(names[p], "site", d) for p, d in pulled.signatures.items()]
+    if settings.trust.configured:
+        for artifact in lock.artifacts:
+            repo_sig = signatures.model_files(layout, artifact).files.get(signatures.REPO_SIGNATURE)
+            if repo_sig is not None:
+                wanted.append((artifact.name, "repo", pulled.files[repo_sig.path]))
+    found: dict[str, list[signatures.Found]] = {}
+    layout.partial.mkdir(parents=True, exist_ok=True)
+    for name, kind, d in wanted:
+        size, digest = d.get("size"), str(d.get("digest"))
+        if not isinstance(size, int) or not 0 < size <= MAX_SIGNATURE_BYTES:
+            raise VerificationError(f"{ref}: the signature layer of {name} has size {size!r}", remedy=_NOT_OURS)
+        data = registry.get_small_blob(digest, size, what=f"{ref}: the {kind} signature of {name}")
+        path = layout.partial / f"{digest.removeprefix('sha256:')}.{kind}.sig"
+        path.write_bytes(data)
+        label = f"the site signature in {ref}" if kind == "site" else f"the repo's {signatures.REPO_SIGNATURE} in {ref}"
+        found.setdefault(name, []).append(signatures.Found(label, path))
+    return found
 
 
 def lock_size(lock: Lock) -> int:

@@ -135,8 +135,11 @@ def test_sign_needs_a_complete_volume_and_a_key(tmp_path: Path, models: MirrorMo
 # --- a publisher's model.sig in a Hub repo ------------------------------------------------
 
 
-def _publish_signed(models: MirrorModels, tmp_path: Path, repo: str, private: Path, *, tamper: bool) -> None:
-    """A repo whose model.sig its publisher made over its files; ``tamper``: one file changed since."""
+def _publish_signed(
+    models: MirrorModels, tmp_path: Path, repo: str, private: Path, *, tamper: bool, change: str | None = None
+) -> None:
+    """A repo whose model.sig its publisher made over its files; ``tamper``: the weights changed
+    since, ``change``: that file changed since."""
     from model_signing import signing
 
     folder = tmp_path / repo.replace("/", "--")
@@ -151,6 +154,8 @@ def _publish_signed(models: MirrorModels, tmp_path: Path, repo: str, private: Pa
     signing.Config().use_elliptic_key_signer(private_key=private).sign(folder, tmp_path / "model.sig")
     if tamper:
         files["model.safetensors"] = noise(300_000, 72)
+    if change:
+        files[change] = files[change].replace(b"}", b', "changed": true}')
     models.mirror.add_repo(repo, {**files, REPO_SIGNATURE: (tmp_path / "model.sig").read_bytes()})
 
 
@@ -172,9 +177,26 @@ def test_a_hub_repo_whose_file_changed_after_signing_is_refused(
     volume = Volume(root, models.env(root, MODELCACHE_TEXT_EMBEDDING="signed/tampered-model", MODELCACHE_MLX=""))
     proc = volume.cli("fetch", "--plain", **trusting(keys["other"][1], require=False))
     assert proc.returncode == EXIT_VERIFY
-    assert "is valid but the files differ" in proc.stderr
-    assert "model.safetensors: sha256" in proc.stderr
+    assert "is valid but the files differ from what it signs; the model was refused before any file was fetched" in (
+        proc.stderr
+    )
+    assert "model.safetensors: the Hub lists sha256" in proc.stderr
     assert not (root / ".modelcache/lock.json").exists()  # the service will not start on it
+    in_snapshot = {p.name for p in root.rglob("*") if "signed--tampered-model" in str(p) and "snapshots" in p.parts}
+    assert "model.safetensors" not in in_snapshot and "config.json" not in in_snapshot
+
+
+def test_a_small_file_changed_after_signing_is_refused_by_the_transfer(
+    tmp_path: Path, models: MirrorModels, keys: dict
+) -> None:
+    """A non-LFS file (the Hub lists only its git id): held to the signed sha256 while it arrives."""
+    _publish_signed(models, tmp_path, "signed/small-change", keys["other"][0], tamper=False, change="config.json")
+    root = tmp_path / "models"
+    volume = Volume(root, models.env(root, MODELCACHE_TEXT_EMBEDDING="signed/small-change", MODELCACHE_MLX=""))
+    proc = volume.cli("fetch", "--plain", **trusting(keys["other"][1], require=False))
+    assert proc.returncode == EXIT_VERIFY, proc.stderr
+    assert "config.json" in proc.stderr and "signed digest" in proc.stderr
+    assert not [p for p in root.rglob("config.json") if "signed--small-change" in str(p)]
 
 
 # --- through the registry -----------------------------------------------------------------

@@ -136,7 +136,8 @@ class Checker:
         return files, dict(manifest.serialization_type)
 
 
-def _ignored(name: str, serialization: dict) -> bool:
+def ignored(name: str, serialization: dict) -> bool:
+    """Files a signature need not name: itself, and what the signer was told to leave out."""
     if name == REPO_SIGNATURE:  # a signature, not model content
         return True
     ignored = [str(p) for p in serialization.get("ignore_paths") or _GIT_PATHS]
@@ -153,7 +154,7 @@ def differences(files: dict[str, LockedFile], signed: dict[str, tuple[str, str]]
         ]
     lines = []
     for name, entry in sorted(files.items()):
-        if _ignored(name, serialization):
+        if ignored(name, serialization):
             continue
         digest = signed.get(name)
         if digest is None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx2
 
+from modelcache import signatures
+from modelcache.errors import VerificationError
 from modelcache.fetch import hub, xet
 from modelcache.fetch.context import Context
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
@@ -39,13 +41,53 @@ def plan_repo(
         resolved = hub.resolve(api, ctx.layout, artifact, ctx.policy, refresh=refresh)
     state = ArtifactState(artifact, resolved.commit)
     jobs: list[Job] = []
+    signed = _signed_first(ctx, artifact, resolved, state, pinned=pin is not None)
     for remote in resolved.files:
+        if remote.path == signatures.REPO_SIGNATURE and signed is not None:
+            continue  # fetched and checked already
         entry = _present_hub_file(ctx, artifact.source, resolved.commit, remote)
         if entry is not None:
             state.entries.append(entry)
         else:
-            jobs.append(_hub_job(ctx, artifact.source, resolved.commit, remote, pinned=pin is not None))
+            jobs.append(_hub_job(ctx, artifact.source, resolved.commit, remote, pinned=pin is not None, signed=signed))
     return state, jobs
+
+
+def _signed_first(
+    ctx: Context, artifact: Artifact, resolved: hub.ResolvedRepo, state: ArtifactState, *, pinned: bool
+) -> dict[str, str] | None:
+    """A repo carrying the publisher's model.sig, with a trust policy set: bring the signature
+    first and check it, so that every file is held to its signed sha256 before it becomes
+    visible (a file the signature does not name is not fetched at all). None when there is no
+    signature or it is not from a trusted signer (the check before the lock then decides)."""
+    remote = next((f for f in resolved.files if f.path == signatures.REPO_SIGNATURE), None)
+    if remote is None or not ctx.settings.trust.configured:
+        return None
+    entry = _present_hub_file(ctx, artifact.source, resolved.commit, remote)
+    if entry is None:
+        entry, _ = _hub_job(ctx, artifact.source, resolved.commit, remote, pinned=pinned).run(lambda _n: None)
+    state.entries.append(entry)
+    try:
+        files, serialization = signatures.Checker(ctx.settings.trust).signed(ctx.layout.abs(entry.path))
+    except signatures.Untrusted:
+        return None
+    digests = {name: digest for name, (algorithm, digest) in files.items() if algorithm == "sha256"}
+    unsigned = [
+        f.path for f in resolved.files if not signatures.ignored(f.path, serialization) and f.path not in digests
+    ]
+    differ = [
+        f"{f.path}: the Hub lists sha256 {f.sha256[:12]}…, the signature says {digests[f.path][:12]}…"
+        for f in resolved.files
+        if f.sha256 and f.path in digests and digests[f.path] != f.sha256
+    ]
+    if unsigned or differ:
+        raise VerificationError(
+            f"{artifact.name} ({artifact.source}@{resolved.commit[:12]}): its {signatures.REPO_SIGNATURE} is valid "
+            "but the files differ from what it signs; the model was refused before any file was fetched",
+            details=(differ + [f"{p}: in the repo, but not among the signed files" for p in unsigned])[:20],
+            remedy="the repo changed after it was signed: pin the signed revision, or ask the publisher to sign again",
+        )
+    return digests
 
 
 def _pointer(layout: Layout, repo_id: str, commit: str, remote: hub.RemoteFile) -> Path:
@@ -83,7 +125,15 @@ def _present_hub_file(ctx: Context, repo_id: str, commit: str, remote: hub.Remot
     return _entry(ctx.layout, repo_id, commit, remote, sha256)
 
 
-def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile, *, pinned: bool = False) -> Job:
+def _hub_job(
+    ctx: Context,
+    repo_id: str,
+    commit: str,
+    remote: hub.RemoteFile,
+    *,
+    pinned: bool = False,
+    signed: dict[str, str] | None = None,
+) -> Job:
     """Every Hub file, Xet-backed or not, ends the same way: verified in partial/, then published."""
     layout = ctx.layout
     part = layout.partial / f"{remote.oid}.part"
@@ -97,9 +147,12 @@ def _hub_job(ctx: Context, repo_id: str, commit: str, remote: hub.RemoteFile, *,
     else:
         pin = f"the Hub's listing of {repo_id}@{commit[:12]}"
         fix = "the server at HF_ENDPOINT serves other bytes than its own listing; report it or use another mirror"
+    if signed is not None and remote.path in signed:  # held to the publisher's signed digest too
+        pin = f"the signed digest in {repo_id}'s {signatures.REPO_SIGNATURE}"
+        fix = "the server serves other bytes than the publisher signed; use another mirror, or report it"
     expected = Expected(
         size=remote.size,
-        sha256=remote.sha256,
+        sha256=remote.sha256 or (signed or {}).get(remote.path),
         git_oid=None if remote.lfs else remote.git_oid,
         pin=pin,
         fix=fix,

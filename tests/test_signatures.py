@@ -86,6 +86,28 @@ def test_a_signed_volume_passes_a_fetch_that_requires_signatures(signed: Volume,
     assert "nothing to fetch" in proc.stderr
 
 
+def test_a_warm_fetch_reuses_the_verdict_until_a_signature_or_the_key_changes(
+    signed: Volume, keys: dict, tmp_path: Path
+) -> None:
+    assert signed.cli("fetch", "--plain", **trusting(keys["site"][1])).returncode == 0
+    # the verdict is kept: a second warm fetch does not even load the signing library
+    blocker = tmp_path / "no-signing"
+    (blocker / "model_signing").mkdir(parents=True)
+    (blocker / "model_signing/__init__.py").write_text("raise ImportError('model_signing was imported')\n")
+    path = f"{blocker}:{Path(__file__).resolve().parents[1] / 'services'}"
+    again = signed.cli("fetch", "--plain", PYTHONPATH=path, **trusting(keys["site"][1]))
+    assert again.returncode == 0, again.stderr
+    assert "signatures: 5/5 model(s) verified" in again.stderr
+    # --deep checks afresh (and so needs the library)
+    deep = signed.cli("fetch", "--plain", "--deep", PYTHONPATH=path, **trusting(keys["site"][1]))
+    assert deep.returncode == EXIT_CONFIG and "model_signing was imported" in deep.stderr
+    # another key, or other signature bytes: checked afresh, and refused
+    assert signed.cli("fetch", "--plain", **trusting(keys["other"][1])).returncode == EXIT_VERIFY
+    sigs = sorted((signed.root / ".modelcache/signatures").glob("*.sig"))
+    shutil.copyfile(sigs[0], sigs[1])
+    assert signed.cli("fetch", "--plain", **trusting(keys["site"][1])).returncode == EXIT_VERIFY
+
+
 def test_an_unsigned_volume_is_refused_naming_every_model(warm: Volume, keys: dict) -> None:
     proc = warm.cli("fetch", "--plain", **trusting(keys["site"][1]))
     assert proc.returncode == EXIT_VERIFY
@@ -108,7 +130,7 @@ def test_a_signature_by_another_key_is_refused(signed: Volume, keys: dict) -> No
 def test_a_signature_over_other_files_is_refused(signed: Volume, keys: dict) -> None:
     """A valid signature of the site whose files differ from the lock's: always refused."""
     sigs = signed.root / ".modelcache/signatures"
-    names = sorted(p.name for p in sigs.iterdir())
+    names = sorted(p.name for p in sigs.glob("*.sig"))
     shutil.copyfile(sigs / names[0], sigs / names[1])  # one model's signature put beside another
     proc = signed.cli("fetch", "--plain", **trusting(keys["site"][1], require=False))
     assert proc.returncode == EXIT_VERIFY

@@ -19,14 +19,16 @@ not fetched (the configuration's patterns chose fewer) are allowed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from modelcache.errors import ConfigError, VerificationError
-from modelcache.layout import Layout
+from modelcache.layout import Layout, atomic_write_text
 from modelcache.settings import TrustPolicy
 from modelcache.volume_lock import Lock, LockedArtifact, LockedFile
 
@@ -113,6 +115,12 @@ class Checker:
         self.trust = trust
         try:
             self._config = _verifier(trust)
+        except ImportError as exc:
+            raise ConfigError(
+                f"a trust policy is set ({trust.describe()}) but the model-signing package cannot be imported ({exc})",
+                remedy="install the downloader's dependencies (`pip install 'modelcache[downloader]'`), or unset "
+                "MODELCACHE_TRUST_* and MODELCACHE_REQUIRE_SIGNATURE",
+            ) from None
         except (ValueError, OSError) as exc:
             raise ConfigError(
                 f"the trust policy ({trust.describe()}) cannot be loaded: {exc}",
@@ -213,31 +221,74 @@ def refuse_unsigned(outcomes: list[Outcome], trust: TrustPolicy, where: str) -> 
     )
 
 
+MEMO = ".verified.json"  # under .modelcache/signatures/
+
+
+def _memo_key(lock: Lock, trust: TrustPolicy, found: dict[str, list[Found]]) -> str:
+    """What a verdict depends on: the lock, the trust policy's material, every signature's bytes."""
+    h = hashlib.sha256()
+    for part in (trust.describe(), trust.require, trust.identity, trust.issuer, lock.to_json()):
+        h.update(repr(part).encode() + b"\0")
+    for path in [p for p in (trust.key, *trust.certificates) if p is not None]:
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    for name in sorted(found):
+        for sig in found[name]:
+            h.update(f"{name}\0{sig.label}\0".encode() + hashlib.sha256(sig.path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def check_volume(
-    layout: Layout, lock: Lock, trust: TrustPolicy, extra: dict[str, list[Found]] | None = None
+    layout: Layout,
+    lock: Lock,
+    trust: TrustPolicy,
+    extra: dict[str, list[Found]] | None = None,
+    *,
+    memo: bool = False,
 ) -> list[Outcome]:
     """Every model of the lock against the trust policy; raises when one is refused.
 
     ``extra``: signatures not (yet) in the volume, by model name (a registry fetch checks the
-    bundles it received before the files come).
+    bundles it received before the files come). ``memo``: reuse the verdict of an earlier
+    check of exactly the same lock, policy and signature bytes (kept in the volume, as the
+    lock is), so that a warm fetch does not load the signing library again; ``--deep``
+    checks afresh.
     """
     if not trust.configured:
         return []
+    found = {a.name: signatures_in_volume(layout, a) + list((extra or {}).get(a.name, [])) for a in lock.artifacts}
+    memo_file = layout.state / SIGNATURES_DIR / MEMO
+    key = _memo_key(lock, trust, found) if memo and not extra else None
+    if key is not None:
+        try:
+            kept = json.loads(memo_file.read_text(encoding="utf-8"))
+            if kept.get("key") == key:
+                return [Outcome(o["model"], o["verified_by"], list(o["notes"])) for o in kept["outcomes"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
     checker = Checker(trust)
-    outcomes = []
-    for artifact in lock.artifacts:
-        found = signatures_in_volume(layout, artifact) + list((extra or {}).get(artifact.name, []))
-        outcomes.append(check_artifact(checker, layout, artifact, found))
+    outcomes = [check_artifact(checker, layout, a, found[a.name]) for a in lock.artifacts]
     if trust.require:
         refuse_unsigned(outcomes, trust, "in the volume")
+    if key is not None:
+        try:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(memo_file, json.dumps({"key": key, "outcomes": [asdict(o) for o in outcomes]}))
+        except OSError:
+            pass  # a read-only volume: check afresh next time
     return outcomes
 
 
 def enforce(
-    layout: Layout, lock: Lock, trust: TrustPolicy, note, extra: dict[str, list[Found]] | None = None
+    layout: Layout,
+    lock: Lock,
+    trust: TrustPolicy,
+    note,
+    extra: dict[str, list[Found]] | None = None,
+    *,
+    memo: bool = False,
 ) -> list[Outcome]:
     """check_volume, with one line of outcome for the log (nothing when no trust policy is set)."""
-    outcomes = check_volume(layout, lock, trust, extra)
+    outcomes = check_volume(layout, lock, trust, extra, memo=memo)
     if outcomes:
         ok = sum(1 for o in outcomes if o.verified_by)
         unsigned = [o.model for o in outcomes if not o.verified_by]

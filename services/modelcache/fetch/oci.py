@@ -433,7 +433,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
                 with VolumeLock(layout, 0, reporter, quiet=True) as held:
                     if held:
                         sweep(layout, reporter)
-            signatures.enforce(layout, lock, settings.trust, reporter.note)
+            signatures.enforce(layout, lock, settings.trust, reporter.note, memo=not deep)
             reporter.note(
                 f"volume complete: {len(lock.artifacts)} artifact(s), {human_bytes(lock_size(lock))}; "
                 f"it matches {ref}, nothing to fetch"
@@ -443,7 +443,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
             lock = warm(pulled)
             if lock is not None:
                 sweep(layout, reporter)
-                signatures.enforce(layout, lock, settings.trust, reporter.note)
+                signatures.enforce(layout, lock, settings.trust, reporter.note, memo=not deep)
                 return result(lock, pulled, is_warm=True)
             size = pulled.lock_layer.get("size")
             if not isinstance(size, int) or not 0 < size <= MAX_LOCK_BYTES:

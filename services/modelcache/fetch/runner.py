@@ -56,12 +56,12 @@ def run_fetch(
             with VolumeLock(layout, 0, reporter, quiet=True) as held:
                 if held:
                     sweep(layout, reporter)
-        signatures.enforce(layout, lock, settings.trust, reporter.note)
+        signatures.enforce(layout, lock, settings.trust, reporter.note, memo=not deep)
         return _warm_result(lock, started, reporter)
     with VolumeLock(layout, settings.lock_timeout, reporter):
         if not refresh and (lock := _warm_lock(layout, plan, deep, settings.workers, pins)) is not None:
             sweep(layout, reporter)
-            signatures.enforce(layout, lock, settings.trust, reporter.note)
+            signatures.enforce(layout, lock, settings.trust, reporter.note, memo=not deep)
             return _warm_result(lock, started, reporter)
         result = _fetch_locked(
             settings, layout, plan, pins, refresh=refresh, deep=deep, reporter=reporter, started=started
@@ -169,7 +169,7 @@ def _fetch_locked(
         for s in states
     )
     lock = Lock(plan_digest=plan.digest, artifacts=artifacts, lockfile=pins.digest if pins else None)
-    signatures.enforce(layout, lock, settings.trust, reporter.note)  # a refused model: no lock, no service
+    signatures.enforce(layout, lock, settings.trust, reporter.note, memo=True)  # refused: no lock, no service
     write_lock(layout, lock)
     total = sum(a.size for a in artifacts)
     result = FetchResult(

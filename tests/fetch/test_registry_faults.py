@@ -1,0 +1,105 @@
+"""`fetch --from` through a misbehaving network: the real registry behind a fault proxy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelcache.errors import EXIT_NETWORK
+from modelcache.layout import Layout
+from modelcache.volume_lock import read_lock
+from tests.conftest import Volume, run_cli
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.fixtures import MirrorModels
+from tests.support.registry import Registry
+from tests.test_oci import tree
+
+REPO = "site/faults"
+
+
+@pytest.fixture(scope="module")
+def published(registry: Registry, _warm_template: Path, _mirror_models: MirrorModels) -> str:
+    ref = registry.ref(REPO, "v1")
+    proc = run_cli("push", ref, "--json", env={**_mirror_models.env(_warm_template), **registry.env})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["digest"]
+
+
+@pytest.fixture
+def proxy(registry: Registry, published: str) -> Iterator[FaultProxy]:
+    p = FaultProxy(f"http://{registry.host}").start()
+    yield p
+    p.stop()
+
+
+def through(proxy: FaultProxy, tmp_path: Path, models: MirrorModels, **extra: str) -> Volume:
+    root = tmp_path / "models"
+    env = models.env(root, MODELCACHE_INSECURE_REGISTRIES=proxy.host, MODELCACHE_FROM=f"oci://{proxy.host}/{REPO}:v1")
+    return Volume(root, {**env, **extra})
+
+
+def biggest_blob(template: Path) -> str:
+    lock = read_lock(Layout(template))
+    assert lock is not None
+    return max(lock.files, key=lambda f: f.size).sha256
+
+
+@pytest.mark.slow
+def test_5xx_on_a_blob_and_the_manifest_are_retried(
+    proxy: FaultProxy, tmp_path: Path, models: MirrorModels, _warm_template: Path
+) -> None:
+    sha = biggest_blob(_warm_template)
+    proxy.faults += [Fault("/manifests/", "status", times=1, status=502), Fault(sha, "status", times=2, status=503)]
+    volume = through(proxy, tmp_path, models)
+    proc = volume.cli("fetch", "--plain")
+    assert proc.returncode == 0, proc.stderr
+    assert [k for k, _ in proxy.hits] == ["status", "status", "status"]
+    assert "HTTP 502" in proc.stderr and "HTTP 503" in proc.stderr  # each retry is said
+    assert tree(volume.root) == tree(_warm_template)
+
+
+@pytest.mark.slow
+def test_a_connection_reset_mid_blob_resumes_from_where_it_broke(
+    proxy: FaultProxy, tmp_path: Path, models: MirrorModels, _warm_template: Path, registry: Registry
+) -> None:
+    sha = biggest_blob(_warm_template)
+    cut = 20 * 1024 * 1024
+    proxy.faults.append(Fault(f"/blobs/sha256:{sha}", "reset", after=cut))
+    volume = through(proxy, tmp_path, models)
+    mark = registry.mark()
+    proc = volume.cli("fetch", "--plain")
+    assert proc.returncode == 0, proc.stderr
+    assert tree(volume.root) == tree(_warm_template)
+    gets = [r for r in registry.requests(mark) if r.method == "GET" and sha in r.path]
+    assert len(gets) == 2 and gets[1].status == 206  # the second asked only for the rest
+    size = (_warm_template / next(f.path for f in read_lock(Layout(_warm_template)).files if f.sha256 == sha)).stat()
+    # what had arrived before the reset was kept (a reset drops what sat unread in socket buffers)
+    assert gets[1].bytes <= size.st_size - cut + 4 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_a_stalled_blob_is_abandoned_and_fetched_again(
+    proxy: FaultProxy, tmp_path: Path, models: MirrorModels, _warm_template: Path
+) -> None:
+    sha = biggest_blob(_warm_template)
+    proxy.faults.append(Fault(f"/blobs/sha256:{sha}", "stall", after=1024 * 1024, seconds=20))
+    volume = through(proxy, tmp_path, models, MODELCACHE_STALL_TIMEOUT="1")
+    proc = volume.cli("fetch", "--plain", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "stall" in proc.stderr.lower() or "Timeout" in proc.stderr
+    assert tree(volume.root) == tree(_warm_template)
+
+
+def test_a_registry_that_keeps_failing_is_a_network_error_with_a_remedy(
+    proxy: FaultProxy, tmp_path: Path, models: MirrorModels
+) -> None:
+    proxy.faults.append(Fault("/manifests/", "status", times=100, status=503))
+    volume = through(proxy, tmp_path, models, MODELCACHE_RETRIES="2")
+    proc = volume.cli("fetch", "--plain")
+    assert proc.returncode == EXIT_NETWORK, proc.stderr
+    assert "did not answer (HTTP 503)" in proc.stderr
+    assert "remedy:" in proc.stderr
+    assert not (volume.root / ".modelcache/lock.json").exists()

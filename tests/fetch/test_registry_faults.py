@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.errors import EXIT_NETWORK
+from modelcache.errors import EXIT_DISK_FULL, EXIT_NETWORK
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
 from tests.conftest import Volume, run_cli
@@ -103,3 +103,23 @@ def test_a_registry_that_keeps_failing_is_a_network_error_with_a_remedy(
     assert "did not answer (HTTP 503)" in proc.stderr
     assert "remedy:" in proc.stderr
     assert not (volume.root / ".modelcache/lock.json").exists()
+
+
+@pytest.mark.slow
+def test_a_volume_too_small_for_the_artifact_is_refused_before_the_first_weight(
+    registry: Registry, published: str, tmp_path: Path, models: MirrorModels
+) -> None:
+    from tests.fetch.test_runner import small_tmpfs
+
+    with small_tmpfs(tmp_path / "small", "40m") as small:
+        root = small / "models"
+        volume = Volume(root, {**models.env(root), **registry.env})
+        mark = registry.mark()
+        proc = volume.cli("fetch", "--from", registry.ref(REPO, "v1"))
+        assert proc.returncode == EXIT_DISK_FULL, proc.stderr
+        assert "free but the plan needs" in proc.stderr
+        weights = [
+            r for r in registry.requests(mark) if r.method == "GET" and "/blobs/" in r.path and r.bytes > 100_000
+        ]
+        assert weights == []
+        assert not (root / ".modelcache/lock.json").exists()

@@ -19,7 +19,7 @@ def human_bytes(n: float) -> str:
 class Reporter(Protocol):
     def start(self, label: str, total: int) -> object: ...
     def advance(self, task: object, n: int) -> None: ...
-    def finish(self, task: object, *, transferred: int, note: str = "") -> None: ...
+    def finish(self, task: object, *, transferred: int, note: str = "", verb: str = "fetched") -> None: ...
     def note(self, message: str) -> None: ...
     def close(self) -> None: ...
 
@@ -37,12 +37,12 @@ class PlainReporter:
     def advance(self, task: object, n: int) -> None:
         pass
 
-    def finish(self, task: object, *, transferred: int, note: str = "") -> None:
+    def finish(self, task: object, *, transferred: int, note: str = "", verb: str = "fetched") -> None:
         label, total, started = cast("tuple[str, int, float]", task)  # what start() returned
         seconds = max(time.monotonic() - started, 1e-6)
         speed = human_bytes(transferred / seconds) + "/s"
         extra = f" ({note})" if note else ""
-        self.note(f"fetched {label} {human_bytes(total)} in {seconds:.1f}s at {speed}{extra}")
+        self.note(f"{verb} {label} {human_bytes(total)} in {seconds:.1f}s at {speed}{extra}")
 
     def note(self, message: str) -> None:
         with self._lock:
@@ -83,7 +83,7 @@ class RichReporter:
     def advance(self, task: object, n: int) -> None:
         self.progress.advance(task, n)  # type: ignore[arg-type]
 
-    def finish(self, task: object, *, transferred: int, note: str = "") -> None:
+    def finish(self, task: object, *, transferred: int, note: str = "", verb: str = "fetched") -> None:
         total = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].total  # type: ignore[arg-type]
         self.progress.update(task, completed=total)  # type: ignore[arg-type]
 

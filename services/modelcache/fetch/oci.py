@@ -250,7 +250,7 @@ def push(
     result.blobs = len(blobs)
     with httpx2.Client(headers={"User-Agent": USER_AGENT}) as client:
         registry = Registry(client, ref, policy, insecure=settings.insecure_registries, push=True, env=env)
-        task = reporter.start(f"push {ref}", sum(b.size for b in blobs.values()))
+        task = reporter.start(str(ref), sum(b.size for b in blobs.values()))
         try:
             for blob in blobs.values():
                 if registry.has_blob(blob.digest) is not None:
@@ -260,7 +260,7 @@ def push(
                     result.bytes_sent += blob.size
                     result.blobs_sent += 1
                 reporter.advance(task, blob.size)
-            reporter.finish(task, transferred=result.bytes_sent)
+            reporter.finish(task, transferred=result.bytes_sent, verb="pushed")
         finally:
             reporter.close()
         registry.put_manifest(ref.tag, built.manifest)

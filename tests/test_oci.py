@@ -175,6 +175,32 @@ def test_push_again_gives_the_same_digest_and_sends_nothing(pushed: dict, regist
 
 
 @pytest.mark.slow
+def test_push_to_another_repository_mounts_the_blobs_instead_of_sending_them(
+    pushed: dict, registry: Registry, warm: Volume, empty: Volume, _warm_template: Path
+) -> None:
+    mark = registry.mark()
+    proc = warm.cli("push", registry.ref("team-b/models", TAG), "--mount-from", REPO, "--json", **registry.env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["digest"] == pushed["digest"]
+    assert result["bytes_sent"] == 0 and result["blobs_mounted"] == result["blobs"]
+    posts = [r for r in registry.requests(mark) if r.method == "POST"]
+    assert posts and all("mount=sha256" in r.path and r.status == 201 for r in posts)
+    assert not [r for r in registry.requests(mark) if r.method in ("PUT", "PATCH") and "/blobs/" in r.path]
+    # the mounted artifact is complete: a fetch from it gives the same volume
+    fetched = empty.cli("fetch", "--plain", "--from", registry.ref("team-b/models", TAG))
+    assert fetched.returncode == 0, fetched.stderr
+    assert tree(empty.root) == tree(_warm_template)
+    # a source that does not hold them: the blobs are sent as usual
+    other = warm.cli(
+        "push", registry.ref("team-c/models", TAG), "--mount-from", "nobody/here", "--json", **registry.env
+    )
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["blobs_mounted"] == 0
+    assert json.loads(other.stdout)["bytes_sent"] == pushed["bytes_sent"] + pushed["bytes_skipped"]
+
+
+@pytest.mark.slow
 def test_push_refuses_a_volume_that_does_not_verify(warm: Volume, registry: Registry) -> None:
     lock = read_lock(Layout(warm.root))
     assert lock is not None

@@ -83,6 +83,14 @@ def push(
         list[str] | None,
         typer.Option("--model", help="Publish only this model (name or repo id as `ls` shows it); repeatable."),
     ] = None,
+    mount_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mount-from",
+            help="Another repository of the same registry that may hold the blobs (an earlier push): they are "
+            "linked across (cross-repository mount), not sent again; repeatable.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish the complete, verified volume to an OCI registry as a ModelPack artifact (one layer per file)."""
@@ -93,13 +101,18 @@ def push(
     settings = Settings.from_env()
     ref = parse_oci_reference(reference, where="push", tag_only=True)
     reporter = make_reporter(force_plain=as_json)
-    result = do_push(settings, ref, models=tuple(model or ()), reporter=reporter)
+    sources = tuple(
+        parse_oci_reference(f"oci://{ref.host}/{m}:x", where="--mount-from").repository for m in mount_from or ()
+    )
+    result = do_push(settings, ref, models=tuple(model or ()), mount_from=sources, reporter=reporter)
     if as_json:
         _print_json(result.to_dict())
         return
     print(
         f"pushed {ref}: {result.digest}; {result.blobs} blob(s), {result.blobs_sent} sent "
-        f"({human_bytes(result.bytes_sent)}), {result.blobs - result.blobs_sent} already there "
+        f"({human_bytes(result.bytes_sent)}), "
+        + (f"{result.blobs_mounted} mounted from {', '.join(sources)}, " if result.blobs_mounted else "")
+        + f"{result.blobs - result.blobs_sent - result.blobs_mounted} already there "
         f"({human_bytes(result.bytes_skipped)} skipped) in {result.seconds:.1f}s"
     )
 

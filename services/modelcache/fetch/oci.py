@@ -172,6 +172,7 @@ class PushResult:
     bytes_skipped: int = 0
     blobs: int = 0
     blobs_sent: int = 0
+    blobs_mounted: int = 0  # linked from another repository of the registry (--mount-from)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -182,6 +183,7 @@ class PushResult:
             "bytes_skipped": self.bytes_skipped,
             "blobs": self.blobs,
             "blobs_sent": self.blobs_sent,
+            "blobs_mounted": self.blobs_mounted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -230,7 +232,13 @@ def select(layout: Layout, plan: Plan, settings: Settings, models: tuple[str, ..
 
 
 def push(
-    settings: Settings, ref: OciReference, *, models: tuple[str, ...] = (), reporter: Reporter, env=None
+    settings: Settings,
+    ref: OciReference,
+    *,
+    models: tuple[str, ...] = (),
+    mount_from: tuple[str, ...] = (),
+    reporter: Reporter,
+    env=None,
 ) -> PushResult:
     started = time.monotonic()
     layout = Layout(settings.models_dir.absolute())
@@ -255,6 +263,9 @@ def push(
             for blob in blobs.values():
                 if registry.has_blob(blob.digest) is not None:
                     result.bytes_skipped += blob.size
+                elif any(registry.mount(blob.digest, source) for source in mount_from):
+                    result.bytes_skipped += blob.size
+                    result.blobs_mounted += 1
                 else:
                     registry.upload(blob.digest, blob.size, path=blob.source, data=blob.data)
                     result.bytes_sent += blob.size

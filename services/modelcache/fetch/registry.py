@@ -123,6 +123,7 @@ class Registry:
         *,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
+        params: dict[str, str] | None = None,
         what: str,
         authenticated: bool = False,
     ) -> httpx2.Response:
@@ -140,7 +141,13 @@ class Registry:
             try:
                 self.requests += 1
                 response = self.client.request(
-                    method, url, headers=sent, content=content, timeout=self._timeout(), follow_redirects=True
+                    method,
+                    url,
+                    headers=sent,
+                    content=content,
+                    params=params,
+                    timeout=self._timeout(),
+                    follow_redirects=True,
                 )
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 if self.scheme == "https" and isinstance(exc, httpx2.ConnectError) and "SSL" in str(exc):
@@ -152,7 +159,9 @@ class Registry:
                 continue
             if response.status_code == 401 and not authenticated:
                 self._authenticate(response)
-                return self.request(method, url, headers=headers, content=content, what=what, authenticated=True)
+                return self.request(
+                    method, url, headers=headers, content=content, params=params, what=what, authenticated=True
+                )
             if response.status_code in RETRY_STATUSES:
                 last = f"HTTP {response.status_code}"
                 continue
@@ -322,6 +331,30 @@ class Registry:
                 remedy="the registry's storage is damaged: push the volume again, or use another registry",
             )
         return data
+
+    def mount(self, digest: str, source: str) -> bool:
+        """Link a blob the registry holds in repository ``source`` into this one (no bytes sent).
+
+        True when the registry mounted it (201); False when it cannot (another registry
+        layout, no pull right on ``source``, or the blob is not there), after cancelling the
+        upload session it may have opened instead.
+        """
+        what = f"{self.ref}: mount of {digest[:19]}… from {source}"
+        response = self.request(
+            "POST",
+            f"{self.base}/blobs/uploads/",
+            headers={"Content-Length": "0"},
+            params={"mount": digest, "from": source},
+            what=what,
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code in (401, 403):
+            raise self._denied(response, what)
+        location = response.headers.get("location")
+        if response.status_code == 202 and location:  # an upload session instead: not needed
+            self.request("DELETE", urljoin(f"{self.scheme}://{self.ref.host}/", location), what=what)
+        return False
 
     def upload(self, digest: str, size: int, *, path: Path | None = None, data: bytes | None = None) -> None:
         """POST an upload, then PUT the whole blob (streamed from ``path``), hashing what is sent."""

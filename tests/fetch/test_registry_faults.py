@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache.errors import EXIT_DISK_FULL, EXIT_NETWORK
+from modelcache.errors import EXIT_CONFIG, EXIT_DISK_FULL, EXIT_NETWORK
 from modelcache.layout import Layout
 from modelcache.volume_lock import read_lock
 from tests.conftest import Volume, run_cli
@@ -123,3 +123,16 @@ def test_a_volume_too_small_for_the_artifact_is_refused_before_the_first_weight(
         ]
         assert weights == []
         assert not (root / ".modelcache/lock.json").exists()
+
+
+def test_a_blob_refused_with_401_names_the_registry_not_the_hub_token(
+    proxy: FaultProxy, tmp_path: Path, models: MirrorModels, _warm_template: Path
+) -> None:
+    sha = biggest_blob(_warm_template)
+    proxy.faults.append(Fault(f"/blobs/sha256:{sha}", "status", times=100, status=401))
+    volume = through(proxy, tmp_path, models)
+    proc = volume.cli("fetch", "--plain")
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert f"the registry refused blob sha256:{sha[:12]}" in proc.stderr and "HTTP 401" in proc.stderr
+    assert f"docker login {proxy.host}" in proc.stderr and "MODELCACHE_HF_TOKEN_FILE" not in proc.stderr
+    assert not (volume.root / ".modelcache/lock.json").exists()

@@ -616,6 +616,15 @@ def _runner(
             if "HTTP 404" not in exc.message:
                 raise
             raise _missing_blob(ref, [f"sha256:{sha256} ({targets[0].path})"]) from None
+        except ConfigError as exc:  # 401/403 on the blob: the registry's credentials, not the Hub's token
+            if "HTTP 401" not in exc.message and "HTTP 403" not in exc.message:
+                raise
+            raise ConfigError(
+                f"{ref}: the registry refused blob sha256:{sha256[:12]}… ({targets[0].path}) after serving the "
+                f"manifest ({exc.message.split(': ')[1]}); what arrived is kept for the next run",
+                remedy=f"check the account's pull right on {ref.repository} (`docker login {ref.host}`); a token that "
+                "expired during a long transfer is fetched again when the fetch is run again",
+            ) from None
         first = layout.abs(targets[0].path)
         for extra in targets[1:]:  # the same bytes elsewhere: a verified copy
             copy = layout.partial / f"{sha256}.copy"

@@ -222,6 +222,25 @@ class TrustPolicy:
         return "no trust policy"
 
 
+def _ca_bundle(value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(
+            f"MODELCACHE_CA_BUNDLE: cannot read {path} ({exc.strerror or exc.__class__.__name__})",
+            remedy="point it at a PEM file with the CA certificate(s) that signed your registry's certificate",
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(
+            f"MODELCACHE_CA_BUNDLE: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            remedy="give the CA certificate in PEM form (`openssl x509 -in ca.der -inform der -out ca.pem`)",
+        )
+    return path
+
+
 def _trust_policy(get: _Reader) -> TrustPolicy:
     require = get.choice("MODELCACHE_REQUIRE_SIGNATURE", "0", ("0", "1", "false", "true", "no", "yes")) in (
         "1",
@@ -289,6 +308,7 @@ class Settings:
     from_ref: OciReference | None = None  # MODELCACHE_FROM: fill the volume from this OCI artifact
     insecure_registries: tuple[str, ...] = ()  # HOST:PORT reached over plain http
     trust: TrustPolicy = TrustPolicy()  # whose model signatures count (MODELCACHE_TRUST_*)
+    ca_bundle: Path | None = None  # MODELCACHE_CA_BUNDLE: extra CAs for registries over https
     # the service
     device: str = "auto"
     host: str = "127.0.0.1"
@@ -361,6 +381,7 @@ class Settings:
             else None,
             insecure_registries=_insecure_registries(get.text("MODELCACHE_INSECURE_REGISTRIES", None)),
             trust=_trust_policy(get),
+            ca_bundle=_ca_bundle(get.text("MODELCACHE_CA_BUNDLE", None)),
             device=get.choice("MODELCACHE_DEVICE", "auto", DEVICES),
             host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),

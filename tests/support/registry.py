@@ -10,8 +10,10 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,16 +39,19 @@ class Registry:
     storage: Path
     log: Path
     process: subprocess.Popen
+    ca: Path | None = None  # the CA that signed its certificate, when it speaks TLS
 
     @property
     def env(self) -> dict[str, str]:
+        if self.ca is not None:
+            return {"MODELCACHE_CA_BUNDLE": str(self.ca)}
         return {"MODELCACHE_INSECURE_REGISTRIES": self.host}
 
     def ref(self, repo: str, tag: str = "v1") -> str:
         return f"oci://{self.host}/{repo}:{tag}"
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}{path}"
+        return f"{'https' if self.ca else 'http'}://{self.host}{path}"
 
     def mark(self) -> int:
         """Where the access log ends now: requests() after this mark are the new ones."""
@@ -75,7 +80,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(workdir: Path) -> Registry:
+def make_ca_and_certificate(workdir: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelcache test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (workdir / "ca.pem", workdir / "server.pem", workdir / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def start_registry(workdir: Path, *, tls: bool = False, users: dict[str, str] | None = None) -> Registry:
+    """``tls``: https with a certificate from a private CA; ``users``: htpasswd (basic) auth."""
     binary = shutil.which(BINARY)
     if binary is None:
         raise FileNotFoundError(BINARY)
@@ -83,24 +139,41 @@ def start_registry(workdir: Path) -> Registry:
     storage = workdir / "storage"
     storage.mkdir(parents=True)
     config = workdir / "config.yml"
-    config.write_text(
+    text = (
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: false\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
+    ca = None
+    if tls:
+        ca, certificate, key = make_ca_and_certificate(workdir)
+        text += f"  tls:\n    certificate: {certificate}\n    key: {key}\n"
+    if users:
+        import bcrypt
+
+        htpasswd = workdir / "htpasswd"
+        htpasswd.write_text(
+            "".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}\n" for u, p in users.items())
+        )
+        text += f"auth:\n  htpasswd:\n    realm: modelcache-test\n    path: {htpasswd}\n"
+    config.write_text(text)
     log = workdir / "registry.log"
     out = open(log, "wb")
     process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
-    registry = Registry(f"127.0.0.1:{port}", storage, log, process)
+    registry = Registry(f"127.0.0.1:{port}", storage, log, process, ca)
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     deadline = time.monotonic() + 20
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{BINARY} exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(registry.url("/v2/"), timeout=1) as response:
+            with urllib.request.urlopen(registry.url("/v2/"), timeout=1, context=context) as response:
                 if response.status == 200:
                     return registry
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401 and users:  # up, and asking for credentials
+                return registry
         except OSError:
             pass
         if time.monotonic() > deadline:
@@ -109,21 +182,43 @@ def start_registry(workdir: Path) -> Registry:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """A running registry on 127.0.0.1 (skipped without the binary, unless MODELCACHE_REQUIRE_REGISTRY=1)."""
+def _require_binary() -> None:
     if shutil.which(BINARY) is None:
         reason = f"`{BINARY}` (CNCF distribution) is not installed: apt-get install docker-registry"
         if os.environ.get("MODELCACHE_REQUIRE_REGISTRY") == "1":
             pytest.fail(reason + " (MODELCACHE_REQUIRE_REGISTRY=1)")
         pytest.skip(reason)
+
+
+def _stop(reg: Registry) -> None:
+    reg.process.terminate()
+    try:
+        reg.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reg.process.kill()
+        reg.process.wait()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A running registry on 127.0.0.1 (skipped without the binary, unless MODELCACHE_REQUIRE_REGISTRY=1)."""
+    _require_binary()
     reg = start_registry(tmp_path_factory.mktemp("registry"))
     try:
         yield reg
     finally:
-        reg.process.terminate()
-        try:
-            reg.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            reg.process.kill()
-            reg.process.wait()
+        _stop(reg)
+
+
+USERS = {"ci-bot": "s3cret-pa55word"}
+
+
+@pytest.fixture(scope="session")
+def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry as sites run them: https with a private CA's certificate, htpasswd accounts (USERS)."""
+    _require_binary()
+    reg = start_registry(tmp_path_factory.mktemp("secure-registry"), tls=True, users=USERS)
+    try:
+        yield reg
+    finally:
+        _stop(reg)

@@ -30,8 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-import httpx2
-
 from modelcache import signatures
 from modelcache.bundle import Member, check_against, members
 from modelcache.errors import ConfigError, NetworkError, VerificationError
@@ -39,6 +37,7 @@ from modelcache.fetch.execute import FetchResult, check_disk, ensure_writable, l
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
 from modelcache.fetch.policy import Policy
 from modelcache.fetch.registry import OCI_MANIFEST, Manifest, Registry
+from modelcache.fetch.registry import client as registry_client
 from modelcache.fetch.transfer import Expected, Segmenting, download, publish
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout, atomic_write_text, link_snapshot_file
@@ -256,7 +255,7 @@ def push(
     for blob in (built.config, *built.layers):
         blobs.setdefault(blob.digest, blob)
     result.blobs = len(blobs)
-    with httpx2.Client(headers={"User-Agent": USER_AGENT}) as client:
+    with registry_client(settings, USER_AGENT) as client:
         registry = Registry(client, ref, policy, insecure=settings.insecure_registries, push=True, env=env)
         task = reporter.start(str(ref), sum(b.size for b in blobs.values()))
         try:
@@ -434,7 +433,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
             manifest_digest=pulled.manifest.digest,
         )
 
-    with httpx2.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT}) as client:
+    with registry_client(settings, USER_AGENT) as client:
         registry = Registry(client, ref, policy, insecure=settings.insecure_registries)
         pulled = read_manifest(ref, registry.get_manifest())
         reporter.note(f"{ref} is {pulled.manifest.digest}")

@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import re
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ import httpx2
 from modelcache.errors import ConfigError, NetworkError, VerificationError
 from modelcache.fetch.http import RETRY_STATUSES
 from modelcache.fetch.policy import Policy
-from modelcache.settings import OciReference
+from modelcache.settings import OciReference, Settings
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -45,36 +47,121 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 class Credentials:
     username: str
     password: str
+    source: str = "the Docker config file"  # where they came from, for messages (never the secret)
 
     def basic(self) -> str:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
     def __repr__(self) -> str:  # never in a traceback or a log
-        return "Credentials(<hidden>)"
+        return f"Credentials({self.username!r}, <hidden>, from {self.source})"
+
+
+HELPER_TIMEOUT = 30.0
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The system's CA store, plus MODELCACHE_CA_BUNDLE when set (a private registry's CA)."""
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(settings.ca_bundle))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"MODELCACHE_CA_BUNDLE: {settings.ca_bundle} cannot be loaded ({exc})",
+                remedy="give a PEM file of CA certificates",
+            ) from None
+    return context
+
+
+def client(settings: Settings, user_agent: str) -> httpx2.Client:
+    """The HTTP client for one registry conversation: TLS checked against tls_context()."""
+    return httpx2.Client(follow_redirects=True, headers={"User-Agent": user_agent}, verify=tls_context(settings))
+
+
+def _docker_config(env: dict[str, str]) -> tuple[Path, dict]:
+    folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    path = folder / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return path, {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: cannot be read as Docker's config file ({exc.__class__.__name__}: {str(exc)[:120]})",
+            remedy="fix or remove it (`docker login` writes a valid one), or point DOCKER_CONFIG at another folder",
+        ) from None
+    return path, data if isinstance(data, dict) else {}
+
+
+def _from_helper(name: str, host: str, env: dict[str, str]) -> Credentials | None:
+    """Ask ``docker-credential-NAME get`` (Docker's credential-helper protocol) for ``host``."""
+    program = f"docker-credential-{name}"
+    remedy = f"install {program} on this host's PATH, or remove it from credHelpers/credsStore in config.json"
+    try:
+        done = subprocess.run(
+            [program, "get"],
+            input=host,
+            capture_output=True,
+            text=True,
+            timeout=HELPER_TIMEOUT,
+            env={**os.environ, **env},
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the credential helper {program} named in Docker's config is not installed", remedy=remedy
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"the credential helper {program} did not answer within {HELPER_TIMEOUT:.0f}s", remedy=remedy
+        ) from None
+    if done.returncode != 0:
+        if "credentials not found" in (done.stdout + done.stderr).lower():
+            return None
+        raise ConfigError(
+            f"the credential helper {program} failed for {host} (exit {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[:160]})",
+            remedy=remedy,
+        )
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = str(answer["Username"]), str(answer["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"the credential helper {program} answered something other than the helper protocol's JSON",
+            remedy=remedy,
+        ) from None
+    return Credentials(user, secret, f"the credential helper {program}")
 
 
 def docker_credentials(host: str, env: dict[str, str] | None = None) -> Credentials | None:
-    """The ``auths`` entry for ``host`` in Docker's config file, if there is one (no helpers)."""
+    """Credentials for ``host`` as Docker finds them: its credential helper (``credHelpers``),
+    else the default store (``credsStore``), else the ``auths`` entry of config.json."""
     env = dict(os.environ) if env is None else env
-    folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
-    try:
-        auths = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auths") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    path, config = _docker_config(env)
+    helpers = config.get("credHelpers") or {}
+    if isinstance(helpers, dict) and isinstance(helpers.get(host), str):
+        return _from_helper(helpers[host], host, env)
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        found = _from_helper(store, host, env)
+        if found is not None:
+            return found
+    auths = config.get("auths") or {}
     if not isinstance(auths, dict):
         return None
     for key, entry in auths.items():
         name = str(key).removeprefix("https://").removeprefix("http://").split("/", 1)[0].lower()
         if name != host or not isinstance(entry, dict):
             continue
+        source = f"the auths entry for {host} in {path}"
         if entry.get("username") and entry.get("password"):
-            return Credentials(str(entry["username"]), str(entry["password"]))
+            return Credentials(str(entry["username"]), str(entry["password"]), source)
         try:
             user, _, password = base64.b64decode(str(entry.get("auth") or "")).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             continue
         if user:
-            return Credentials(user, password)
+            return Credentials(user, password, source)
     return None
 
 
@@ -102,11 +189,22 @@ class Registry:
         self.scheme = "http" if ref.host in insecure else "https"
         self.base = f"{self.scheme}://{ref.host}/v2/{ref.repository}"
         self.scope = f"repository:{ref.repository}:" + ("pull,push" if push else "pull")
-        self.credentials = docker_credentials(ref.host, env)
+        self._env = env
+        self._credentials: Credentials | None = None
+        self._looked_up = False
         self._authorization: str | None = None
         self.requests = 0
 
     # --- plumbing --------------------------------------------------------------------------
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """Docker's credentials for the host, looked up when the registry first asks for them
+        (a credential helper is not run for a registry that needs none)."""
+        if not self._looked_up:
+            self._credentials = docker_credentials(self.ref.host, self._env)
+            self._looked_up = True
+        return self._credentials
 
     def auth_headers(self) -> dict[str, str]:
         """For blob GETs through the shared transfer (which keeps them to the registry's host)."""
@@ -152,8 +250,11 @@ class Registry:
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 if self.scheme == "https" and isinstance(exc, httpx2.ConnectError) and "SSL" in str(exc):
                     raise ConfigError(
-                        f"{what}: the TLS handshake with {self.ref.host} failed ({str(exc)[:120]})",
-                        remedy=self._reach_remedy(),
+                        f"{what}: the TLS handshake with {self.ref.host} failed ({str(exc)[:160]})",
+                        remedy="if the registry's certificate comes from a private CA, point MODELCACHE_CA_BUNDLE at "
+                        "that CA's PEM file (or add it to the system store); check that the certificate names "
+                        f"{self.ref.host.rsplit(':', 1)[0]}; a registry on plain http must be listed in "
+                        "MODELCACHE_INSECURE_REGISTRIES instead",
                     ) from None
                 last = f"{exc.__class__.__name__} talking to {self.ref.host}"
                 continue
@@ -185,6 +286,8 @@ class Registry:
         if scheme == "basic":
             if self.credentials is None:
                 raise self._needs_login()
+            if self._authorization is not None:  # the credentials were sent and refused
+                raise self._needs_login(refused=True)
             self._authorization = self.credentials.basic()
             return
         if scheme != "bearer":
@@ -219,20 +322,29 @@ class Registry:
         self._authorization = f"Bearer {token}"
 
     def _needs_login(self, *, refused: bool = False) -> ConfigError:
-        if refused:
+        if refused and self.credentials is not None:
             return ConfigError(
-                f"{self.ref.host} refused the credentials for {self.ref.host} in the Docker config file",
-                remedy=f"log in again (`docker login {self.ref.host}`) or fix `auths` in $DOCKER_CONFIG/config.json",
+                f"{self.ref.host} refused the credentials of user {self.credentials.username!r} from "
+                f"{self.credentials.source}",
+                remedy=f"log in again (`docker login {self.ref.host}`), or fix that entry",
             )
         return ConfigError(
-            f"{self.ref.host} asks for credentials and there are none for it",
+            f"{self.ref.host} asks for credentials and there are none for it (no credHelpers entry, credsStore "
+            "answer or auths entry in Docker's config.json)",
             remedy=f"run `docker login {self.ref.host}` (it writes ~/.docker/config.json; mount it, or point "
-            "DOCKER_CONFIG at its folder); credential helpers are not supported yet",
+            "DOCKER_CONFIG at its folder)",
         )
 
     def _denied(self, response: httpx2.Response, what: str) -> ConfigError:
+        if response.status_code == 401 and self.credentials is not None:
+            return self._needs_login(refused=True)
+        tried = (
+            f" (as user {self.credentials.username!r} from {self.credentials.source})"
+            if self.credentials is not None
+            else " (anonymously: no credentials for it in Docker's config.json)"
+        )
         return ConfigError(
-            f"{what}: HTTP {response.status_code}: not authorised for {self.ref.repository} on {self.ref.host}",
+            f"{what}: HTTP {response.status_code}: not authorised for {self.ref.repository} on {self.ref.host}{tried}",
             remedy=f"log in with an account that may {'push to' if 'push' in self.scope else 'pull from'} "
             f"{self.ref.repository} (`docker login {self.ref.host}`)",
         )

@@ -201,6 +201,53 @@ def test_push_to_another_repository_mounts_the_blobs_instead_of_sending_them(
 
 
 @pytest.mark.slow
+def test_push_image_is_a_container_image_docker_pulls_and_whose_tree_verifies(
+    registry: Registry, warm: Volume, tmp_path: Path, _warm_template: Path
+) -> None:
+    """`push --image`: one uncompressed tar layer with the volume's tree, the lock included
+    (what image volumes and modelcars mount). A real runtime (Docker) pulls and unpacks it."""
+    import subprocess
+    import uuid
+
+    from tests.support.docker import docker_unavailable
+
+    ref = registry.ref("site/models-image", TAG)
+    first = warm.cli("push", "--image", ref, "--json", **registry.env)
+    assert first.returncode == 0, first.stderr
+    digest = json.loads(first.stdout)["digest"]
+    again = warm.cli("push", "--image", ref, "--json", **registry.env)
+    assert json.loads(again.stdout)["digest"] == digest and json.loads(again.stdout)["bytes_sent"] == 0
+    manifest = get_json(registry, f"/v2/site/models-image/manifests/{TAG}")
+    assert "artifactType" not in manifest
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar"]
+    # fetch --from reads only the ModelPack form, and says so
+    refused = warm.cli("fetch", "--from", ref, **registry.env)
+    assert refused.returncode == EXIT_CONFIG and "is not a model artifact" in refused.stderr
+    reason = docker_unavailable()
+    if reason:
+        if os.environ.get("MODELCACHE_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"required here but cannot run: {reason}")
+        pytest.skip(reason)
+    image = f"{registry.host}/site/models-image:{TAG}"
+    name = f"mc-image-{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run(["docker", "pull", "-q", image], check=True, capture_output=True, timeout=300)
+        subprocess.run(["docker", "create", "--name", name, image, "/none"], check=True, capture_output=True)
+        out = tmp_path / "unpacked"
+        out.mkdir()
+        exported = subprocess.run(["docker", "export", name], check=True, capture_output=True, timeout=300).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=exported, check=True)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+    made_by_docker = (".dockerenv", "dev/", "etc/", "proc/", "sys/")
+    unpacked = {k: v for k, v in tree(out).items() if not k.startswith(made_by_docker)}
+    assert unpacked == tree(_warm_template)
+    verified = run_cli("verify", "--deep", env={**warm.env, "MODELCACHE_DIR": str(out)})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.slow
 def test_push_refuses_a_volume_that_does_not_verify(warm: Volume, registry: Registry) -> None:
     lock = read_lock(Layout(warm.root))
     assert lock is not None

@@ -115,6 +115,25 @@ class _Hashing:
 # --- export ---------------------------------------------------------------------------------
 
 
+def write_tree(fh: IO[bytes], layout: Layout, lock: Lock, lock_bytes: bytes, *, reporter: Reporter) -> Transfer:
+    """The volume as a plain file tree (a container image layer): what the lock names, links
+    as links, and the lock itself at its place, every byte checked against the lock."""
+    items = members(layout, lock)
+    total = sum(m.size for m in items) + len(lock_bytes)
+    return _write(
+        fh,
+        layout,
+        items,
+        lock_bytes,
+        total,
+        reporter,
+        time.monotonic(),
+        stream=True,
+        header_name=layout.rel(layout.lock_file),
+        label="image layer",
+    )
+
+
 def export(layout: Layout, lock: Lock, target: str, *, reporter: Reporter) -> Transfer:
     """Write the bundle of a complete volume to ``target`` (a path, or ``-`` for stdout)."""
     started = time.monotonic()
@@ -170,15 +189,17 @@ def _write(
     started: float,
     *,
     stream: bool,
+    header_name: str = BUNDLE_LOCK,
+    label: str = "export",
 ) -> Transfer:
     result = Transfer()
-    task = reporter.start("export", total)
+    task = reporter.start(label, total)
     mode: Literal["w|", "w"] = "w|" if stream else "w"
     # copybufsize is a real TarFile.__init__ keyword (open() passes it on), missing from typeshed's open()
     with tarfile.open(  # type: ignore[call-overload]
         fileobj=fh, mode=mode, format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
     ) as tar:
-        tar.addfile(_tarinfo(BUNDLE_LOCK, size=len(header)), _Bytes(header))
+        tar.addfile(_tarinfo(header_name, size=len(header)), _Bytes(header))
         reporter.advance(task, len(header))
         for m in items:
             if m.kind == "link":

@@ -91,6 +91,14 @@ def push(
             "linked across (cross-repository mount), not sent again; repeatable.",
         ),
     ] = None,
+    image: Annotated[
+        bool,
+        typer.Option(
+            "--image",
+            help="Publish a container image instead (one uncompressed tar layer holding the volume's tree), "
+            "for Kubernetes image volumes and KServe modelcars; `fetch --from` reads only the ModelPack form.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish the complete, verified volume to an OCI registry as a ModelPack artifact (one layer per file)."""
@@ -104,7 +112,12 @@ def push(
     sources = tuple(
         parse_oci_reference(f"oci://{ref.host}/{m}:x", where="--mount-from").repository for m in mount_from or ()
     )
-    result = do_push(settings, ref, models=tuple(model or ()), mount_from=sources, reporter=reporter)
+    if image:
+        from modelcache.fetch.oci import push_image
+
+        result = push_image(settings, ref, models=tuple(model or ()), reporter=reporter)
+    else:
+        result = do_push(settings, ref, models=tuple(model or ()), mount_from=sources, reporter=reporter)
     if as_json:
         _print_json(result.to_dict())
         return

@@ -278,6 +278,96 @@ def push(
     return result
 
 
+# --- push --image: the volume as a container image, for image volumes and modelcars -------
+
+IMAGE_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+IMAGE_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+class _HashingWriter:
+    def __init__(self, fh) -> None:
+        self.fh, self.hash, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+def push_image(
+    settings: Settings, ref: OciReference, *, models: tuple[str, ...] = (), reporter: Reporter, env=None
+) -> PushResult:
+    """Publish the volume as an OCI image with one uncompressed tar layer holding the volume's
+    tree (lock included): what Kubernetes image volumes and KServe modelcars mount. The layer
+    is the deterministic tar of `export` (fixed order, no timestamps), written to a temporary
+    file first (TMPDIR needs the volume's size free); the same volume gives the same digest."""
+    import platform
+    import tempfile
+
+    from modelcache.bundle import write_tree
+    from modelcache.errors import DiskFullError
+
+    started = time.monotonic()
+    layout = Layout(settings.models_dir.absolute())
+    lock, lock_bytes = select(layout, build_plan(settings), settings, models)
+    assert ref.tag is not None
+    with tempfile.TemporaryDirectory(prefix="modelcache-image-") as tmp:
+        need = sum(f.size for f in lock.files) + len(lock_bytes) + 1536 * (len(lock.files) * 2 + 8)
+        free = shutil.disk_usage(tmp).free
+        if need > free:
+            raise DiskFullError(
+                f"{tmp} has {human_bytes(free)} free but the image layer needs {human_bytes(need)}; nothing was pushed",
+                remedy="point TMPDIR at a filesystem with room for one copy of the volume",
+            )
+        layer = Path(tmp) / "layer.tar"
+        with open(layer, "wb") as fh:
+            writer = _HashingWriter(fh)
+            write_tree(writer, layout, lock, lock_bytes, reporter=reporter)  # type: ignore[arg-type]
+        layer_digest, layer_size = "sha256:" + writer.hash.hexdigest(), writer.size
+        models_json = json.loads(build(layout, lock, lock_bytes).manifest)["annotations"][MODELS_ANNOTATION]
+        config = _json(
+            {
+                "architecture": _ARCH.get(platform.machine().lower(), platform.machine().lower()),
+                "os": "linux",
+                "config": {"Labels": {MODELS_ANNOTATION: models_json}},
+                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            }
+        )
+        manifest = _json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": IMAGE_CONFIG_TYPE, "digest": _digest(config), "size": len(config)},
+                "layers": [{"mediaType": IMAGE_LAYER_TYPE, "digest": layer_digest, "size": layer_size}],
+                "annotations": {MODELS_ANNOTATION: models_json},
+            }
+        )
+        result = PushResult(reference=str(ref), digest=_digest(manifest), blobs=2)
+        policy = Policy(
+            retries=settings.retries,
+            stall_timeout=settings.stall_timeout,
+            deadline=time.monotonic() + settings.fetch_timeout,
+            notify=reporter.note,
+        )
+        with registry_client(settings, USER_AGENT) as client:
+            registry = Registry(client, ref, policy, insecure=settings.insecure_registries, push=True, env=env)
+            for digest, size, path, data in (
+                (layer_digest, layer_size, layer, None),
+                (_digest(config), len(config), None, config),
+            ):
+                if registry.has_blob(digest) is not None:
+                    result.bytes_skipped += size
+                else:
+                    registry.upload(digest, size, path=path, data=data)
+                    result.bytes_sent += size
+                    result.blobs_sent += 1
+            registry.put_manifest(ref.tag, manifest)
+    reporter.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
 # --- fetch --from ---------------------------------------------------------------------------
 
 

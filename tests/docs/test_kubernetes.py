@@ -11,21 +11,37 @@ import yaml
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")  # the dev extra
 
-MANIFESTS = sorted((Path(__file__).resolve().parents[2] / "docs" / "kubernetes").glob("*.yaml"))
-VERSION = "1.31.0"
+FOLDER = Path(__file__).resolve().parents[2] / "docs" / "kubernetes"
+MANIFESTS = sorted(FOLDER.rglob("*.yaml"))
+VERSION = "1.36.0"
 
 
-def documents() -> list[dict]:
-    return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+def documents(paths: list[Path] = MANIFESTS) -> list[dict]:
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.parametrize("doc", documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
-def test_manifest_is_valid(doc: dict) -> None:
-    kubernetes_validate.validate(doc, VERSION, strict=True)
+@pytest.mark.parametrize(
+    "doc",
+    [(p, d) for p in MANIFESTS for d in documents([p])],
+    ids=lambda pd: f"{pd[0].relative_to(FOLDER)}:{pd[1]['kind']}/{pd[1]['metadata']['name']}",
+)
+def test_manifest_is_valid(doc: tuple[Path, dict]) -> None:
+    kubernetes_validate.validate(doc[1], VERSION, strict=True)
+
+
+def test_the_image_volume_variant_mounts_the_models_image_read_only_without_downloader() -> None:
+    docs = documents(sorted((FOLDER / "image-volume").glob("*.yaml")))
+    spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in spec  # nothing downloads
+    models = next(v for v in spec["volumes"] if v["name"] == "models")
+    assert set(models) == {"name", "image"} and models["image"]["reference"]
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "models")
+    assert mount == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"])
 
 
 def test_service_mounts_the_volume_read_only_with_probes() -> None:
-    deployment = next(d for d in documents() if d["kind"] == "Deployment")
+    deployment = next(d for d in documents(sorted(FOLDER.glob("*.yaml"))) if d["kind"] == "Deployment")
     spec = deployment["spec"]["template"]["spec"]
     service = spec["containers"][0]
     models = next(m for m in service["volumeMounts"] if m["name"] == "models")

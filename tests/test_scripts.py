@@ -315,3 +315,29 @@ def test_verify_volume_checks_a_filled_volume(project: tuple[str, str, dict[str,
     new_networks = _names("network") - networks_before
     assert not [n for n in new_networks if n.startswith(name)], new_networks
     assert _project_objects(name)["networks"] == [] and _project_objects(name)["containers"] == []
+
+
+def test_registry_credentials_and_trust_reach_only_the_downloader(tmp_path: Path) -> None:
+    """The compose file's registry variant: the Docker config, the registry's CA and the trust
+    key are secrets of the downloader; the service sees none of them."""
+    if (
+        shutil.which("docker") is None
+        or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode
+    ):
+        _require("no docker compose v2")
+    auth = tmp_path / "config.json"
+    auth.write_text('{"auths": {"registry.lan:5000": {"auth": "dXNlcjpwYXNz"}}}')
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth), "COMPOSE_PROFILES": "cpu"}
+    out = subprocess.run(
+        ["docker", "compose", "config", "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    downloader, service = config["services"]["model-downloader"], config["services"]["model-service"]
+    assert downloader["environment"]["DOCKER_CONFIG"] == "/run/secrets/docker"
+    mounted = {s["source"]: s.get("target", s["source"]) for s in downloader["secrets"]}
+    assert mounted["registry_auth"] == "docker/config.json"
+    assert {"registry_ca", "trust_key"} <= set(mounted)
+    assert config["secrets"]["registry_auth"]["file"] == str(auth)
+    assert not [s for s in service.get("secrets", []) if s["source"] in ("registry_auth", "registry_ca", "trust_key")]
+    assert "DOCKER_CONFIG" not in (service.get("environment") or {})

@@ -151,3 +151,14 @@ def test_the_ca_bundle_setting_is_checked(tmp_path: Path) -> None:
     junk.write_text("hello\n")
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         Settings.from_env({"MODELCACHE_CA_BUNDLE": str(junk)})
+
+
+def test_an_empty_docker_config_means_no_credentials(tmp_path: Path) -> None:
+    """Compose mounts /dev/null when no registry login is configured."""
+    from modelcache.fetch.registry import docker_credentials
+
+    (tmp_path / "config.json").write_text("")
+    assert docker_credentials("registry.lan:5000", {"DOCKER_CONFIG": str(tmp_path)}) is None
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read as Docker's config file"):
+        docker_credentials("registry.lan:5000", {"DOCKER_CONFIG": str(tmp_path)})

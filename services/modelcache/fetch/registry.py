@@ -82,7 +82,8 @@ def _docker_config(env: dict[str, str]) -> tuple[Path, dict]:
     folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
     path = folder / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if text.strip() else {}  # empty (compose's /dev/null secret): no config
     except FileNotFoundError:
         return path, {}
     except (OSError, ValueError) as exc:

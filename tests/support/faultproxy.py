@@ -36,6 +36,7 @@ class FaultProxy:
     upstream: str  # http://HOST:PORT
     faults: list[Fault] = field(default_factory=list)
     hits: list[tuple[str, str]] = field(default_factory=list)  # (fault kind, path)
+    rate_bps: float | None = None  # throttle every response body to this many bytes a second
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -81,7 +82,12 @@ class FaultProxy:
                             self.send_header(key, value)
                     self.end_headers()
                     sent = 0
+                    began = time.monotonic()
                     for chunk in response.iter_raw(64 * 1024):
+                        if proxy.rate_bps:
+                            ahead = sent / proxy.rate_bps - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
                         if fault is not None and sent + len(chunk) > fault.after:
                             self.wfile.write(chunk[: max(0, fault.after - sent)])
                             self.wfile.flush()
@@ -96,7 +102,13 @@ class FaultProxy:
                 finally:
                     response.close()
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+            def _quiet(self) -> None:
+                try:
+                    self._any()
+                except (ConnectionError, BrokenPipeError):  # the client went away (killed, or gave up)
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _quiet
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -565,7 +565,7 @@ def run_from_registry(settings: Settings, *, deep: bool, reporter: Reporter, sta
             jobs = _jobs(
                 layout, registry, ref, items, deep, policy, Segmenting(settings.segments, settings.segment_min_bytes)
             )
-            _check_missing_blobs(registry, ref, [job for _, job in jobs])
+            _check_missing_blobs(registry, ref, [job for _, job in jobs], settings.workers)
             check_disk(layout, [job for _, job in jobs])
             transferred = run_jobs(jobs, settings.workers, reporter, policy.cancel)
             _finish(layout, items)
@@ -734,14 +734,21 @@ def _missing_blob(ref: OciReference, which: list[str]) -> VerificationError:
     )
 
 
-def _check_missing_blobs(registry: Registry, ref: OciReference, jobs: list[Job]) -> None:
-    """HEAD every blob to fetch before fetching any: an incomplete artifact fails at once."""
-    missing = []
-    for job in jobs:
+def _check_missing_blobs(registry: Registry, ref: OciReference, jobs: list[Job], workers: int) -> None:
+    """HEAD every blob to fetch before fetching any (``workers`` at a time): an incomplete
+    artifact fails at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(job: Job) -> str | None:
         assert job.partial is not None
         digest = "sha256:" + job.partial.name.removesuffix(".part")
-        if registry.has_blob(digest) is None:
-            missing.append(f"{digest} ({job.label})")
+        return None if registry.has_blob(digest) is not None else f"{digest} ({job.label})"
+
+    if not jobs:
+        return
+    first = check(jobs[0])  # alone: a registry that wants a token gets asked for it once
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        missing = [m for m in (first, *pool.map(check, jobs[1:])) if m is not None]
     if missing:
         raise _missing_blob(ref, missing)
 

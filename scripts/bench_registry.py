@@ -102,6 +102,16 @@ def _skopeo(*args: str) -> float:
     return time.perf_counter() - started
 
 
+def _side_by_side(size: int, ours: list[float], oras: list[float], skopeo: list[float], notes: dict) -> dict:
+    return {
+        "bytes": size,
+        "modelcache_s": _median(ours),
+        "oras_s": _median(oras) if oras else None,
+        "skopeo_s": _median(skopeo) if skopeo else None,
+        "notes": {k: v for k, v in notes.items() if v},
+    }
+
+
 def _anchor(fn, *args) -> tuple[float | None, str]:
     try:
         return fn(*args), ""
@@ -173,13 +183,7 @@ def bench(quick: bool) -> dict:
                     skopeo.append(t)
                 notes["skopeo_push"] = why
                 _stop(reg)
-            out["push"] = {
-                "bytes": size,
-                "modelcache_s": _median(ours),
-                "oras_s": _median(oras) if oras else None,
-                "skopeo_s": _median(skopeo) if skopeo else None,
-                "notes": {k: v for k, v in notes.items() if v},
-            }
+            out["push"] = _side_by_side(size, ours, oras, skopeo, notes)
 
             # -- 2. cold pull, and 3. two more volumes ------------------------------------------
             reg = start_registry(work / "pull")
@@ -214,13 +218,7 @@ def bench(quick: bool) -> dict:
                     if t is not None:
                         skopeo.append(t)
                     notes["skopeo_pull"] = why
-                out["pull"] = {
-                    "bytes": size,
-                    "modelcache_s": _median(ours),
-                    "oras_s": _median(oras) if oras else None,
-                    "skopeo_s": _median(skopeo) if skopeo else None,
-                    "notes": {k: v for k, v in notes.items() if v},
-                }
+                out["pull"] = _side_by_side(size, ours, oras, skopeo, notes)
                 out["three_volumes"] = {
                     "models_bytes": size,
                     "hub_bytes_first": hub_bytes_a,

@@ -136,3 +136,40 @@ def test_a_blob_refused_with_401_names_the_registry_not_the_hub_token(
     assert f"the registry refused blob sha256:{sha[:12]}" in proc.stderr and "HTTP 401" in proc.stderr
     assert f"docker login {proxy.host}" in proc.stderr and "MODELCACHE_HF_TOKEN_FILE" not in proc.stderr
     assert not (volume.root / ".modelcache/lock.json").exists()
+
+
+@pytest.mark.slow
+def test_a_token_that_expires_during_a_long_fetch_is_renewed(
+    tmp_path: Path, models: MirrorModels, _warm_template: Path, _mirror_models: MirrorModels
+) -> None:
+    """Bearer auth with tokens that lapse after 3 s (a real token service and the registry's
+    own token checks); the fetch takes longer, one blob after another: a blob refused with
+    401 gets a fresh token and the fetch completes."""
+    from tests.support.registry import TokenServer, start_registry
+
+    pytest.importorskip("jwt")
+    tokens = TokenServer(tmp_path, lifetime=3)
+    reg = start_registry(tmp_path / "reg", tokens=tokens)
+    proxy = FaultProxy(f"http://{reg.host}", rate_bps=30_000_000).start()
+    try:
+        pushed = run_cli(
+            "push",
+            f"oci://{reg.host}/{REPO}:v1",
+            env={**_mirror_models.env(_warm_template), "MODELCACHE_INSECURE_REGISTRIES": reg.host},
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        volume = through(proxy, tmp_path, models, MODELCACHE_WORKERS="1")
+        mark = reg.mark()
+        issued = tokens.issued
+        proc = volume.cli("fetch", "--plain", timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "the registry's token expired; renewed, resuming" in proc.stderr
+        assert tokens.issued >= issued + 2  # the first token, and at least one renewal
+        blob_answers = [r.status for r in reg.requests(mark) if r.method == "GET" and "/blobs/" in r.path]
+        assert 401 in blob_answers and blob_answers[-1] in (200, 206)
+        assert tree(volume.root) == tree(_warm_template)
+    finally:
+        proxy.stop()
+        reg.process.terminate()
+        reg.process.wait(10)
+        tokens.stop()

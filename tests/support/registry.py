@@ -6,6 +6,7 @@ combined-format line per request) is how tests see which requests reached it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -130,8 +131,103 @@ def make_ca_and_certificate(workdir: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def start_registry(workdir: Path, *, tls: bool = False, users: dict[str, str] | None = None) -> Registry:
-    """``tls``: https with a certificate from a private CA; ``users``: htpasswd (basic) auth."""
+class TokenServer:
+    """A token service for the registry's bearer auth (Docker's token protocol), on 127.0.0.1:
+    grants what is asked, with tokens that expire ``lifetime`` seconds after they are issued."""
+
+    def __init__(self, workdir: Path, lifetime: float) -> None:
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.UTC)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelcache test token issuer")])
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = workdir / "token-issuer.pem"
+        self.bundle.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        self.lifetime = lifetime
+        self.issued = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                query = parse_qs(urlsplit(self.path).query)
+                body = json.dumps({"token": server.token(query.get("scope", [""])[0])}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/token"
+
+    def token(self, scope: str) -> str:
+        import base64
+        import uuid
+
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+
+        access = []
+        if scope.startswith("repository:"):
+            _, name, actions = scope.split(":", 2)
+            access.append({"type": "repository", "name": name, "actions": actions.split(",")})
+        # distribution accepts a token up to 60 s past its exp: exp is set so that it lapses
+        # ``lifetime`` seconds from now
+        now = int(time.time())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": "ci-bot",
+            "aud": TOKEN_SERVICE,
+            "iat": now - 1,
+            "nbf": now - 1,
+            "exp": now - 60 + int(self.lifetime),
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        self.issued += 1
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": [base64.b64encode(der).decode()]})
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+TOKEN_ISSUER = "modelcache-test-issuer"
+TOKEN_SERVICE = "modelcache-test-registry"
+
+
+def start_registry(
+    workdir: Path, *, tls: bool = False, users: dict[str, str] | None = None, tokens: TokenServer | None = None
+) -> Registry:
+    """``tls``: https with a certificate from a private CA; ``users``: htpasswd (basic) auth;
+    ``tokens``: bearer auth with tokens from that token server."""
     binary = shutil.which(BINARY)
     if binary is None:
         raise FileNotFoundError(BINARY)
@@ -157,6 +253,11 @@ def start_registry(workdir: Path, *, tls: bool = False, users: dict[str, str] | 
             "".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}\n" for u, p in users.items())
         )
         text += f"auth:\n  htpasswd:\n    realm: modelcache-test\n    path: {htpasswd}\n"
+    if tokens is not None:
+        text += (
+            f"auth:\n  token:\n    realm: {tokens.realm}\n    service: {TOKEN_SERVICE}\n"
+            f"    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {tokens.bundle}\n"
+        )
     config.write_text(text)
     log = workdir / "registry.log"
     out = open(log, "wb")
@@ -172,7 +273,7 @@ def start_registry(workdir: Path, *, tls: bool = False, users: dict[str, str] | 
                 if response.status == 200:
                     return registry
         except urllib.error.HTTPError as exc:
-            if exc.code == 401 and users:  # up, and asking for credentials
+            if exc.code == 401 and (users or tokens):  # up, and asking for credentials
                 return registry
         except OSError:
             pass

@@ -688,19 +688,30 @@ def _runner(
     sha256 = expected.sha256 or ""
     part = layout.partial / f"{sha256}.part"
 
+    def fetch_blob(progress: Progress):
+        for renewed in (False, True):
+            headers = registry.auth_headers()
+            try:
+                return download(
+                    registry.client,
+                    registry.blob_url("sha256:" + sha256),
+                    part,
+                    expected,
+                    policy,
+                    label=targets[0].path,
+                    headers=headers,
+                    progress=progress,
+                    segmenting=segmenting,
+                )
+            except ConfigError as exc:  # a token that expired during a long fetch: renew once, resume
+                if renewed or "HTTP 401" not in exc.message or not registry.renew(headers, "sha256:" + sha256):
+                    raise
+                policy.notify(f"{targets[0].path}: the registry's token expired; renewed, resuming")
+        raise AssertionError("unreachable")
+
     def run(progress: Progress) -> tuple[LockedFile, int]:
         try:
-            got = download(
-                registry.client,
-                registry.blob_url("sha256:" + sha256),
-                part,
-                expected,
-                policy,
-                label=targets[0].path,
-                headers=registry.auth_headers(),
-                progress=progress,
-                segmenting=segmenting,
-            )
+            got = fetch_blob(progress)
         except NetworkError as exc:
             if "HTTP 404" not in exc.message:
                 raise
@@ -711,8 +722,7 @@ def _runner(
             raise ConfigError(
                 f"{ref}: the registry refused blob sha256:{sha256[:12]}… ({targets[0].path}) after serving the "
                 f"manifest ({exc.message.split(': ')[1]}); what arrived is kept for the next run",
-                remedy=f"check the account's pull right on {ref.repository} (`docker login {ref.host}`); a token that "
-                "expired during a long transfer is fetched again when the fetch is run again",
+                remedy=f"check the account's pull right on {ref.repository} (`docker login {ref.host}`)",
             ) from None
         first = layout.abs(targets[0].path)
         for extra in targets[1:]:  # the same bytes elsewhere: a verified copy

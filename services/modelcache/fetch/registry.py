@@ -22,6 +22,7 @@ import os
 import re
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,6 +195,7 @@ class Registry:
         self._credentials: Credentials | None = None
         self._looked_up = False
         self._authorization: str | None = None
+        self._renewing = threading.Lock()
         self.requests = 0
 
     # --- plumbing --------------------------------------------------------------------------
@@ -412,6 +414,19 @@ class Registry:
 
     def blob_url(self, digest: str) -> str:
         return f"{self.base}/blobs/{digest}"
+
+    def renew(self, used: dict[str, str], digest: str) -> bool:
+        """After a 401 on a blob in mid-fetch (a short-lived token expired): drop the token that
+        was used and get a fresh one through the registry's challenge. False when there was
+        no token to renew (anonymous, or basic credentials the registry now refuses)."""
+        with self._renewing:
+            if used.get("Authorization") != self._authorization:
+                return True  # another transfer renewed it meanwhile
+            if self._authorization is None or not self._authorization.startswith("Bearer "):
+                return False
+            self._authorization = None
+            self.has_blob(digest)  # answers 401 with the challenge: a new token is fetched
+            return self._authorization is not None
 
     def has_blob(self, digest: str) -> int | None:
         """The size of the blob if the registry has it, else None."""

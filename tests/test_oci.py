@@ -451,6 +451,44 @@ def test_a_killed_fetch_resumes(pushed: dict, registry: Registry, empty: Volume,
     assert sent < pushed["bytes_sent"] + pushed["bytes_skipped"]  # what the killed run kept was not sent again
 
 
+@pytest.mark.slow
+def test_a_lockfile_can_name_the_registry_artifact_to_fill_from(
+    registry: Registry, warm: Volume, tmp_path: Path, models: MirrorModels
+) -> None:
+    """`lock --registry oci://…@sha256:…` records where the pinned bytes come from: a host with
+    that lockfile fills its volume from the registry without MODELCACHE_FROM and asks the Hub
+    nothing."""
+    lockfile = tmp_path / "models.lock"
+    made = warm.cli("lock", "--lockfile", str(lockfile))
+    assert made.returncode == 0, made.stderr
+    pinned = warm.cli("fetch", "--plain", MODELCACHE_LOCKFILE=str(lockfile))  # the pushing host, pinned
+    assert pinned.returncode == 0, pinned.stderr
+    pushed = warm.cli("push", registry.ref("site/pinned"), "--json", **registry.env)
+    assert pushed.returncode == 0, pushed.stderr
+    digest = json.loads(pushed.stdout)["digest"]
+    by_digest = f"oci://{registry.host}/site/pinned@{digest}"
+    tagged = warm.cli("lock", "--lockfile", str(lockfile), "--registry", registry.ref("site/pinned"))
+    assert tagged.returncode == EXIT_CONFIG and "by digest, not by tag" in tagged.stderr
+    named = warm.cli("lock", "--lockfile", str(lockfile), "--registry", by_digest)
+    assert named.returncode == 0, named.stderr
+    assert f'registry = "{by_digest}"' in lockfile.read_text()
+    again = warm.cli("lock", "--lockfile", str(lockfile))  # kept when the pins are written again
+    assert again.returncode == 0 and f'registry = "{by_digest}"' in lockfile.read_text()
+
+    root = tmp_path / "other-host" / "models"
+    other = Volume(root, {**models.env(root), **registry.env, "MODELCACHE_LOCKFILE": str(lockfile)})
+    models.mirror.reset_log()
+    proc = other.cli("fetch", "--plain")
+    assert proc.returncode == 0, proc.stderr
+    assert f"names {by_digest}: filling the volume from that registry" in proc.stderr
+    assert models.mirror.requests == []
+    assert tree(root) == tree(warm.root)
+
+    lockfile.write_text(lockfile.read_text().replace(by_digest, registry.ref("site/pinned")))
+    bad = other.cli("fetch")
+    assert bad.returncode == EXIT_CONFIG and "names a tag" in bad.stderr
+
+
 # --- units ------------------------------------------------------------------------------------
 
 

@@ -190,6 +190,15 @@ def lock_cmd(
     print_: Annotated[
         bool, typer.Option("--print", help="Print the new lockfile on stdout instead of writing it.")
     ] = False,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Record where the pinned bytes are fetched from instead of the Hub: the artifact `modelcache push` "
+            "made, by digest (oci://HOST/REPO@sha256:...); '' removes it.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin every configured model (commit, files, sizes, sha256) in a lockfile, from metadata only."""
@@ -222,8 +231,22 @@ def lock_cmd(
     from modelcache.fetch.pinning import make_lockfile
     from modelcache.progress import PlainReporter
 
+    if registry:
+        from modelcache.settings import parse_oci_reference
+
+        if parse_oci_reference(registry, where="--registry").digest is None:
+            raise ConfigError(
+                f"--registry {registry}: a lockfile names the artifact by digest, not by tag",
+                remedy="give the digest `modelcache push` printed: oci://HOST/REPO@sha256:…",
+            )
     result = make_lockfile(
-        settings, path, upgrade=upgrade, names=tuple(names or ()), reporter=PlainReporter(), write=not print_
+        settings,
+        path,
+        upgrade=upgrade,
+        names=tuple(names or ()),
+        reporter=PlainReporter(),
+        write=not print_,
+        registry=registry,
     )
     if print_:
         from modelcache.models_lock import render

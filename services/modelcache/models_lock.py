@@ -3,7 +3,8 @@ docker-compose.yml, so that every host fills its volume with the same bytes.
 
 ``modelcache lock`` writes it from the Hub's metadata (no weights are downloaded); with
 ``MODELCACHE_LOCKFILE`` set, ``fetch`` takes commits, file lists, sizes and hashes from it
-and asks the Hub nothing but the bytes. The format is TOML, one ``[[artifact]]`` table per
+and asks the Hub nothing but the bytes; with a top-level ``registry = "oci://…@sha256:…"``
+it asks the Hub nothing at all and fills the volume from that artifact instead. The format is TOML, one ``[[artifact]]`` table per
 artifact and one line per file, in a fixed order, so a moved pin is a small diff::
 
     version = 1
@@ -78,6 +79,9 @@ class Pin:
 class Lockfile:
     plan: str
     pins: tuple[Pin, ...]
+    #: where the pinned bytes are to be fetched from instead of the Hub: an artifact made by
+    #: `modelcache push`, by digest. Not part of the digest: it says where, not what.
+    registry: str | None = None
 
     @property
     def digest(self) -> str:
@@ -169,7 +173,21 @@ def _parse(data: dict) -> Lockfile:
                 files=tuple(_file(f, where) for f in files),
             )
         )
-    return Lockfile(plan, tuple(pins))
+    registry = data.get("registry")
+    if registry is not None:
+        from modelcache.errors import ConfigError
+        from modelcache.settings import parse_oci_reference
+
+        try:
+            ref = parse_oci_reference(str(registry), where="registry")
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        if ref.digest is None:
+            raise ValueError(
+                f"registry = {registry!r} names a tag; a lockfile pins bytes, so it names the artifact by digest "
+                "(oci://HOST/REPO@sha256:…, as `modelcache push` prints it)"
+            )
+    return Lockfile(plan, tuple(pins), registry)
 
 
 def _text(table: dict, key: str, where: str) -> str:
@@ -201,6 +219,8 @@ def _file(entry: object, where: str) -> PinnedFile:
 def render(lockfile: Lockfile) -> str:
     """The text of a lockfile: fixed order, one line per file."""
     lines = [HEADER, f"version = {LOCKFILE_VERSION}", f"plan = {_q(lockfile.plan)}"]
+    if lockfile.registry:
+        lines.append(f"registry = {_q(lockfile.registry)}")
     for pin in sorted(lockfile.pins, key=lambda p: p.name):
         lines += ["", "[[artifact]]"]
         for key in ("name", "kind", "spec", "source", "revision", "commit"):

@@ -21,7 +21,7 @@ import httpx2
 from modelcache.errors import ConfigError
 from modelcache.fetch import hub
 from modelcache.fetch.policy import Policy
-from modelcache.models_lock import Lockfile, Pin, PinnedFile, read_lockfile, write_lockfile
+from modelcache.models_lock import Lockfile, Pin, PinnedFile, read_lockfile, render, write_lockfile
 from modelcache.plan import Artifact, build_plan
 from modelcache.progress import Reporter
 from modelcache.settings import Settings
@@ -75,6 +75,7 @@ def make_lockfile(
     names: tuple[str, ...] = (),
     reporter: Reporter,
     write: bool = True,
+    registry: str | None = None,
 ) -> LockResult:
     """Resolve the plan to pins and write ``path`` (only when its content changes; never
     with ``write=False``, which only returns the result)."""
@@ -122,8 +123,11 @@ def make_lockfile(
                 + (f" at {pin.commit}" if pin.commit else "")
                 + f": {len(pin.files)} file(s)"
             )
-    result.lockfile = Lockfile(plan.digest, tuple(sorted(pins, key=lambda p: p.name)))
-    if write and (existing is None or existing.digest != result.lockfile.digest):
+    keep = existing.registry if existing else None
+    result.lockfile = Lockfile(
+        plan.digest, tuple(sorted(pins, key=lambda p: p.name)), keep if registry is None else (registry or None)
+    )
+    if write and (existing is None or render(existing) != render(result.lockfile)):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_lockfile(path, result.lockfile)

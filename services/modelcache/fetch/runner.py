@@ -36,6 +36,13 @@ def run_fetch(
 ) -> FetchResult:
     started = time.monotonic()
     reporter = reporter or PlainReporter()
+    if settings.from_ref is None and (pinned := configured(settings)) is not None and pinned.registry:
+        from dataclasses import replace
+
+        from modelcache.settings import parse_oci_reference
+
+        reporter.note(f"{settings.lockfile} names {pinned.registry}: filling the volume from that registry")
+        settings = replace(settings, from_ref=parse_oci_reference(pinned.registry, where=f"{settings.lockfile}"))
     if settings.from_ref is not None:
         if refresh:
             raise ConfigError(

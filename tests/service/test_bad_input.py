@@ -117,6 +117,14 @@ CASES = [
     ("post", "/v1/faces/detect", {"files": {"file": ("a.png", b"GIF89a broken")}}, 415),
     ("post", "/v1/faces/detect", {"json": {"input": [B64_PNG, B64_PNG]}}, 400),  # one image only
     ("post", "/v1/faces/detect", {"json": {"input": B64_PNG, "model": fixtures.SIGLIP}}, 400),  # wrong task
+    ("post", "/v1/faces/detect", {"json": {"input": B64_PNG, "model": ["yunet"]}}, 400),  # not a string
+    ("post", "/v1/images/embeddings", {"json": {"input": B64_PNG, "model": 7}}, 400),
+    (
+        "post",
+        "/v1/faces/detect",
+        {"files": [("file", ("a.png", PNG_BYTES)), ("model", (None, "a")), ("model", (None, "b"))]},
+        400,
+    ),  # a form field twice: which one was meant?
     ("get", "/v1/nothing-here", {}, 404),
     ("get", "/v1/embeddings", {}, 405),
 ]

@@ -31,8 +31,7 @@ async def detect(request: Request) -> dict:
     upload = await read_images(request, file_fields=("file",), json_field="input")
     if len(upload.images) != 1:
         raise ApiError(400, "send exactly one image", param="file")
-    model = upload.fields.get("model")
-    entry = find_model(state, model if isinstance(model, str) else None, "face-detection")
+    entry = find_model(state, upload.model(), "face-detection")
     score = number(upload.fields, "score_threshold", 0.9, 0.0, 1.0)
     nms = number(upload.fields, "nms_threshold", 0.3, 0.0, 1.0)
     top_k = int(number(upload.fields, "top_k", 5000, 1, 10000, integer=True))

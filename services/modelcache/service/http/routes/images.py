@@ -31,8 +31,7 @@ BODY["requestBody"]["content"]["application/json"]["schema"]["properties"]["enco
 async def image_embeddings(request: Request) -> Response:
     state = get_state(request)
     upload = await read_images(request, file_fields=("file", "files"), json_field="input")
-    model = upload.fields.get("model")
-    entry = find_model(state, model if isinstance(model, str) else None, "image-embedding")
+    entry = find_model(state, upload.model(), "image-embedding")
     fmt = upload.fields.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format")

@@ -18,7 +18,14 @@ MAX_IMAGES = 256
 @dataclass
 class ImageRequest:
     images: list[bytes]
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> str | None:
+        """The ``model`` field: None when left out; anything but a string is refused."""
+        value = self.fields.get("model")
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, "'model' must be a string (a model id)", param="model")
+        return value
 
 
 async def read_images(request: Request, *, file_fields: tuple[str, ...], json_field: str) -> ImageRequest:
@@ -34,6 +41,8 @@ async def read_images(request: Request, *, file_fields: tuple[str, ...], json_fi
                 if not data:
                     raise ApiError(400, f"the uploaded '{key}' is empty", param=key, code="empty_file")
                 images.append(data)
+            elif key in fields:
+                raise ApiError(400, f"'{key}' is given more than once", param=key)
             else:
                 fields[key] = value
         return ImageRequest(_bounded(images, file_fields[0]), fields)

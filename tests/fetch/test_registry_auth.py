@@ -162,3 +162,81 @@ def test_an_empty_docker_config_means_no_credentials(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot be read as Docker's config file"):
         docker_credentials("registry.lan:5000", {"DOCKER_CONFIG": str(tmp_path)})
+
+
+def test_a_refused_helper_secret_names_the_helper_never_the_secret(
+    secure_registry: Registry, tmp_path: Path, models: MirrorModels
+) -> None:
+    secret = "helper-says-wrong-pa55"
+    bin_dir = helper(
+        tmp_path / "bin",
+        "site",
+        f'read server\nprintf \'{{"ServerURL":"%s","Username":"{USER}","Secret":"{secret}"}}\' "$server"\n',
+    )
+    config = tmp_path / "docker"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {secure_registry.host: "site"}}))
+    v = volume(
+        tmp_path, models, secure_registry, DOCKER_CONFIG=str(config), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    )
+    proc = v.cli("fetch", "--from", secure_registry.ref(REPO))
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert (
+        f"{secure_registry.host} refused the credentials of user {USER!r} from the credential helper "
+        "docker-credential-site" in proc.stderr
+    )
+    assert f"docker login {secure_registry.host}" in proc.stderr
+    assert secret not in proc.stderr + proc.stdout
+    assert not (v.root / ".modelcache/lock.json").exists()
+
+
+def test_the_helper_protocol_and_the_order_docker_reads_credentials_in(tmp_path: Path) -> None:
+    """credHelpers[host] first, then credsStore, then auths; a helper gets `get` and the host on
+    stdin; "credentials not found" from the default store leaves the auths entry to answer."""
+    from modelcache.fetch.registry import docker_credentials
+
+    calls = tmp_path / "calls"
+    bin_dir = helper(
+        tmp_path / "bin",
+        "store",
+        f'read server\necho "$1 $server" >> {calls}\n'
+        '[ "$server" = "mine.lan:5000" ] || { echo "credentials not found in native keychain"; exit 1; }\n'
+        'printf \'{"ServerURL":"%s","Username":"from-store","Secret":"s"}\' "$server"\n',
+    )
+    helper(bin_dir, "pinned", 'read server\nprintf \'{"ServerURL":"%s","Username":"from-pinned","Secret":"p"}\' x\n')
+    auth = base64.b64encode(b"from-auths:a").decode()
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "credHelpers": {"pinned.lan": "pinned"},
+                "credsStore": "store",
+                "auths": {"other.lan": {"auth": auth}, "pinned.lan": {"auth": auth}},
+            }
+        )
+    )
+    env = {"DOCKER_CONFIG": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    found = {host: docker_credentials(host, env) for host in ("mine.lan:5000", "other.lan", "pinned.lan", "none.lan")}
+    assert {h: c and (c.username, c.source) for h, c in found.items()} == {
+        "mine.lan:5000": ("from-store", "the credential helper docker-credential-store"),
+        "other.lan": ("from-auths", f"the auths entry for other.lan in {tmp_path / 'config.json'}"),
+        "pinned.lan": ("from-pinned", "the credential helper docker-credential-pinned"),
+        "none.lan": None,
+    }
+    assert calls.read_text().splitlines() == ["get mine.lan:5000", "get other.lan", "get none.lan"]
+
+
+def test_a_helper_that_hangs_is_stopped_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from modelcache.fetch import registry
+
+    monkeypatch.setattr(registry, "HELPER_TIMEOUT", 1.0)
+    bin_dir = helper(tmp_path / "bin", "stuck", "exec sleep 60\n")
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "stuck"}))
+    env = {"DOCKER_CONFIG": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        registry.docker_credentials("reg.lan", env)
+    assert time.monotonic() - started < 10
+    assert info.value.message == "the credential helper docker-credential-stuck did not answer within 1s"
+    assert "docker-credential-stuck" in info.value.remedy

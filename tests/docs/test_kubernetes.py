@@ -38,6 +38,25 @@ def test_the_image_volume_variant_mounts_the_models_image_read_only_without_down
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "models")
     assert mount == {"name": "models", "mountPath": "/models", "readOnly": True}
     assert not any("persistentVolumeClaim" in v for v in spec["volumes"])
+    assert models["image"]["pullPolicy"] == "IfNotPresent"
+    # the same settings as the other variants: the service checks the image against them
+    assert spec["containers"][0]["envFrom"] == [{"configMapRef": {"name": "modelcache"}}]
+
+
+def test_the_validation_sees_the_image_volume_field() -> None:
+    """A control for the strict validation above: the 1.30 schemas, from before image
+    volumes (ImageVolumeSource came in 1.31), reject the variant C Deployment."""
+    deployment = next(
+        d for d in documents(sorted((FOLDER / "image-volume").glob("*.yaml"))) if d["kind"] == "Deployment"
+    )
+    with pytest.raises(kubernetes_validate.ValidationError, match="'image' was unexpected"):
+        kubernetes_validate.validate(deployment, "1.30.0", strict=True)
+
+
+def test_every_manifest_is_in_the_docs_table() -> None:
+    text = (FOLDER.parent / "kubernetes.md").read_text()
+    missing = [str(p.relative_to(FOLDER)) for p in MANIFESTS if f"`{p.relative_to(FOLDER)}`" not in text]
+    assert not missing, f"docs/kubernetes.md does not list {missing}"
 
 
 def test_service_mounts_the_volume_read_only_with_probes() -> None:

@@ -287,3 +287,49 @@ def test_a_bad_trust_key_file_is_a_configuration_error(warm: Volume, tmp_path: P
     proc = warm.cli("fetch", **trusting(bogus, require=True))
     assert proc.returncode == EXIT_CONFIG, proc.stderr
     assert "bogus.pem" in proc.stderr and "cannot be loaded" in proc.stderr
+
+
+def test_an_identity_policy_without_the_sigstore_trust_root_is_a_configuration_error(
+    warm: Volume, tmp_path: Path
+) -> None:
+    """The Sigstore trust root comes from the Internet (TUF); where it cannot, the fetch stops
+    with the way out. Here every request goes to a proxy on loopback that refuses it, and the
+    TUF cache is empty: the proxy sees which host the downloader wanted, nothing leaves."""
+    import socket
+    import threading
+
+    asked: list[str] = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            with conn:
+                asked.append(conn.recv(4096).decode("latin-1").split("\r\n")[0])
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=refuse, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    home = tmp_path / "home"
+    env = {
+        "MODELCACHE_REQUIRE_SIGNATURE": "1",
+        "MODELCACHE_TRUST_IDENTITY": "release@example.org",
+        "MODELCACHE_TRUST_ISSUER": "https://accounts.example.org",
+        **dict.fromkeys(("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"), url),
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
+    try:
+        proc = warm.cli("fetch", **env)
+    finally:
+        proxy.close()
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "the Sigstore trust root for the Sigstore identity release@example.org" in proc.stderr
+    assert "MODELCACHE_TRUST_KEY" in proc.stderr and "Traceback" not in proc.stderr
+    assert asked and all(line.startswith("CONNECT tuf-repo-cdn.sigstore.dev:443 ") for line in asked), asked

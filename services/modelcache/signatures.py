@@ -81,6 +81,9 @@ def signatures_in_volume(layout: Layout, artifact: LockedArtifact) -> list[Found
     return found
 
 
+SIGSTORE_TUF = "https://tuf-repo-cdn.sigstore.dev"
+
+
 class Untrusted(Exception):
     """The bundle does not verify against the trust policy (another signer, or damaged)."""
 
@@ -125,6 +128,16 @@ class Checker:
             raise ConfigError(
                 f"the trust policy ({trust.describe()}) cannot be loaded: {exc}",
                 remedy="MODELCACHE_TRUST_KEY takes a PEM public key (EC); MODELCACHE_TRUST_CERTS PEM certificates",
+            ) from None
+        except Exception as exc:  # sigstore's own errors: its trust root is fetched (TUF) from the Internet
+            if trust.identity is None:
+                raise
+            raise ConfigError(
+                f"the Sigstore trust root for {trust.describe()} cannot be loaded "
+                f"({exc.__class__.__name__}: {str(exc)[:200]})",
+                remedy="an identity policy checks bundles against the public Sigstore instance, whose trust root "
+                f"the downloader fetches from {SIGSTORE_TUF}: let it reach that host (an HTTPS_PROXY is honoured), "
+                "or, offline, sign with a key (`modelcache sign --key`) and set MODELCACHE_TRUST_KEY",
             ) from None
 
     def signed(self, path: Path) -> tuple[dict[str, tuple[str, str]], dict]:

@@ -105,7 +105,7 @@ def check(settings: Settings) -> Verified:
             details=[p.line() for p in report.problems],
             remedy=REMEDY,
         )
-    selection = select(plan, lock)
+    selection = select(plan, lock, configured=settings.serve == "configured")
     if not selection.served:
         raise _nothing_to_serve(lock)
     missing = missing_packages([artifact for artifact, _ in selection.served])

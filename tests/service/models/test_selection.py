@@ -153,3 +153,27 @@ def test_a_lock_entry_matches_by_spec_not_by_name() -> None:
     assert selection.missing == ["org/emb@main (text-embedding)"]
     assert served(selection) == ["org/emb"]
     assert selection.served[0][0] != EMB  # the lock's own configuration, not the plan's
+
+
+def test_serve_lock_serves_all_the_lock_holds_whatever_the_configuration_says() -> None:
+    """MODELCACHE_SERVE=lock (a fleet's replicas): the defaults of an unconfigured service
+    (here a subset of the lock, which alone would pick that subset) choose nothing."""
+    subset = plan_for(MODELCACHE_TEXT_EMBEDDING="org/emb")
+    lock = lock_of(WHISPER, EMB, OTHER)
+    assert served(select(subset, lock)) == ["org/emb"]  # the configured rule, for contrast
+    selection = select(subset, lock, configured=False)
+    assert selection.follow is True and selection.drift == [] and selection.missing == []
+    assert served(selection) == ["whisper/tiny", "org/emb", "org/other"]
+    after = select(subset, lock_of(OTHER), follow=True, configured=False)  # a reload to another lock
+    assert served(after) == ["org/other"] and after.drift == []
+
+
+def test_serve_is_configured_or_lock() -> None:
+    import pytest
+
+    from modelcache.errors import ConfigError
+
+    assert Settings.from_env({"MODELCACHE_DIR": "/m"}).serve == "configured"
+    assert Settings.from_env({"MODELCACHE_DIR": "/m", "MODELCACHE_SERVE": "lock"}).serve == "lock"
+    with pytest.raises(ConfigError, match="MODELCACHE_SERVE"):
+        Settings.from_env({"MODELCACHE_DIR": "/m", "MODELCACHE_SERVE": "everything"})

@@ -54,7 +54,7 @@ def read_new_lock(settings: Settings, layout: Layout, plan: Plan, follow: bool) 
             remedy="run the downloader again (`docker compose run --rm model-downloader`), then reload; "
             "the previous models keep serving",
         )
-    return lock, select(plan, lock, follow=follow)
+    return lock, select(plan, lock, follow=follow, configured=settings.serve == "configured")
 
 
 def subset_missing(selection: Selection, *, follow: bool) -> list[str]:

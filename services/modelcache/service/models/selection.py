@@ -28,15 +28,18 @@ class Selection:
     missing: list[str]  # configured models the lock lacks (a subset-serving reload refuses these)
 
 
-def select(plan: Plan, lock: Lock, *, follow: bool | None = None) -> Selection:
+def select(plan: Plan, lock: Lock, *, follow: bool | None = None, configured: bool = True) -> Selection:
     """The models to serve: see :func:`check`. ``follow`` is decided at start (None) and kept
-    by every reload."""
+    by every reload. ``configured=False`` (MODELCACHE_SERVE=lock, a fleet's replicas): the
+    service has no model settings of its own and serves whatever the lock holds, no drift."""
     by_spec = {a.spec: a for a in plan.artifacts}
     in_lock = []
     for locked in lock.artifacts:
         artifact = by_spec.get(locked.spec) or _artifact_of(locked)
         if artifact is not None and artifact.role in SERVED_ROLES:
             in_lock.append((artifact, locked))
+    if not configured:
+        return Selection(True, in_lock, [], [])
     wanted = [a for a in plan.artifacts if a.role in SERVED_ROLES]
     locked_specs = {locked.spec for _, locked in in_lock}
     missing = [f"{a.describe()} ({a.role})" for a in wanted if a.spec not in locked_specs]

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -28,6 +28,7 @@ import pytest
 from tests.conftest import ROOT, SENTENCE
 from tests.support import fixtures, tiny_models
 from tests.support.docker import docker_unavailable
+from tests.support.registry import require_binary
 from tests.support.service import free_port
 from tests.support.whisper_ckpt import wer
 
@@ -75,6 +76,9 @@ class Stack:
     args: list[str]  # global options for `docker compose`
     port: int
     volume: str
+    project: str = ""
+    files_args: list[str] = field(default_factory=list)  # -f ... for each compose file
+    env_args: list[str] = field(default_factory=list)  # --env-file ... for each env file
 
     @property
     def url(self) -> str:
@@ -153,13 +157,14 @@ def stack() -> Iterator[Stack]:
     compose = DockerCompose(
         ROOT, compose_file_name=files, env_file=env_files, pull=False, build=False, wait=True, keep_volumes=True
     )
-    args = [a for f in files for a in ("-f", f)] + [a for e in env_files for a in ("--env-file", e)]
-    stack = Stack(compose, args, port, f"{name}-models")
+    files_args = [a for f in files for a in ("-f", f)]
+    env_args = [a for e in env_files for a in ("--env-file", e)]
+    stack = Stack(compose, files_args + env_args, port, f"{name}-models", name, files_args, env_args)
     try:
         yield stack
     finally:
         # removed on purpose, at the very end: containers, network, and this test's volume
-        stack.cmd("--profile", "cpu", "down", "--volumes", "--remove-orphans", timeout=120)
+        stack.cmd("--profile", "cpu", "--profile", "registry", "down", "--volumes", "--remove-orphans", timeout=120)
         shutil.rmtree(base, ignore_errors=True)
         print(f"\nstack timings: {json.dumps({k: round(v, 1) for k, v in TIMES.items()})}")
 
@@ -234,6 +239,53 @@ def test_down_keeps_the_models_volume(stack: Stack) -> None:
     assert stack.volume_exists()
     TIMES["up_after_down_s"] = stack.up()
     assert "nothing to fetch" in stack.logs("model-downloader")
+
+
+def test_one_download_per_site_through_a_registry(stack: Stack, tmp_path: Path) -> None:
+    """The runbook's site flow with compose on both sides: this host pushes its volume to the
+    site's registry; another host (its own compose project and volume, MODELCACHE_FROM set)
+    fills from the registry alone, then serves the same answers. The Hub mirror stays
+    reachable from the other host and is not asked once."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        require_binary()  # skips, or fails where MODELCACHE_REQUIRE_REGISTRY=1
+    stack.cmd("--profile", "registry", "up", "-d", "--wait", "registry", check=True, timeout=120)
+    ref = "oci://registry:5000/site/models:v1"
+    insecure = ["-e", "MODELCACHE_INSECURE_REGISTRIES=registry:5000"]
+    pushed = stack.cmd("run", "--rm", "-T", "--no-deps", *insecure, "model-downloader", "push", ref, "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    digest = json.loads(pushed.stdout)["digest"]
+    assert digest.startswith("sha256:")
+
+    other = Stack(stack.compose, [], free_port(), f"{stack.volume}-site")
+    site_env = tmp_path / "site.env"
+    site_env.write_text(
+        f"MODELCACHE_VOLUME={other.volume}\nMODELCACHE_HOST_PORT={other.port}\n"
+        f"SITE_FROM=oci://registry:5000/site/models@{digest}\nSITE_NETWORK={stack.project}_default\n"
+        f"REGISTRY_BINARY={binary}\n"
+    )
+    other.args = ["-p", f"{stack.project}-site", *stack.files_args, "-f", "tests/stack/compose.site.yml"]
+    other.args += [*stack.env_args, "--env-file", str(site_env)]
+    before = len(stack.mirror_gets())
+    try:
+        up = other.cmd("--profile", "cpu", "up", "--wait", "model-service", timeout=600)
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        fetched = other.logs("model-downloader")
+        assert f"volume complete from oci://registry:5000/site/models@{digest}" in fetched, fetched
+        assert len(stack.mirror_gets()) == before  # not one request to the Hub from the other host
+        # the same pins, byte for byte, and every byte as the lock says
+        lock_path = "/models/.modelcache/lock.json"
+        cat = ["run", "--rm", "-T", "--no-deps", "--entrypoint", "cat", "model-downloader", lock_path]
+        assert other.cmd(*cat, check=True).stdout == stack.cmd(*cat, check=True).stdout
+        deep = other.cmd("run", "--rm", "-T", "--no-deps", "model-downloader", "verify", "--deep")
+        assert deep.returncode == 0, deep.stdout + deep.stderr
+        text = {"model": fixtures.MINILM, "input": "one download per site"}
+        here, there = (httpx2.post(f"{s.url}/v1/embeddings", json=text, timeout=60) for s in (stack, other))
+        assert here.status_code == there.status_code == 200
+        assert here.json()["data"] == there.json()["data"]
+    finally:
+        other.cmd("--profile", "cpu", "down", "--volumes", timeout=120)
+        stack.cmd("--profile", "registry", "rm", "--stop", "--force", "--volumes", "registry", timeout=120)
 
 
 def test_service_refuses_a_damaged_volume(stack: Stack) -> None:

@@ -283,7 +283,7 @@ def start_registry(
         time.sleep(0.1)
 
 
-def _require_binary() -> None:
+def require_binary() -> None:
     if shutil.which(BINARY) is None:
         reason = f"`{BINARY}` (CNCF distribution) is not installed: apt-get install docker-registry"
         if os.environ.get("MODELCACHE_REQUIRE_REGISTRY") == "1":
@@ -303,7 +303,7 @@ def _stop(reg: Registry) -> None:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A running registry on 127.0.0.1 (skipped without the binary, unless MODELCACHE_REQUIRE_REGISTRY=1)."""
-    _require_binary()
+    require_binary()
     reg = start_registry(tmp_path_factory.mktemp("registry"))
     try:
         yield reg
@@ -317,7 +317,7 @@ USERS = {"ci-bot": "s3cret-pa55word"}
 @pytest.fixture(scope="session")
 def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry as sites run them: https with a private CA's certificate, htpasswd accounts (USERS)."""
-    _require_binary()
+    require_binary()
     reg = start_registry(tmp_path_factory.mktemp("secure-registry"), tls=True, users=USERS)
     try:
         yield reg

@@ -177,6 +177,7 @@ def site() -> Iterator[Site]:
         FIGURES["first_deploy_s"] = round(_wait_serving(site, SETS["v1"], 900) + time.monotonic() - started, 1)
         yield site
     finally:
+        FIGURES["node_storage_bytes"] = fleet.storage_bytes()
         left = fleet.remove()
         shutil.rmtree(work, ignore_errors=True)
         print(f"\nfleet figures: {json.dumps(FIGURES)}")
@@ -270,3 +271,45 @@ def test_a_lost_node_costs_only_the_requests_it_held(site: Site) -> None:
     assert len(failed) <= 32  # at most what the 32 clients had in flight
     assert sum(1 for o in load.outcomes if o.at > stopped + 6 and o.status == 200) > 20
     assert load.failed(since=0) == failed  # nothing failed before the node was lost
+
+
+@pytest.mark.skipif(
+    os.environ.get("MODELCACHE_FLEET_COMPARE") != "1", reason="a benchmark figure: scripts/bench_fleet.py sets it"
+)
+def test_compose_up_on_each_node_in_turn_for_comparison(site: Site) -> None:
+    """The single-host way to roll the v2 set out: `docker compose up --wait` with
+    docker-compose.yml on each node, one after the other (its own project, volume and port),
+    filling from the same registry. Timed for scripts/bench_fleet.py, then removed."""
+    plugin = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
+    if not plugin.exists():
+        pytest.skip(f"no compose plugin at {plugin}")
+    env_lines = site.env_file("v2").read_text() + "COMPOSE_PROFILES=cpu\nHF_TOKEN_FILE=/dev/null\n"
+    seconds = []
+    for node in site.fleet.nodes[:2]:  # the third was stopped by the test before
+        container = node.container
+        subprocess.run(["docker", "exec", container, "mkdir", "-p", "/srv/mc", str(plugin.parent)], check=True)
+        subprocess.run(["docker", "cp", str(plugin), f"{container}:{plugin}"], check=True, capture_output=True)
+        subprocess.run(["docker", "cp", str(ROOT / "docker-compose.yml"), f"{container}:/srv/mc/"], check=True)
+        subprocess.run(["docker", "exec", "-i", container, "sh", "-c", "cat > /srv/mc/.env"], input=env_lines,
+                       text=True, check=True)  # fmt: skip
+        compose = ["docker", "exec", "-w", "/srv/mc"]
+        for key in ("MODELCACHE_DOWNLOADER_IMAGE", "MODELCACHE_SERVICE_IMAGE"):
+            compose += ["-e", f"{key}={site.stack_env('v2')[key]}"]
+        compose += [
+            "-e",
+            "MODELCACHE_HOST_PORT=8100",
+            "-e",
+            "MODELCACHE_MEM_LIMIT=2g",
+            "-e",
+            "MODELCACHE_VOLUME=mc-turn",
+        ]
+        compose += [container, "docker", "compose", "-p", "turn"]
+        started = time.monotonic()
+        up = subprocess.run([*compose, "up", "--wait"], capture_output=True, text=True, timeout=600)
+        seconds.append(time.monotonic() - started)
+        subprocess.run([*compose, "down", "-v"], capture_output=True, timeout=120)
+        assert up.returncode == 0, up.stdout[-1500:] + up.stderr[-1500:]
+    FIGURES["compose_in_turn"] = {
+        "per_node_s": [round(s, 1) for s in seconds],
+        "three_nodes_estimate_s": round(sum(seconds) / len(seconds) * 3, 1),
+    }

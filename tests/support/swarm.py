@@ -158,6 +158,16 @@ class Fleet:
         left += docker("network", "ls", "-q", "--filter", f"name={self.prefix}", check=False).stdout.split()
         return left
 
+    def storage_bytes(self) -> int:
+        """What the nodes' engines hold on this machine's disk now (images, volumes, containers)."""
+        total = 0
+        for node in self.nodes:
+            found = docker("volume", "inspect", f"{node.container}-lib", "--format", "{{.Mountpoint}}", check=False)
+            if found.returncode == 0:
+                du = subprocess.run(["du", "-sb", found.stdout.strip()], capture_output=True, text=True)
+                total += int(du.stdout.split()[0]) if du.returncode == 0 and du.stdout else 0
+        return total
+
     def _ip(self, container: str) -> str:
         out = docker("inspect", container, "--format", "{{json .NetworkSettings.Networks}}").stdout
         return json.loads(out)[self.network]["IPAddress"]

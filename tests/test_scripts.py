@@ -40,6 +40,7 @@ def test_the_bash_scripts_are_the_expected_ones() -> None:
     # a new script should get a --help too (and a row here)
     expected = [
         "build-base-image",
+        "build-fleet-images",
         "build-images",
         "lint",
         "reset-models-volume",
@@ -99,6 +100,7 @@ def test_help_prints_the_usage_and_runs_nothing(name: str, flag: str, stubs: tup
 # --help among the script's own arguments still only prints the usage
 HELP_AMONG = {
     "build-base-image": ["some/tag:1", "--help"],
+    "build-fleet-images": ["extra", "--help"],
     "build-images": ["--offline", "--help"],
     "lint": ["--fix", "--help"],
     "reset-models-volume": ["--yes", "--help", "--", "-f", "docker-compose.yml"],

@@ -71,3 +71,16 @@ def test_service_mounts_the_volume_read_only_with_probes() -> None:
     downloader = spec["initContainers"][0]
     assert downloader["envFrom"] == service["envFrom"]  # one plan for both
     assert service["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_both_deployments_roll_without_losing_capacity_and_probe_alike() -> None:
+    deployments = [d for d in documents() if d["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for d in deployments:
+        assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    probes = [
+        {k: c[k] for k in ("readinessProbe", "livenessProbe", "startupProbe") if k in c}
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert probes[0] == probes[1] and "readinessProbe" in probes[0]

@@ -20,6 +20,8 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 #: polled by long-running engines between units of work (a Whisper window, a segment)
 StopCheck = Callable[[], bool]
+#: given each segment of a transcript as soon as it is decoded (streaming)
+SegmentSink = Callable[["Segment"], None]
 
 
 def never() -> bool:
@@ -60,6 +62,34 @@ class Transcript:
         return [w for s in self.segments for w in s.words]
 
 
+def joined_text(segments: list[Segment]) -> str:
+    """A transcript's text: its segments' texts joined, without the outer spaces (what the
+    streamed deltas add up to)."""
+    return "".join(s.text for s in segments).strip()
+
+
+class Deltas:
+    """Text deltas from segments as they come: the deltas add up to :func:`joined_text` of
+    the segments so far (a space that may end the text is held back until more follows)."""
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.sent = ""
+
+    def add(self, text: str) -> str:
+        self.raw += text
+        visible = self.raw.strip()
+        delta = visible[len(self.sent) :] if visible.startswith(self.sent) else ""
+        self.sent += delta
+        return delta
+
+    def rest(self, final: str) -> str:
+        """What is left to send for the final text (empty when the deltas already made it)."""
+        delta = final[len(self.sent) :] if final.startswith(self.sent) else ""
+        self.sent += delta
+        return delta
+
+
 @dataclass(frozen=True)
 class Face:
     x: float
@@ -73,6 +103,10 @@ class Face:
 class SpeechToText(Protocol):
     engine: str
 
+    def reseed(self) -> None:
+        """Reset the random sampler, so that the same request gets the same answer."""
+        ...
+
     def transcribe(
         self,
         audio: np.ndarray,
@@ -82,8 +116,13 @@ class SpeechToText(Protocol):
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
+        chunks: list[tuple[float, float]] | None = None,
         should_stop: StopCheck = never,
-    ) -> Transcript: ...
+        on_segment: SegmentSink | None = None,
+    ) -> Transcript:
+        """``chunks``: the (start, end) seconds to decode, at most a window each (None: all
+        of it as one block); ``on_segment`` gets each segment as soon as it is decoded."""
+        ...
 
 
 def whisper_task_language(

@@ -9,15 +9,22 @@ import numpy as np
 from modelcache.service.engines.base import (
     BEAM_SIZE,
     FALLBACK_TEMPERATURES,
+    SAMPLE_RATE,
     LoadSpec,
     Segment,
+    SegmentSink,
     StopCheck,
     Transcript,
     Word,
+    joined_text,
     never,
     whisper_task_language,
 )
+from modelcache.service.engines.chunking import batches
 from modelcache.service.faults import Cancelled
+
+SEED = 0
+BATCH_SIZE = 8  # chunks decoded together by the batched pipeline (faster-whisper's default)
 
 
 class FasterWhisper:
@@ -37,6 +44,12 @@ class FasterWhisper:
         self.multilingual = self.model.model.is_multilingual
         self.languages = set(self.model.supported_languages)
 
+    def reseed(self) -> None:
+        """Fix the sampler's seed (the temperature fallback samples): the same request, the same text."""
+        import ctranslate2
+
+        ctranslate2.set_random_seed(SEED)
+
     def transcribe(
         self,
         audio: np.ndarray,
@@ -46,46 +59,77 @@ class FasterWhisper:
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
+        chunks: list[tuple[float, float]] | None = None,
         should_stop: StopCheck = never,
+        on_segment: SegmentSink | None = None,
     ) -> Transcript:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
-        pieces, info = self.model.transcribe(
-            audio,
-            task=task,
-            language=language,
-            initial_prompt=prompt or None,
-            temperature=list(FALLBACK_TEMPERATURES) if temperature == 0 else temperature,
-            word_timestamps=word_timestamps,
-            beam_size=BEAM_SIZE,
-            vad_filter=False,
-        )
-        segments = [
-            Segment(
-                id=i,
-                start=float(s.start),
-                end=float(s.end),
-                text=s.text,
-                tokens=list(s.tokens),
-                temperature=float(s.temperature or 0.0),
-                avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio),
-                no_speech_prob=float(s.no_speech_prob),
-                words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
-            )
-            for i, s in enumerate(_until_stopped(pieces, should_stop))
-        ]
+        options = {
+            "task": task,
+            "initial_prompt": prompt or None,
+            "temperature": list(FALLBACK_TEMPERATURES) if temperature == 0 else temperature,
+            "word_timestamps": word_timestamps,
+            "beam_size": BEAM_SIZE,
+        }
+        segments: list[Segment] = []
+
+        def keep(piece) -> None:
+            segment = _segment(len(segments), piece)
+            segments.append(segment)
+            if on_segment is not None:
+                on_segment(segment)
+            if should_stop():
+                raise Cancelled("transcription stopped")
+
+        if chunks is None:
+            pieces, info = self.model.transcribe(audio, language=language, vad_filter=False, **options)
+            for piece in pieces:  # decoded lazily, one window per step
+                keep(piece)
+            detected = info.language
+        else:
+            detected = self._chunked(audio, chunks, language, options, keep, should_stop)
         return Transcript(
-            text="".join(s.text for s in segments).strip(),
-            language=info.language or language or "en",
-            duration=float(info.duration),
+            text=joined_text(segments),
+            language=detected or language or "en",
+            duration=len(audio) / SAMPLE_RATE,
             segments=segments,
             task=task,
         )
 
+    def _chunked(self, audio, chunks, language, options, keep, should_stop) -> str | None:
+        """The chunks through faster-whisper's batched pipeline, in growing batches; the
+        language found in the first batch holds for the rest."""
+        from faster_whisper import BatchedInferencePipeline
 
-def _until_stopped(pieces, should_stop: StopCheck):
-    """faster-whisper decodes lazily, one segment per step: stop between two of them."""
-    for piece in pieces:
-        yield piece
-        if should_stop():
-            raise Cancelled("transcription stopped")
+        pipeline = BatchedInferencePipeline(self.model)
+        for indices in batches(len(chunks), BATCH_SIZE):
+            if should_stop():
+                raise Cancelled("transcription stopped")
+            clips = [{"start": chunks[i][0], "end": chunks[i][1]} for i in indices]
+            pieces, info = pipeline.transcribe(
+                audio,
+                language=language,
+                clip_timestamps=clips,
+                batch_size=len(clips),
+                without_timestamps=False,  # segments within a chunk, as unchunked decoding gives
+                **options,
+            )
+            for piece in pieces:
+                keep(piece)
+            language = language or info.language
+        return language
+
+
+def _segment(index: int, s) -> Segment:
+    return Segment(
+        id=index,
+        start=float(s.start),
+        end=float(s.end),
+        text=s.text,
+        tokens=list(s.tokens),
+        temperature=float(s.temperature or 0.0),
+        avg_logprob=float(s.avg_logprob),
+        compression_ratio=float(s.compression_ratio),
+        no_speech_prob=float(s.no_speech_prob),
+        words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
+    )

@@ -47,6 +47,31 @@ def error_response(status: int, message: str, *, param=None, code=None, headers=
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+def fault(exc: Exception) -> tuple[int, str, str | None]:
+    """How a fault of the service is answered: its status, message and code."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message, exc.code
+    if isinstance(exc, InputError):
+        return (415, str(exc), "unsupported_media") if exc.unsupported_media else (400, str(exc), "invalid_input")
+    if isinstance(exc, Busy):
+        return 429, str(exc), "queue_full"
+    if isinstance(exc, TimedOut):
+        return 504, str(exc), "timeout"
+    if isinstance(exc, Unavailable):
+        return 503, str(exc), exc.code
+    if isinstance(exc, ClientGone):  # nobody reads this answer; 499 (as nginx logs it) keeps it apart in the metrics
+        return 499, str(exc), "client_closed_request"
+    if isinstance(exc, ModelFailed):
+        return 500, f"the model failed on this input: {exc}", "model_error"
+    return 500, f"internal error: {exc.__class__.__name__}", "internal_error"
+
+
+def error_event(exc: Exception) -> dict:
+    """A fault as the ``error`` event that ends a stream (the answer's status was sent already)."""
+    status, message, code = fault(exc)
+    return {"type": "error", **error_body(status, message, getattr(exc, "param", None), code)}
+
+
 def _param(loc) -> str | None:
     """The field a validation error is about, as a client names it: ``input``, ``input[2]``
     (pydantic's names for the branches of a union, such as ``constrained-str``, left out)."""
@@ -69,31 +94,16 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
 
     @app.exception_handler(InputError)
-    async def _input(_request: Request, exc: InputError) -> JSONResponse:
-        status = 415 if exc.unsupported_media else 400
-        return error_response(status, str(exc), code="unsupported_media" if status == 415 else "invalid_input")
-
     @app.exception_handler(Busy)
-    async def _busy(_request: Request, exc: Busy) -> JSONResponse:
-        return error_response(429, str(exc), code="queue_full", headers={"Retry-After": str(exc.retry_after)})
-
     @app.exception_handler(TimedOut)
-    async def _timeout(_request: Request, exc: TimedOut) -> JSONResponse:
-        return error_response(504, str(exc), code="timeout")
-
     @app.exception_handler(Unavailable)
-    async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return error_response(503, str(exc), code=exc.code, headers=headers)
-
     @app.exception_handler(ClientGone)
-    async def _gone(_request: Request, exc: ClientGone) -> JSONResponse:
-        # nobody reads this answer; 499 (as nginx logs it) keeps it apart in the metrics
-        return error_response(499, str(exc), code="client_closed_request")
-
     @app.exception_handler(ModelFailed)
-    async def _model(_request: Request, exc: ModelFailed) -> JSONResponse:
-        return error_response(500, f"the model failed on this input: {exc}", code="model_error")
+    async def _fault(_request: Request, exc: Exception) -> JSONResponse:
+        status, message, code = fault(exc)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return error_response(status, message, code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -116,4 +126,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, f"internal error: {exc.__class__.__name__}", code="internal_error")
+        status, message, code = fault(exc)
+        return error_response(status, message, code=code)

@@ -7,20 +7,35 @@ layer's model handle (which sends them) and the worker (which runs them).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from modelcache.service.engines.base import StopCheck, never
 from modelcache.service.faults import InputError
 
 
 class Op(StrEnum):
     EMBED = "embed"  # texts of several requests -> per request (vectors, tokens)
     EMBED_IMAGES = "embed_images"  # images of several requests -> per request vectors (or InputError)
-    TRANSCRIBE = "transcribe"  # audio bytes, options -> Transcript
+    TRANSCRIBE = "transcribe"  # audio bytes, options -> Transcript (with options["stream"]: each Segment first)
     DETECT = "detect"  # image bytes, options -> (faces, width, height)
 
 
-def _embed(engine, _stop, requests: list[list[str]]) -> list:
+def _ignore(_item: Any) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an operation gets besides its arguments: whether to stop (polled between units
+    of work), and a way to send partial results ahead of the answer (a decoded segment)."""
+
+    should_stop: StopCheck = never
+    emit: Callable[[Any], None] = _ignore
+
+
+def _embed(engine, _call: Call, requests: list[list[str]]) -> list:
     """One forward for the texts of several requests; each request gets its own slice."""
     texts = [t for r in requests for t in r]
     vectors, tokens = engine.embed(texts)
@@ -31,7 +46,7 @@ def _embed(engine, _stop, requests: list[list[str]]) -> list:
     return out
 
 
-def _embed_images(engine, _stop, requests: list[list[bytes]]) -> list:
+def _embed_images(engine, _call: Call, requests: list[list[bytes]]) -> list:
     """Decode each request's images on its own (a bad image fails its request only), then one forward."""
     from modelcache.service.engines.images import decode_image
 
@@ -54,13 +69,24 @@ def _embed_images(engine, _stop, requests: list[list[bytes]]) -> list:
     return out
 
 
-def _transcribe(engine, stop, audio: bytes, options: dict):
+def _transcribe(engine, call: Call, audio: bytes, options: dict):
+    """Decode and transcribe; with ``stream`` every segment is emitted as soon as it is decoded."""
     from modelcache.service.engines.audio import decode_audio
 
-    return engine.transcribe(decode_audio(audio), should_stop=stop, **options)
+    options = dict(options)
+    on_segment = call.emit if options.pop("stream", False) else None
+    vad = options.pop("chunking", None)
+    samples = decode_audio(audio)
+    chunks = None
+    if vad is not None:  # cut at silences: Silero VAD, then chunks of at most one window
+        from modelcache.service.engines.chunking import VadOptions, plan_chunks, speech_regions
+
+        chunks = plan_chunks(speech_regions(samples, VadOptions(**vad)))  # none: no speech, nothing to decode
+    engine.reseed()  # the same request decodes the same way (temperature fallback samples)
+    return engine.transcribe(samples, chunks=chunks, should_stop=call.should_stop, on_segment=on_segment, **options)
 
 
-def _detect(engine, _stop, image: bytes, options: dict):
+def _detect(engine, _call: Call, image: bytes, options: dict):
     """The faces, and the image's width and height."""
     from modelcache.service.engines.images import decode_image, to_bgr
 

@@ -16,7 +16,7 @@ The protocol, over one pipe per worker (pickled tuples):
     parent -> worker   ("call", id, op, args)  ("cancel", id)  ("stop",)
     worker -> parent   ("ready", info)  ("failed", message)
                        ("result", id, (value, seconds in the model))  ("error", id, exception)
-                       ("cancelled", id)
+                       ("cancelled", id)  ("progress", id, item: a partial result, before the answer)
 
 A worker runs one call at a time, in order. A cancel reaches it while it works (its
 reader thread sets a flag that the engine polls between windows/segments) or before it
@@ -33,6 +33,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,7 +42,7 @@ from modelcache.service.engines.base import LoadSpec
 from modelcache.service.engines.catalogue import ENGINES, default_threads
 from modelcache.service.faults import Cancelled, InputError, ModelFailed, WorkerDied
 from modelcache.service.models import zygote
-from modelcache.service.models.ops import OPS, Op
+from modelcache.service.models.ops import OPS, Call, Op
 
 READY_TIMEOUT = 900.0  # seconds a model may take to load
 
@@ -62,6 +63,7 @@ class WorkerSpec:
 class _Pending:
     future: Future
     op: Op
+    on_progress: Callable[[Any], None] | None = None
     sent: float = field(default_factory=time.monotonic)
 
 
@@ -142,14 +144,15 @@ class ModelWorker:
 
     # --- calls -----------------------------------------------------------------------------
 
-    def submit(self, op: Op, *args: Any) -> tuple[int, Future]:
-        """Send a call; its future gives ``(value, seconds spent in the model, the process's peak memory so far)``."""
+    def submit(self, op: Op, *args: Any, on_progress: Callable[[Any], None] | None = None) -> tuple[int, Future]:
+        """Send a call; its future gives ``(value, seconds spent in the model, the process's peak memory so far)``.
+        ``on_progress`` gets the call's partial results (in the reader thread), all before the future is set."""
         call_id = next(self._ids)
         future: Future = Future()
         with self._lock:
             if not self.alive:
                 raise WorkerDied(f"model {self.spec.model!r} is not running ({self.failure or 'its process ended'})")
-            self._pending[call_id] = _Pending(future, op)
+            self._pending[call_id] = _Pending(future, op, on_progress)
         try:
             self._send(("call", call_id, op.value, args))
         except ModelFailed as exc:
@@ -193,6 +196,8 @@ class ModelWorker:
             elif kind == "failed":
                 self.failure = message[1]
                 self._ready.set()
+            elif kind == "progress":
+                self._progress(message[1], message[2])
             else:
                 self._settle(kind, message[1], message[2] if len(message) > 2 else None)
         if self.process is not None:
@@ -204,6 +209,12 @@ class ModelWorker:
         self._fail_all(WorkerDied(f"model {self.spec.model!r}: {self.failure}"))
         if self._on_death is not None:
             self._on_death(self)
+
+    def _progress(self, call_id: int, item: Any) -> None:
+        with self._lock:
+            pending = self._pending.get(call_id)
+        if pending is not None and pending.on_progress is not None and not pending.future.done():
+            pending.on_progress(item)
 
     def _settle(self, kind: str, call_id: int, value: Any) -> None:
         with self._lock:
@@ -339,7 +350,8 @@ def _child_main(conn, spec: WorkerSpec) -> None:
         if control.begin(call_id):
             try:
                 began = time.perf_counter()
-                value = OPS[Op(op)](engine, control.stop_requested, *args)
+                call = Call(control.stop_requested, _emitter(conn, call_id))
+                value = OPS[Op(op)](engine, call, *args)
                 reply = ("result", call_id, (value, time.perf_counter() - began, meter.after_call()))
             except Cancelled:
                 reply = ("cancelled", call_id)
@@ -355,6 +367,13 @@ def _child_main(conn, spec: WorkerSpec) -> None:
             conn.send(reply)
         except (OSError, EOFError, BrokenPipeError):
             return
+
+
+def _emitter(conn, call_id: int) -> Callable[[Any], None]:
+    def emit(item: Any) -> None:
+        conn.send(("progress", call_id, item))
+
+    return emit
 
 
 class _Control:

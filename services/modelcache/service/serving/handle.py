@@ -7,11 +7,13 @@ call goes through, and the operation names the model's process understands, stay
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import numpy as np
 
-from modelcache.service.engines.base import Face, Transcript
+from modelcache.service.engines.base import Face, Segment, Transcript
 from modelcache.service.models.entry import ModelEntry
 from modelcache.service.models.lifecycle import Lifecycle
 from modelcache.service.models.ops import Op
@@ -61,6 +63,15 @@ class ModelHandle:
 
     async def transcribe(self, audio: bytes, options: dict[str, Any]) -> Transcript:
         return await self.runner.call(Op.TRANSCRIBE, audio, options)
+
+    async def transcribe_stream(
+        self, audio: bytes, options: dict[str, Any]
+    ) -> AsyncGenerator[Segment | Transcript, None]:
+        """Each :class:`Segment` as soon as the model decoded it, then the whole :class:`Transcript`
+        (the same as :meth:`transcribe` gives). Close the iterator to stop the decoding."""
+        async with aclosing(self.runner.stream(Op.TRANSCRIBE, audio, {**options, "stream": True})) as items:
+            async for item in items:
+                yield item
 
     async def detect(self, image: bytes, options: dict[str, Any]) -> tuple[list[Face], int, int]:
         """The faces, and the image's width and height."""

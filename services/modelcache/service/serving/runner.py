@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +112,25 @@ class Runner:
 
     async def run(self, op: Op, *args: Any, batch: int = 1) -> Any:
         """Run ``op`` now (the caller did the admission)."""
+        value: Any = None
+        async with aclosing(self._run(op, args, batch, stream=False)) as items:
+            async for item in items:  # no partial results: the answer alone
+                value = item
+        return value
+
+    async def stream(self, op: Op, *args: Any) -> AsyncGenerator[Any, None]:
+        """Run ``op`` with a slot of the queue, giving its partial results as the model sends
+        them, then its answer last. Closing the iterator early (the client went away) or the
+        deadline passing (TimedOut) stops the call in the model."""
+        await self.admit()
+        try:
+            async with aclosing(self._run(op, args, 1, stream=True)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            self.release()
+
+    async def _run(self, op: Op, args: tuple, batch: int, *, stream: bool) -> AsyncGenerator[Any, None]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
@@ -118,25 +139,53 @@ class Runner:
             raise self.waiting_for_room() or Unavailable(
                 f"model {self.model!r} is still loading", retry_after=max(1, int(self.entry.load_seconds))
             ) from None
+        partial: asyncio.Queue[Any] = asyncio.Queue()
+
+        def queue_it(item: Any) -> None:  # called in the worker's reader thread
+            loop.call_soon_threadsafe(partial.put_nowait, item)
+
+        on_progress = queue_it if stream else None
         async with self.lifecycle.using(self.entry) as worker:
-            started, model_seconds = time.perf_counter(), None
+            started, model_seconds, finished = time.perf_counter(), None, False
             try:
-                call_id, future = worker.submit(op, *args)
+                call_id, future = worker.submit(op, *args, on_progress=on_progress)
             except WorkerDied as exc:
                 raise Unavailable(str(exc)) from None
+            answer = asyncio.wrap_future(future)
             try:
-                value, model_seconds, peak = await asyncio.wait_for(asyncio.wrap_future(future), deadline - loop.time())
+                while True:
+                    # the partial results were queued before the answer's callback: drained first
+                    if not partial.empty():
+                        yield partial.get_nowait()
+                        continue
+                    if answer.done():
+                        break
+                    getter = asyncio.ensure_future(partial.get())
+                    try:
+                        done, _ = await asyncio.wait(
+                            {getter, answer}, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        if not getter.done():
+                            getter.cancel()
+                    if not done:
+                        raise TimeoutError
+                    if getter in done:
+                        yield getter.result()
+                value, model_seconds, peak = answer.result()
                 self.lifecycle.observe_peak(self.entry, peak)
-                return value
+                finished = True
+                yield value
             except TimeoutError:
                 worker.cancel(call_id)
                 self.meter.gave_up(self.model, "deadline")
                 raise TimedOut(
                     f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped"
                 ) from None
-            except asyncio.CancelledError:  # the client went away
-                worker.cancel(call_id)
-                self.meter.gave_up(self.model, "disconnect")
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away
+                if not finished:
+                    worker.cancel(call_id)
+                    self.meter.gave_up(self.model, "disconnect")
                 raise
             except WorkerDied as exc:
                 raise Unavailable(str(exc)) from None

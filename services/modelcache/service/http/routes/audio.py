@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+import math
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from modelcache.service.engines.base import Transcript
+from modelcache.service.engines.base import Deltas, Transcript
 from modelcache.service.http.disconnect import unless_disconnected
-from modelcache.service.http.errors import ApiError
+from modelcache.service.http.errors import ApiError, error_event
 from modelcache.service.http.routes.common import ERRORS, find_model, read_upload
 from modelcache.service.http.state import get_state
 
@@ -70,6 +74,74 @@ def render(t: Transcript, fmt: str, granularities: set[str]) -> Response:
     return JSONResponse(body)
 
 
+VAD_FIELDS = {"threshold": (0.0, 1.0), "prefix_padding_ms": (0, 10_000), "silence_duration_ms": (0, 10_000)}
+
+
+async def chunking(request: Request, value: str | None) -> dict[str, Any] | None:
+    """``chunking_strategy``: unset (one block), ``"auto"``, or a ``server_vad`` object given
+    as JSON or as bracketed form fields (``chunking_strategy[type]``, as OpenAI's clients
+    send it); the VAD options the model's process uses, or None."""
+    form = await request.form()
+    fields = {k[len("chunking_strategy[") : -1]: v for k, v in form.multi_items() if k.startswith("chunking_strategy[")}
+    if value is None and not fields:
+        return None
+    if value == "auto" and not fields:
+        return {}
+    raw: Any = fields
+    if value is not None:
+        try:
+            raw = json.loads(value)
+        except ValueError:
+            raw = None
+    if not isinstance(raw, dict) or raw.get("type") != "server_vad":
+        raise ApiError(
+            400,
+            'chunking_strategy must be "auto" or an object {"type": "server_vad", "threshold", '
+            '"prefix_padding_ms", "silence_duration_ms"}',
+            param="chunking_strategy",
+        )
+    options: dict[str, Any] = {}
+    for key, given in raw.items():
+        if key == "type":
+            continue
+        if key not in VAD_FIELDS:
+            raise ApiError(400, f"chunking_strategy: unknown field {key!r}", param=f"chunking_strategy.{key}")
+        low, high = VAD_FIELDS[key]
+        try:
+            number = float(given)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not low <= number <= high or (isinstance(low, int) and not number.is_integer()):
+            raise ApiError(
+                400, f"chunking_strategy.{key} must be a number from {low} to {high}", param=f"chunking_strategy.{key}"
+            )
+        options[key] = number if isinstance(low, float) else int(number)
+    return options
+
+
+def sse(event: dict) -> bytes:
+    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def stream_events(items: AsyncGenerator) -> AsyncGenerator[bytes, None]:
+    """OpenAI's transcript stream: a ``transcript.text.delta`` per decoded segment, then one
+    ``transcript.text.done`` (or an ``error`` event when the request fails on the way)."""
+    deltas = Deltas()
+    async with aclosing(items):
+        try:
+            async for item in items:
+                if isinstance(item, Transcript):
+                    rest = deltas.rest(item.text)
+                    if rest:
+                        yield sse({"type": "transcript.text.delta", "delta": rest})
+                    usage = {"type": "duration", "seconds": max(1, math.ceil(item.duration))}
+                    yield sse({"type": "transcript.text.done", "text": item.text, "usage": usage})
+                elif delta := deltas.add(item.text):
+                    yield sse({"type": "transcript.text.delta", "delta": delta})
+        except Exception as exc:  # a fault after the answer began: the stream ends with an error event
+            yield sse(error_event(exc))
+
+
 async def _speech(
     request: Request,
     task: str,
@@ -80,6 +152,8 @@ async def _speech(
     response_format: str,
     temperature: float,
     granularities: list[str],
+    stream: bool = False,
+    chunking_strategy: str | None = None,
 ) -> Response:
     state = get_state(request)
     entry = find_model(state, model, "speech-to-text")
@@ -97,19 +171,47 @@ async def _speech(
         )
     if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
         raise ApiError(400, f"language must be an ISO-639-1 code such as 'en', not {language!r}", param="language")
+    if stream and response_format not in ("json", "text"):
+        raise ApiError(
+            400,
+            "stream=true answers with transcript.text.delta events: response_format must be json or text",
+            param="stream",
+        )
     options = {
         "task": task,
         "language": language,
         "prompt": prompt,
         "temperature": temperature,
         "word_timestamps": "word" in granularities,
+        "chunking": await chunking(request, chunking_strategy),
     }
+    handle = state.handle(entry)
+    if stream:
+        items = handle.transcribe_stream(data, options)
+        first = await unless_disconnected(request.receive, anext(items))  # refusals before it are plain errors
+        return StreamingResponse(
+            stream_events(_prepend(first, items)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     # decoded and transcribed in the model's process; stopped within a token step if given up
-    transcript = await unless_disconnected(request.receive, state.handle(entry).transcribe(data, options))
+    transcript = await unless_disconnected(request.receive, handle.transcribe(data, options))
     return render(transcript, response_format, set(granularities))
 
 
+async def _prepend(first: Any, rest: AsyncGenerator) -> AsyncGenerator:
+    async with aclosing(rest):
+        yield first
+        async for item in rest:
+            yield item
+
+
 Temperature = Annotated[float, Form(ge=0.0, le=1.0)]
+Stream = Annotated[bool, Form(description="answer with server-sent transcript.text.delta/done events")]
+Chunking = Annotated[
+    str | None,
+    Form(description='"auto", or a server_vad object as JSON: cut the audio at silences (Silero VAD)'),
+]
 
 
 @router.post("/v1/audio/transcriptions", responses=ERRORS)
@@ -122,9 +224,21 @@ async def transcriptions(
     response_format: Annotated[Format, Form()] = "json",
     temperature: Temperature = 0.0,
     timestamp_granularities: Annotated[list[str], Form(alias="timestamp_granularities[]")] = [],  # noqa: B006
+    stream: Stream = False,
+    chunking_strategy: Chunking = None,
 ) -> Response:
     return await _speech(
-        request, "transcribe", file, model, language, prompt, response_format, temperature, timestamp_granularities
+        request,
+        "transcribe",
+        file,
+        model,
+        language,
+        prompt,
+        response_format,
+        temperature,
+        timestamp_granularities,
+        stream,
+        chunking_strategy,
     )
 
 
@@ -136,5 +250,9 @@ async def translations(
     prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[Format, Form()] = "json",
     temperature: Temperature = 0.0,
+    stream: Stream = False,
+    chunking_strategy: Chunking = None,
 ) -> Response:
-    return await _speech(request, "translate", file, model, None, prompt, response_format, temperature, [])
+    return await _speech(
+        request, "translate", file, model, None, prompt, response_format, temperature, [], stream, chunking_strategy
+    )

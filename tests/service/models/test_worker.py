@@ -90,3 +90,38 @@ def test_the_gate_names_a_missing_engine_package_and_its_install_command(monkeyp
     assert (
         "whisper/base needs whisper (openai-whisper)" in lines[0] and "pip install --no-deps openai-whisper" in lines[0]
     )
+
+
+@pytest.mark.slow  # starts a model worker process
+def test_a_streamed_transcription_sends_each_segment_before_its_answer(_warm_template: Path, speech) -> None:
+    """openai-whisper offers no per-segment callback: the engine reads the finished segments
+    between windows. Cut at silences, the phrases come back one by one, and they are the
+    answer's segments, in order."""
+    sf = pytest.importorskip("soundfile")
+    audio, rate = sf.read(io.BytesIO(speech[0]), dtype="float32")
+    pause = np.zeros(rate * 2, np.float32)
+    three = io.BytesIO()
+    sf.write(three, np.concatenate([audio, pause, audio, pause, audio]), rate, format="WAV")
+    path = Layout(_warm_template).whisper / "tiny.en.pt"
+    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"), "cpu")
+    worker = ModelWorker(spec)
+    worker.start()
+    try:
+        assert worker.wait_ready(), worker.failure
+        received: list = []
+        answered_when: list[int] = []
+
+        def progress(segment) -> None:
+            received.append(segment)
+
+        _, future = worker.submit(
+            Op.TRANSCRIBE, three.getvalue(), {"stream": True, "chunking": {}}, on_progress=progress
+        )
+        future.add_done_callback(lambda _f: answered_when.append(len(received)))
+        transcript, _seconds, _peak = future.result(timeout=120)
+        assert received == transcript.segments and answered_when == [len(received)]
+        assert len(received) >= 3 and transcript.text.lower().count("fox") == 3
+        starts = [s.start for s in received]
+        assert starts == sorted(starts) and received[-1].end > 2 * len(audio) / rate  # times of the recording
+    finally:
+        worker.stop()

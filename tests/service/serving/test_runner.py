@@ -5,6 +5,7 @@ model's entry, lifecycle and process; nothing starts)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -280,3 +281,103 @@ def test_retry_after_grows_with_the_queue_and_the_last_call_time() -> None:
     assert runner.retry_after() == 3  # one request's time, rounded up
     runner.slots.inside = 4
     assert runner.retry_after() == 10  # four ahead
+
+
+# --- Runner.stream: partial results, then the answer -----------------------------------------
+
+
+class StreamingWorker:
+    """A stand-in model process: sends ``parts`` from another thread (as the worker's reader
+    thread does), each after ``pause`` seconds, then the answer; records cancels."""
+
+    def __init__(self, parts: list[str], pause: float = 0.0) -> None:
+        self.parts, self.pause, self.cancelled = parts, pause, []
+
+    def submit(self, op, *args, on_progress=None):
+        import concurrent.futures
+        import threading
+
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work() -> None:
+            for part in self.parts:
+                time.sleep(self.pause)
+                if self.cancelled:
+                    return
+                on_progress(part)
+            future.set_result(("answer", 0.01, 0))
+
+        threading.Thread(target=work, daemon=True).start()
+        return 7, future
+
+    def cancel(self, call_id: int) -> None:
+        self.cancelled.append(call_id)
+
+
+class StandInLifecycle:
+    def __init__(self, worker: StreamingWorker) -> None:
+        self.worker = worker
+
+    async def ensure_loaded(self, _entry) -> None:
+        pass
+
+    def using(self, _entry):
+        import contextlib
+
+        @contextlib.asynccontextmanager
+        async def held():
+            yield self.worker
+
+        return held()
+
+    def observe_peak(self, _entry, _peak) -> None:
+        pass
+
+
+def stream_runner(worker: StreamingWorker, timeout: float = 5.0) -> tuple[Runner, RecordingMeter]:
+    meter = RecordingMeter()
+    entry = SimpleNamespace(id="whisper", waiting=None, load_seconds=0.0)
+    return Runner(entry, StandInLifecycle(worker), queue_size=2, timeout=timeout, meter=meter), meter
+
+
+def test_stream_gives_every_partial_result_in_order_then_the_answer() -> None:
+    worker = StreamingWorker([f"segment {i}" for i in range(50)])
+    runner, _ = stream_runner(worker)
+
+    async def main():
+        got = [item async for item in runner.stream(Op.TRANSCRIBE, b"audio", {})]
+        return got, runner.depth()
+
+    got, depth = asyncio.run(main())
+    assert got == [f"segment {i}" for i in range(50)] + ["answer"]
+    assert depth == 0 and worker.cancelled == []  # the slot is given back; nothing was stopped
+
+
+def test_closing_a_stream_early_stops_the_call_in_the_model() -> None:
+    worker = StreamingWorker(["a", "b", "c", "d"], pause=0.05)
+    runner, meter = stream_runner(worker)
+
+    async def main():
+        items = runner.stream(Op.TRANSCRIBE, b"audio", {})
+        first = await anext(items)
+        await items.aclose()  # the client went away
+        return first, runner.depth()
+
+    first, depth = asyncio.run(main())
+    assert first == "a" and worker.cancelled == [7] and depth == 0
+    assert meter.gave_up_reasons == ["disconnect"]
+
+
+def test_a_stream_past_its_deadline_times_out_after_what_it_gave() -> None:
+    worker = StreamingWorker(["a", "b", "c", "d"], pause=0.2)
+    runner, meter = stream_runner(worker, timeout=0.5)
+
+    async def main():
+        got = []
+        with pytest.raises(TimedOut):
+            async for item in runner.stream(Op.TRANSCRIBE, b"audio", {}):
+                got.append(item)
+        return got
+
+    got = asyncio.run(main())
+    assert got == ["a", "b"] and worker.cancelled == [7] and meter.gave_up_reasons == ["deadline"]

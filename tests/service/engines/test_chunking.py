@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelcache.service.engines.base import Deltas
-from modelcache.service.engines.chunking import VadOptions, batches, plan_chunks, speech_regions
+from modelcache.service.engines.chunking import VadOptions, batches, chunks_of, plan_chunks, speech_regions
 
 
 def test_deltas_add_up_to_the_text_so_far() -> None:
@@ -33,10 +33,20 @@ def test_regions_join_into_chunks_of_at_most_a_window() -> None:
 
 
 def test_batches_grow_to_the_batch_size() -> None:
-    assert [len(b) for b in batches(20, 8)] == [1, 2, 4, 8, 5]
-    assert [list(b) for b in batches(3, 8)] == [[0], [1, 2]]
-    assert list(batches(0, 8)) == []
-    assert [i for b in batches(50, 4) for i in b] == list(range(50))
+    assert [len(b) for b in batches(range(20), 8)] == [1, 2, 4, 8, 5]
+    assert list(batches("abc", 8)) == [["a"], ["b", "c"]]
+    assert list(batches([], 8)) == []
+    assert [i for b in batches(range(50), 4) for i in b] == list(range(50))
+
+    taken: list[int] = []
+
+    def found():  # chunks found while decoding goes on: no more is taken than the batch needs
+        for i in range(10):
+            taken.append(i)
+            yield i
+
+    first = next(batches(found(), 8))
+    assert first == [0] and taken == [0]
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng makes the test speech")
@@ -54,3 +64,9 @@ def test_silero_finds_the_phrases_between_silences(tmp_path) -> None:
     for (start, end), expected in zip(regions, (3.0, 6.0 + length), strict=True):
         assert abs(start - expected) < 0.4 and abs((end - start) - length) < 0.8
     assert speech_regions(np.zeros(5 * rate, np.float32), VadOptions()) == []
+    # found a window at a time, the chunks are those of the whole recording
+    long = np.concatenate([audio] * 8)
+    chunks = list(chunks_of(long, VadOptions(prefix_padding_ms=100)))
+    assert chunks == sorted(chunks) and all(e - s <= 30.0 for s, e in chunks)
+    assert chunks[0][1] <= 5.5 and sum(e - s for s, e in chunks) > 0.9 * 16 * length
+    assert list(chunks_of(np.zeros(40 * rate, np.float32), VadOptions())) == []

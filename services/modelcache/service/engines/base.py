@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -116,12 +116,12 @@ class SpeechToText(Protocol):
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
-        chunks: list[tuple[float, float]] | None = None,
+        chunks: Iterable[tuple[float, float]] | None = None,
         should_stop: StopCheck = never,
         on_segment: SegmentSink | None = None,
     ) -> Transcript:
-        """``chunks``: the (start, end) seconds to decode, at most a window each (None: all
-        of it as one block); ``on_segment`` gets each segment as soon as it is decoded."""
+        """``chunks``: the (start, end) seconds to decode, at most a window each, in order and
+        possibly found while decoding goes on (None: all of it as one block); ``on_segment`` gets each segment as soon as it is decoded."""
         ...
 
 

@@ -9,16 +9,20 @@ Silero's weights come from the ``silero-vad`` wheel installed in the image (neve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 
 from modelcache.service.engines.base import SAMPLE_RATE
 
 WINDOW = 30.0  # seconds of audio in one Whisper window
-FIRST_CHUNK = 10.0  # the first chunk is kept short: the first words come back sooner
+FIRST_CHUNK = 5.0  # the first chunk is kept short: the first words come back sooner (0.6 s of decoding, not 1.4 s)
 MIN_GAP = 0.0  # chunks never overlap
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,21 @@ def _silero():
     if _model is None:
         from silero_vad import load_silero_vad
 
-        _model = load_silero_vad()
+        _model = load_silero_vad(onnx=True)  # ONNX Runtime, one thread: 2.5x faster than its TorchScript here
     return _model
+
+
+def chunks_of(audio: np.ndarray, vad: VadOptions) -> Iterator[tuple[float, float]]:
+    """The chunks of a recording, found as they are needed: the first from the first window
+    alone, so that its decoding (and the first words of a stream) need not wait until the
+    whole recording was searched for speech."""
+    window = int(WINDOW * SAMPLE_RATE)
+    first = plan_chunks(speech_regions(audio[:window], vad))[:1]
+    if first:
+        yield first[0]
+    done = first[0][1] if first else min(len(audio), window) / SAMPLE_RATE
+    rest = speech_regions(audio[int(done * SAMPLE_RATE) :], vad)
+    yield from plan_chunks([(s + done, e + done) for s, e in rest], first=WINDOW)
 
 
 def plan_chunks(
@@ -82,11 +99,9 @@ def plan_chunks(
     return chunks
 
 
-def batches(count: int, batch_size: int) -> Iterator[range]:
-    """Indices of ``count`` chunks in batches of 1, 2, 4, … then ``batch_size`` each."""
-    size, at = 1, 0
-    while at < count:
-        take = min(size, batch_size, count - at)
-        yield range(at, at + take)
-        at += take
+def batches(items: Iterable[T], batch_size: int) -> Iterator[list[T]]:
+    """The items in batches of 1, 2, 4, … then ``batch_size`` each (taken as they come)."""
+    it, size = iter(items), 1
+    while batch := list(islice(it, min(size, batch_size))):
+        yield batch
         size *= 2

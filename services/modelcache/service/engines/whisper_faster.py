@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class FasterWhisper:
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
-        chunks: list[tuple[float, float]] | None = None,
+        chunks: Iterable[tuple[float, float]] | None = None,
         should_stop: StopCheck = never,
         on_segment: SegmentSink | None = None,
     ) -> Transcript:
@@ -102,10 +103,10 @@ class FasterWhisper:
         from faster_whisper import BatchedInferencePipeline
 
         pipeline = BatchedInferencePipeline(self.model)
-        for indices in batches(len(chunks), BATCH_SIZE):
+        for batch in batches(chunks, BATCH_SIZE):
             if should_stop():
                 raise Cancelled("transcription stopped")
-            clips = [{"start": chunks[i][0], "end": chunks[i][1]} for i in indices]
+            clips = [{"start": start, "end": end} for start, end in batch]
             pieces, info = pipeline.transcribe(
                 audio,
                 language=language,

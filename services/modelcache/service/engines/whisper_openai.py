@@ -5,6 +5,7 @@ file on every load and tries to download on a mismatch). The checkpoint is read 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -64,13 +65,15 @@ class OpenAIWhisper:
         prompt: str | None = None,
         temperature: float = 0.0,
         word_timestamps: bool = False,
-        chunks: list[tuple[float, float]] | None = None,
+        chunks: Iterable[tuple[float, float]] | None = None,
         should_stop: StopCheck = never,
         on_segment: SegmentSink | None = None,
     ) -> Transcript:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
         model = self.model
         sent = 0  # segments given to on_segment so far
+        if chunks is not None:
+            chunks = list(chunks)  # openai-whisper takes every clip at once
 
         def stop_here(_module, _inputs) -> None:  # before every token step of the text decoder
             if should_stop():

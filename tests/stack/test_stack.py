@@ -194,6 +194,17 @@ def test_first_up_downloads_then_serves(stack: Stack, speech) -> None:
     embedding = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.MINILM, "input": "hello"}, timeout=60)
     assert embedding.status_code == 200 and len(embedding.json()["data"][0]["embedding"]) == 384
     assert wer(SENTENCE, _transcribe(stack, speech[0])) <= 0.3
+    # Silero VAD from the image's own wheel (read-only root, no network), streamed answer
+    streamed = httpx2.post(
+        f"{stack.url}/v1/audio/transcriptions",
+        files={"file": ("s.wav", speech[0])},
+        data={"model": "whisper-1", "stream": "true", "chunking_strategy": "auto"},
+        timeout=120,
+    )
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "transcript.text.done", events
+    assert wer(SENTENCE, events[-1]["text"]) <= 0.3
 
 
 def test_service_container_is_locked_down(stack: Stack) -> None:

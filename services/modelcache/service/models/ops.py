@@ -79,9 +79,9 @@ def _transcribe(engine, call: Call, audio: bytes, options: dict):
     samples = decode_audio(audio)
     chunks = None
     if vad is not None:  # cut at silences: Silero VAD, then chunks of at most one window
-        from modelcache.service.engines.chunking import VadOptions, plan_chunks, speech_regions
+        from modelcache.service.engines.chunking import VadOptions, chunks_of
 
-        chunks = plan_chunks(speech_regions(samples, VadOptions(**vad)))  # none: no speech, nothing to decode
+        chunks = chunks_of(samples, VadOptions(**vad))  # none: no speech, nothing to decode
     engine.reseed()  # the same request decodes the same way (temperature fallback samples)
     return engine.transcribe(samples, chunks=chunks, should_stop=call.should_stop, on_segment=on_segment, **options)
 

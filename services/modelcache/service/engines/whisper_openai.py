@@ -26,6 +26,7 @@ from modelcache.service.engines.base import (
 from modelcache.service.faults import Cancelled
 
 BEST_OF = 5
+HOP = 160  # audio samples per mel frame (100 frames a second)
 SEED = 0
 
 
@@ -72,8 +73,10 @@ class OpenAIWhisper:
         task, language = whisper_task_language(self.multilingual, self.languages, task, language)
         model = self.model
         sent = 0  # segments given to on_segment so far
-        if chunks is not None:
-            chunks = list(chunks)  # openai-whisper takes every clip at once
+        if chunks is not None:  # openai-whisper takes every clip at once; one that ends past the last
+            # mel frame (a chunk running to the end of the recording) never finishes there: end them before it
+            last = (len(audio) // HOP - 1) / 100
+            chunks = [(start, min(end, last)) for start, end in chunks if start < last]
 
         def stop_here(_module, _inputs) -> None:  # before every token step of the text decoder
             if should_stop():

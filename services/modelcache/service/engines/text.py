@@ -3,6 +3,10 @@
 A sentence-transformers repo says how to pool in ``modules.json`` and its Pooling module's
 ``config.json``, and whether to L2-normalise (a Normalize module). A plain transformers
 repo gets mean pooling and normalisation.
+
+An input is a text, or token ids in the model's own vocabulary (used as given: no special
+tokens are added). Either is cut to the model's limit (``max_seq_length``, else the
+tokenizer's and the position embeddings' limit).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from modelcache.service.engines.base import LoadSpec
-from modelcache.service.faults import UnsupportedModel
+from modelcache.service.faults import InputError, UnsupportedModel
+
+#: a text, or token ids in the model's vocabulary
+TextInput = str | list[int]
 
 # the order sentence-transformers concatenates pooling modes in
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
@@ -89,13 +96,19 @@ class TransformersTextEmbedder:
         limit = self.pooling.max_length or self.tokenizer.model_max_length
         positions = getattr(self.model.config, "max_position_embeddings", None) or limit
         self.max_length = int(min(limit, positions, 8192))
+        self.vocab_size = len(self.tokenizer)
+        self.normalized = self.pooling.normalize
+        self.matryoshka_dimensions = read_matryoshka(spec.path)
         with torch.inference_mode():
             self.dimensions = int(self.embed(["dimension probe"])[0].shape[1])
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def embed(self, texts: list[TextInput]) -> tuple[np.ndarray, list[int]]:
         import torch
 
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        if all(isinstance(t, str) for t in texts):
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        else:  # token ids among the texts: both as ids, cut to the limit, padded together
+            enc = self.tokenizer.pad({"input_ids": self._ids(texts)}, return_tensors="pt")
         enc = {k: v.to(self.device) for k, v in enc.items()}
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
@@ -104,3 +117,45 @@ class TransformersTextEmbedder:
                 vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
         tokens = enc["attention_mask"].sum(dim=1).tolist()
         return vectors.float().cpu().numpy(), [int(t) for t in tokens]
+
+    def _ids(self, texts: list[TextInput]) -> list[list[int]]:
+        strings = [t for t in texts if isinstance(t, str)]
+        encoded = iter(
+            self.tokenizer(strings, truncation=True, max_length=self.max_length)["input_ids"] if strings else []
+        )
+        out = []
+        for i, t in enumerate(texts):
+            if isinstance(t, str):
+                out.append(next(encoded))
+                continue
+            bad = next((j for j, v in enumerate(t) if not 0 <= v < self.vocab_size), None)
+            if bad is not None:  # the HTTP layer checks first; a bug if reached from there
+                raise InputError(
+                    f"input {i}, token {bad}: id {t[bad]} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
+            out.append(list(t[: self.max_length]))
+        return out
+
+
+def read_matryoshka(path: Path) -> list[int] | None:
+    """The smaller sizes the model was trained to give (Matryoshka representation learning),
+    as ``config.json`` declares them (``matryoshka_dimensions``, the key vLLM reads); None
+    when it declares none."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dims = config.get("matryoshka_dimensions") if isinstance(config, dict) else None
+    if isinstance(dims, list) and dims and all(isinstance(d, int) and d > 0 for d in dims):
+        return sorted(set(dims))
+    return None
+
+
+def shorten(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
+    """Matryoshka vectors cut to their first ``dimensions`` values, L2-normalised again if the
+    model's vectors are."""
+    cut = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(cut, axis=1, keepdims=True)
+        cut = cut / np.maximum(norms, 1e-12)
+    return cut

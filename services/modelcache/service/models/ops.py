@@ -35,8 +35,8 @@ class Call:
     emit: Callable[[Any], None] = _ignore
 
 
-def _embed(engine, _call: Call, requests: list[list[str]]) -> list:
-    """One forward for the texts of several requests; each request gets its own slice."""
+def _embed(engine, _call: Call, requests: list[list[str | list[int]]]) -> list:
+    """One forward for the inputs (texts or token ids) of several requests; each request gets its own slice."""
     texts = [t for r in requests for t in r]
     vectors, tokens = engine.embed(texts)
     out, start = [], 0

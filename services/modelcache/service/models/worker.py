@@ -441,7 +441,7 @@ def _load(spec: WorkerSpec) -> tuple[object, str]:
 
 def _describe(engine) -> dict:
     info: dict[str, Any] = {}
-    for key in ("dimensions", "multilingual", "compute_type"):
+    for key in ("dimensions", "multilingual", "compute_type", "vocab_size", "normalized", "matryoshka_dimensions"):
         if hasattr(engine, key):
             info[key] = getattr(engine, key)
     return info

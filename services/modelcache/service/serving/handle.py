@@ -53,8 +53,8 @@ class ModelHandle:
         for batcher in self.batchers:
             await batcher.stop()
 
-    async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Vectors and tokens per text (batched with other requests' texts)."""
+    async def embed(self, texts: list[str | list[int]]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and tokens per input, a text or token ids (batched with other requests' inputs)."""
         return await self._batcher(self._texts, "text embeddings").submit(texts)
 
     async def embed_images(self, images: list[bytes]) -> np.ndarray:

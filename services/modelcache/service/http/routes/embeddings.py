@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
@@ -20,26 +20,92 @@ router = APIRouter(tags=["embeddings"])
 
 MAX_INPUTS = 2048
 MAX_CHARS = 100_000
+MAX_IDS = 100_000  # token ids in one input (cut to the model's limit like a text)
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHARS, pattern=r"\S")]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0, strict=True)]], Field(min_length=1, max_length=MAX_IDS)]
 
 
 class EmbeddingRequest(BaseModel):
-    input: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
-        description="a text, or a list of texts (token arrays are not supported: send the text)"
+    input: (
+        Text
+        | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_INPUTS)]
+    ) = Field(
+        description="a text, a list of texts, token ids in the model's vocabulary (a list of integers), "
+        "or a list of such lists; every input is cut to the model's token limit"
     )
     model: str = Field(min_length=1, description="a model id from /v1/models")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1, description="only the model's own size is accepted")
+    dimensions: int | None = Field(
+        default=None, ge=1, description="the model's own size, or one of the Matryoshka sizes it declares"
+    )
     user: str | None = None
 
     @field_validator("input", mode="before")
     @classmethod
-    def _no_token_arrays(cls, value):
-        if isinstance(value, list) and value and all(isinstance(v, (int, list)) for v in value):
-            raise ValueError("token arrays are not supported: send the text")
+    def _one_kind(cls, value):
+        if (
+            isinstance(value, list)
+            and any(isinstance(v, str) for v in value)
+            and not all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError("a list of inputs holds texts only or token arrays only")
         return value
+
+
+def inputs(body: EmbeddingRequest, entry) -> list[str | list[int]]:
+    """The request's inputs: texts, or token ids checked against the model's vocabulary."""
+    given: Any = body.input
+    if isinstance(given, str):
+        return [given]
+    if all(isinstance(v, str) for v in given):
+        return list(given)
+    single = all(isinstance(v, int) for v in given)
+    arrays: list[list[int]] = [given] if single else list(given)
+    if entry.task != "text-embedding":
+        raise ApiError(400, "token arrays are taken by text-embedding models only: send the text", param="input")
+    vocab = entry.info.get("vocab_size")
+    for i, ids in enumerate(arrays):
+        bad = next((j for j, v in enumerate(ids) if vocab is not None and v >= vocab), None)
+        if bad is not None:
+            where = f"input[{bad}]" if single else f"input[{i}][{bad}]"
+            raise ApiError(
+                400,
+                f"{where}: token id {ids[bad]} is outside this model's vocabulary (0..{vocab - 1})",
+                param=where,
+                code="invalid_value",
+            )
+    return list(arrays)
+
+
+def sized(vectors: np.ndarray, requested: int | None, entry) -> np.ndarray:
+    """The vectors at the requested size: the model's own, or a Matryoshka size it declares."""
+    dims = entry.info.get("dimensions")
+    if requested is None or requested == dims:
+        return vectors
+    from modelcache.service.engines.text import shorten
+
+    return shorten(vectors, requested, bool(entry.info.get("normalized", True)))
+
+
+def check_dimensions(requested: int | None, entry) -> None:
+    dims = entry.info.get("dimensions")
+    sizes = entry.info.get("matryoshka_dimensions") or []
+    if requested is None or requested == dims or requested in sizes:
+        return
+    if sizes:
+        allowed = ", ".join(str(d) for d in sorted({*sizes, dims}))
+        raise ApiError(
+            400,
+            f"this model gives {allowed} dimensions; 'dimensions' must be one of them or left out",
+            param="dimensions",
+        )
+    raise ApiError(
+        400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out", param="dimensions"
+    )
 
 
 def encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:
@@ -58,13 +124,10 @@ def json_response(body: dict) -> Response:
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     state = get_state(request)
     entry = find_model(state, body.model, ("text-embedding", "image-embedding"))
-    texts = [body.input] if isinstance(body.input, str) else body.input  # the schema checked each one
-    dims = entry.info.get("dimensions")
-    if body.dimensions is not None and body.dimensions != dims:
-        raise ApiError(
-            400, f"this model gives {dims} dimensions; 'dimensions' must be {dims} or left out", param="dimensions"
-        )
+    texts = inputs(body, entry)  # the schema checked each one
+    check_dimensions(body.dimensions, entry)
     vectors, tokens = await unless_disconnected(request.receive, state.handle(entry).embed(texts))
+    vectors = sized(vectors, body.dimensions, entry)
     return json_response(
         {
             "object": "list",

@@ -319,6 +319,9 @@ class Settings:
     batch_wait_ms: float = 0.0
     queue_size: int = 64
     request_timeout: float = 120.0
+    realtime_sessions: int = 8  # realtime WebSocket sessions at once
+    realtime_buffer_seconds: float = 120.0  # audio a session may hold that was not committed
+    realtime_idle_seconds: float = 60.0  # a session that sends nothing for this long is closed
     admission_wait: float = 1.0  # seconds a request may wait for a queue slot before 429
     threads: int = 0  # CPU threads per model process (0: every CPU the process may use)
     asr_nice: int = 10  # CPU priority offset of speech-to-text processes (long requests yield to short ones)
@@ -392,6 +395,11 @@ class Settings:
             batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 0.0, minimum=0.0, maximum=10_000),
             queue_size=int(get.number("MODELCACHE_QUEUE_SIZE", 64, minimum=1, maximum=100_000, integer=True)),
             request_timeout=get.number("MODELCACHE_REQUEST_TIMEOUT", 120.0, minimum=0.1),
+            realtime_sessions=int(
+                get.number("MODELCACHE_REALTIME_SESSIONS", 8, minimum=0, maximum=10_000, integer=True)
+            ),
+            realtime_buffer_seconds=get.number("MODELCACHE_REALTIME_BUFFER_SECONDS", 120.0, minimum=1, maximum=3600),
+            realtime_idle_seconds=get.number("MODELCACHE_REALTIME_IDLE_SECONDS", 60.0, minimum=0.1, maximum=86_400),
             admission_wait=get.number("MODELCACHE_ADMISSION_WAIT_MS", 1000, minimum=0, maximum=600_000) / 1000,
             threads=int(get.number("MODELCACHE_THREADS", 0, minimum=0, maximum=1024, integer=True)),
             asr_nice=int(get.number("MODELCACHE_ASR_NICE", 10, minimum=0, maximum=19, integer=True)),

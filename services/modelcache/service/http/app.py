@@ -52,7 +52,17 @@ class AppObserver(Observer):
 
 def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
     """The app over the lifecycle's models (each running in its worker process when loaded)."""
-    from modelcache.service.http.routes import admin, audio, embeddings, faces, health, images, metrics, models
+    from modelcache.service.http.routes import (
+        admin,
+        audio,
+        embeddings,
+        faces,
+        health,
+        images,
+        metrics,
+        models,
+        realtime,
+    )
 
     meter = Metrics()
     handles = Handles(lifecycle, settings, meter)
@@ -87,6 +97,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
     app.include_router(health.router)
     for module in (models, audio, embeddings, images, faces, metrics, admin):
         app.include_router(module.router, dependencies=protected)
+    app.include_router(realtime.router)  # a WebSocket: it checks the key itself
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         Admission,

@@ -27,6 +27,7 @@ class State:
     api_key: str | None
     started: float = field(default_factory=time.time)
     serving: bool = False  # between the app's start and its shutdown
+    realtime_sessions: int = 0  # realtime WebSocket sessions open now
 
     @property
     def registry(self) -> Registry:

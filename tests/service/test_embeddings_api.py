@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.support import fixtures
+from tests.support.openai_schema import validate
 from tests.support.service import Service
 
 pytestmark = pytest.mark.slow  # the tests use `modelcache serve`
@@ -19,6 +20,7 @@ def embed(service: Service, **body) -> httpx2.Response:
 
 def vectors(response: httpx2.Response) -> np.ndarray:
     assert response.status_code == 200, response.text
+    validate(response.json(), "CreateEmbeddingResponse")
     return np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
 
 
@@ -60,6 +62,7 @@ def test_bad_token_arrays_are_refused_naming_the_place(server: Service, tokenize
     for body, param, message in cases:
         response = embed(server, **body)
         assert response.status_code == 400, (body, response.text)
+        validate(response.json(), "ErrorResponse")
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error" and error["param"].startswith(param), (body, error)
         assert message in error["message"], (body, error)

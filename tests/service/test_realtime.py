@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.openai_schema import REALTIME_EVENTS, validate
 from tests.support.service import Service, start_service
 from tests.support.whisper_ckpt import speak, wer
 
@@ -26,7 +27,11 @@ from websockets.sync.client import connect  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the tests use `modelcache serve`
 
-PHRASES = ["Please call me tomorrow morning.", "The quick brown fox jumps over the lazy dog.", "It is going to rain in the afternoon."]
+PHRASES = [
+    "Please call me tomorrow morning.",
+    "The quick brown fox jumps over the lazy dog.",
+    "It is going to rain in the afternoon.",
+]
 KEY = "realtime-test-key"
 
 
@@ -84,6 +89,11 @@ def test_a_session_with_server_vad_gives_each_phrase_in_order(rt: Service, phras
         assert wer(said, heard) <= 0.5, (said, heard)
     assert wer(" ".join(PHRASES), " ".join(result["transcripts"])) <= 0.35
     kinds = [e["type"] for e in events]
+    # OpenAI's schemas, for every event but the session's description: the spec's session
+    # object requires an ephemeral client secret, which a self-hosted service does not issue
+    for event in events:
+        if event["type"] not in ("transcription_session.created", "transcription_session.updated"):
+            validate(event, REALTIME_EVENTS[event["type"]])
     assert kinds[:2] == ["transcription_session.created", "transcription_session.updated"]
     assert events[1]["session"]["turn_detection"]["type"] == "server_vad"
     # per phrase: started, stopped, committed, deltas, completed; the deltas add up to the transcript
@@ -189,6 +199,7 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(rt: Service, phrase
             assert event["type"] == "error", (message[:60], event)
             assert event["error"]["code"] == code and event["error"]["param"] == param, (message[:60], event)
             assert event["error"]["type"] == "invalid_request_error" and event["error"]["message"]
+            validate(event, "RealtimeServerEventError")
         assert event["error"]["event_id"] == "mine"  # the client's event id comes back with its error
         ws.send(b"\x00\x01binary")
         assert json.loads(ws.recv(timeout=10))["error"]["code"] == "invalid_event"
@@ -201,6 +212,12 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(rt: Service, phrase
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         got = receive_until(ws, "conversation.item.input_audio_transcription.completed", timeout=60)
         assert wer(" ".join(PHRASES), got[-1]["transcript"]) <= 0.3
+        # an item too short to hold any speech fails on its own, in OpenAI's shape
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x01\x00").decode()}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        failed = receive_until(ws, "conversation.item.input_audio_transcription.failed")[-1]
+        validate(failed, REALTIME_EVENTS[failed["type"]])
+        assert failed["error"]["code"] == "invalid_input" and "no samples" in failed["error"]["message"]
         ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm(1)}))
         ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "input_audio_buffer.cleared"

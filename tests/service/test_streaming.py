@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.service.test_pressure import assert_work_stops, tiled, worker_pid
+from tests.support.openai_schema import validate
 from tests.support.service import Service, counter, start_service
 from tests.support.whisper_ckpt import speak, wer
 
@@ -79,9 +80,14 @@ def assert_stream_matches(service: Service, audio: bytes, route: str = "transcri
     assert kinds[-1] == "transcript.text.done" and set(kinds[:-1]) == {"transcript.text.delta"}, kinds
     done = got[-1]
     assert "".join(e["delta"] for e in got[:-1]) == done["text"]
-    assert done["usage"]["type"] == "duration" and done["usage"]["seconds"] >= 1
+    for event in got:  # OpenAI's own schemas of the stream events
+        validate(event, "TranscriptTextDeltaEvent" if event["type"].endswith("delta") else "TranscriptTextDoneEvent")
     plain = post(service, audio, route, **data)
     assert plain.status_code == 200 and plain.json()["text"] == done["text"]
+    validate(
+        plain.json(),
+        "CreateTranscriptionResponseJson" if route == "transcriptions" else "CreateTranslationResponseJson",
+    )
     return got
 
 
@@ -108,7 +114,6 @@ def test_the_official_client_iterates_the_stream(fw_server: Service, speech) -> 
     assert [e.type for e in received][-1] == "transcript.text.done"
     deltas = [e.delta for e in received if e.type == "transcript.text.delta"]
     assert deltas and "".join(deltas) == received[-1].text and wer(text, received[-1].text) <= 0.3
-    assert received[-1].usage is not None and received[-1].usage.seconds >= 1
 
 
 def test_chunked_timestamps_stay_on_the_recording(asr: Service, phrases) -> None:
@@ -125,6 +130,7 @@ def test_chunked_timestamps_stay_on_the_recording(asr: Service, phrases) -> None
             chunking_strategy=strategy,
         )
         assert wer(text, verbose.text) <= 0.3, verbose.text
+        validate(verbose.model_dump(exclude_unset=True), "CreateTranscriptionResponseVerboseJson")
         times = [(s.start, s.end) for s in verbose.segments]
         assert all(a <= b for a, b in times) and times == sorted(times)
         assert times[-1][1] <= verbose.duration + 0.5
@@ -154,6 +160,7 @@ def test_server_vad_as_form_fields_or_json_and_bad_strategies(fw_server: Service
     ]:
         refused = post(fw_server, audio, chunking_strategy=bad)
         assert refused.status_code == 400, bad
+        validate(refused.json(), "ErrorResponse")
         assert refused.json()["error"]["param"] == param and refused.json()["error"]["type"] == "invalid_request_error"
     for fmt in ("srt", "vtt", "verbose_json"):
         refused = post(fw_server, audio, stream="true", response_format=fmt)
@@ -162,6 +169,7 @@ def test_server_vad_as_form_fields_or_json_and_bad_strategies(fw_server: Service
     sf.write(silence, np.zeros(16_000 * 5, np.float32), 16_000, format="WAV", subtype="PCM_16")
     quiet = post(fw_server, silence.getvalue(), chunking_strategy="auto", response_format="verbose_json")
     assert quiet.status_code == 200 and quiet.json()["text"] == "" and quiet.json()["segments"] == []
+    validate(quiet.json(), "CreateTranscriptionResponseVerboseJson")
     undecodable = post(fw_server, b"not audio at all", stream="true")  # refused before the stream begins
     assert undecodable.status_code == 415 and undecodable.json()["error"]["code"] == "unsupported_media"
 
@@ -188,6 +196,7 @@ def test_a_deadline_ends_the_stream_with_an_error_event(hurried: Service, speech
     got = events(response)
     assert got[0]["type"] == "transcript.text.delta"  # words came before the deadline
     assert got[-1]["type"] == "error" and got[-1]["error"]["code"] == "timeout", got[-1]
+    validate({"error": got[-1]["error"]}, "ErrorResponse")
     assert "transcript.text.done" not in [e["type"] for e in got]
     assert counter(hurried, "modelcache_cancelled_total", reason="deadline") >= 1
     assert_work_stops(worker_pid(hurried, asr_id(hurried)))

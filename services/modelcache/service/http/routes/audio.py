@@ -134,8 +134,8 @@ async def stream_events(items: AsyncGenerator) -> AsyncGenerator[bytes, None]:
                     rest = deltas.rest(item.text)
                     if rest:
                         yield sse({"type": "transcript.text.delta", "delta": rest})
-                    usage = {"type": "duration", "seconds": max(1, math.ceil(item.duration))}
-                    yield sse({"type": "transcript.text.done", "text": item.text, "usage": usage})
+                    # no usage: OpenAI's done event counts tokens in and out, which Whisper has no honest figure for
+                    yield sse({"type": "transcript.text.done", "text": item.text})
                 elif delta := deltas.add(item.text):
                     yield sse({"type": "transcript.text.delta", "delta": delta})
         except Exception as exc:  # a fault after the answer began: the stream ends with an error event

@@ -279,11 +279,13 @@ class Session:
                             await self.send(
                                 {"type": "conversation.item.input_audio_transcription.delta", **base, "delta": rest}
                             )
+                        seconds = round(len(audio) / (RATE * 2), 3)  # what was transcribed
                         await self.send(
                             {
                                 "type": "conversation.item.input_audio_transcription.completed",
                                 **base,
                                 "transcript": part.text,
+                                "usage": {"type": "duration", "seconds": seconds},
                             }
                         )
                     elif delta := deltas.add(part.text):
@@ -300,9 +302,8 @@ class Session:
                     **base,
                     "error": {
                         "type": "invalid_request_error" if status < 500 else "server_error",
-                        "code": code,
+                        "code": code or "transcription_failed",
                         "message": message,
-                        "param": None,
                     },
                 }
             )

@@ -130,9 +130,11 @@ class Session:
             elif kind == "input_audio_buffer.commit":
                 await self.commit_all()
             elif kind == "input_audio_buffer.clear":
+                self.drop_until(self.buffer_ms + len(self.buffer) // BYTES_PER_MS)
                 self.buffer.clear()
-                self.buffer_ms = self.detector.done_ms if self.detector else self.buffer_ms
                 self.speech = None
+                if self.detector is not None:  # a phrase under way is forgotten with its audio
+                    self.detector.speech_start = self.detector.silence_since = None
                 await self.send({"type": "input_audio_buffer.cleared"})
             else:
                 raise Refused(f"unknown event type {kind!r}", "invalid_event", "type")

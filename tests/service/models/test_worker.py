@@ -30,16 +30,22 @@ def test_control_skips_calls_cancelled_while_queued_and_stops_the_running_one() 
     assert control.begin(4)
 
 
+def whisper_worker(volume: Path) -> ModelWorker:
+    """openai-whisper tiny.en from the test volume, in a worker process (started)."""
+    path = Layout(volume).whisper / "tiny.en.pt"
+    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"), "cpu")
+    worker = ModelWorker(spec)
+    worker.start()
+    return worker
+
+
 @pytest.mark.slow  # starts a model worker process
 def test_a_queued_transcription_given_up_never_runs(_warm_template: Path, speech) -> None:
     sf = pytest.importorskip("soundfile")  # the dev extra
     audio, rate = sf.read(io.BytesIO(speech[0]), dtype="float32")
     long = io.BytesIO()
     sf.write(long, np.tile(audio, 10), rate, format="WAV")
-    path = Layout(_warm_template).whisper / "tiny.en.pt"
-    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"), "cpu")
-    worker = ModelWorker(spec)
-    worker.start()
+    worker = whisper_worker(_warm_template)
     try:
         assert worker.wait_ready(), worker.failure
         loaded = worker.info["peak_bytes"]
@@ -102,10 +108,7 @@ def test_a_streamed_transcription_sends_each_segment_before_its_answer(_warm_tem
     pause = np.zeros(rate * 2, np.float32)
     three = io.BytesIO()
     sf.write(three, np.concatenate([audio, pause, audio, pause, audio]), rate, format="WAV")
-    path = Layout(_warm_template).whisper / "tiny.en.pt"
-    spec = WorkerSpec("w", "asr", "openai-whisper", LoadSpec("w", path, "cpu", "openai-whisper", "tiny.en"), "cpu")
-    worker = ModelWorker(spec)
-    worker.start()
+    worker = whisper_worker(_warm_template)
     try:
         assert worker.wait_ready(), worker.failure
         received: list = []

@@ -4,8 +4,8 @@
     scripts/test --version >/dev/null       # once: makes .venv with everything installed
     .venv/bin/python scripts/bench_live.py [--json out.json] [--quick]
 
-A volume with the real Whisper tiny.en (faster-whisper, CTranslate2 int8 on CPU) from the
-project's loopback mirror; speech made by espeak-ng from known sentences, in a seeded
+A volume with the real Whisper tiny.en (faster-whisper, CTranslate2, float32 on CPU) and
+all-MiniLM-L6-v2 from the project's loopback mirror; speech made by espeak-ng from known sentences, in a seeded
 random order with pauses of 0.4–1.6 s between them (no two minutes alike). Measures:
   1. time to first delta on 60 s of speech (``stream=true``) vs the same request
      unstreamed, with ``chunking_strategy=auto`` and without
@@ -14,7 +14,8 @@ random order with pauses of 0.4–1.6 s between them (no two minutes alike). Mea
      vs the same file as one block: real-time factor and word error rate
   4. realtime: a WebSocket session fed a WAV file at real-time pace, with server VAD;
      from the end of each phrase (the server's speech_stopped) to its ``completed``
-     event, median and p95, and the session's real-time factor
+     event, median and p95, and the session's real-time factor; MiniLM embedding latency
+     (one client) while the session runs vs alone
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -174,7 +176,7 @@ def bench(quick: bool) -> dict:
             MODELCACHE_VISION="none",
             MODELCACHE_FACE="none",
             MODELCACHE_MLX="",
-            MODELCACHE_TEXT_EMBEDDING="none",
+            MODELCACHE_TEXT_EMBEDDING=fixtures.MINILM,  # for the isolation rows
         )
         fetch(env)
     server = Server({**env, "MODELCACHE_REQUEST_TIMEOUT": "3600"}, work / "live.log")
@@ -220,10 +222,21 @@ def realtime(server: Server, speech: Speech, quick: bool) -> dict:
     at24 = np.interp(np.arange(0, len(audio), RATE / 24_000), np.arange(len(audio)), audio)
     pcm = (np.clip(at24, -1, 1) * 32767).astype("<i2").tobytes()
     url = server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-    result = client.run_session(url, pcm, speed=1.0, chunk_ms=40)
+    alone = embed_latencies(server.url, seconds=20 if quick else 40)
+    during: list[float] = []
+    stop = threading.Event()
+    embedder = threading.Thread(target=lambda: during.extend(embed_latencies(server.url, stop=stop)))
+    embedder.start()
+    try:
+        result = client.run_session(url, pcm, speed=1.0, chunk_ms=40)
+    finally:
+        stop.set()
+        embedder.join()
     if result["errors"]:
         raise RuntimeError(f"realtime session errors: {result['errors']}")
     return {
+        "embed_alone_s": alone,
+        "embed_during_s": during,
         "audio_s": result["audio_s"],
         "phrases": result["committed"],
         "latency_s": result["latency_s"],
@@ -231,6 +244,20 @@ def realtime(server: Server, speech: Speech, quick: bool) -> dict:
         "rtf": sum(result["transcribe_s"]) / result["audio_s"],
         "wer": wer(text, " ".join(result["transcripts"])),
     }
+
+
+def embed_latencies(url: str, seconds: float = 0.0, stop: threading.Event | None = None) -> list[float]:
+    """One client embedding a short text back to back (keep-alive), for ``seconds`` or until ``stop``."""
+    latencies = []
+    body = json.dumps({"model": fixtures.MINILM, "input": "a short text to embed"}).encode()
+    end = time.perf_counter() + seconds
+    with httpx2.Client(timeout=60) as client:
+        while (stop is not None and not stop.is_set()) or (stop is None and time.perf_counter() < end):
+            started = time.perf_counter()
+            r = client.post(f"{url}/v1/embeddings", content=body, headers={"content-type": "application/json"})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+    return latencies
 
 
 def report(r: dict) -> str:
@@ -279,7 +306,7 @@ def report(r: dict) -> str:
         rows.append(
             (
                 f"realtime session, {rt['audio_s']:.0f} s at real-time pace, {rt['phrases']} phrases: server's `speech_stopped` to `completed`, median / p95",
-                f"{med(rt['latency_s']):.2f} s / {benchlib.pct(rt['latency_s'], 95):.2f} s",
+                f"{med(rt['latency_s']):.2f} s / {benchlib.pct(rt['latency_s'], 0.95):.2f} s",
                 "",
                 "",
             )
@@ -290,6 +317,15 @@ def report(r: dict) -> str:
                 f"RTF {rt['rtf']:.3f}; WER {rt['wer'] * 100:.1f} %",
                 "",
                 "",
+            )
+        )
+        alone, during = rt["embed_alone_s"], rt["embed_during_s"]
+        rows.append(
+            (
+                "MiniLM embeddings, 1 client, while the realtime session runs vs alone: p50 / p99 (goal: isolation holds)",
+                f"{med(during) * 1000:.1f} / {benchlib.pct(during, 0.99) * 1000:.1f} ms",
+                f"alone: {med(alone) * 1000:.1f} / {benchlib.pct(alone, 0.99) * 1000:.1f} ms",
+                f"{med(during) / med(alone):.2f}x / {benchlib.pct(during, 0.99) / benchlib.pct(alone, 0.99):.2f}x",
             )
         )
     return benchlib.table(rows)

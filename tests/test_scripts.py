@@ -343,3 +343,33 @@ def test_registry_credentials_and_trust_reach_only_the_downloader(tmp_path: Path
     assert config["secrets"]["registry_auth"]["file"] == str(auth)
     assert not [s for s in service.get("secrets", []) if s["source"] in ("registry_auth", "registry_ca", "trust_key")]
     assert "DOCKER_CONFIG" not in (service.get("environment") or {})
+
+
+# scripts/realtime-client is Python (argparse), not bash: its --help and usage errors, checked
+# here as the bash scripts' are; a real session with it is in tests/service/test_realtime.py
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["speech.wav", "--speed", "2", "--help"]])
+def test_realtime_client_help_prints_the_usage(args: list[str]) -> None:
+    result = run("realtime-client", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: realtime-client")
+    for word in ("--url", "--key-file", "--manual", "--speed", "--chunk-ms", "input_audio_buffer.append"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--no-such-option", "speech.wav"], "--no-such-option"),
+        ([], "wav"),
+        (["speech.wav", "--chunk-ms", "5"], "--chunk-ms must be 20 to 100"),
+        (["speech.wav", "--speed", "-1"], "--speed must be 0"),
+    ],
+)
+def test_realtime_client_usage_errors(args: list[str], said: str) -> None:
+    result = run("realtime-client", *args)
+    assert result.returncode == 2 and said in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_realtime_client_names_a_missing_file(tmp_path: Path) -> None:
+    result = run("realtime-client", str(tmp_path / "none.wav"), "--url", "ws://127.0.0.1:9/v1/realtime")
+    assert result.returncode == 1 and result.stderr.strip() == f"realtime-client: no such file: {tmp_path / 'none.wav'}"

@@ -242,11 +242,20 @@ def test_the_session_cap_idle_timeout_and_key(rt: Service) -> None:
         # nothing sent for 3 s (MODELCACHE_REALTIME_IDLE_SECONDS): told, then closed
         event = json.loads(first.recv(timeout=10))
         assert event["error"]["code"] == "session_idle"
-    for headers in (None, {"Authorization": "Bearer wrong"}):
+    # a missing or wrong key: refused before the handshake, as the HTTP routes refuse it
+    for headers, protocols in (
+        (None, None),
+        ({"Authorization": "Bearer wrong"}, None),
+        (None, ["realtime", "openai-insecure-api-key.wrong"]),
+    ):
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-            with connect(ws_url(rt), additional_headers=headers):
+            with connect(ws_url(rt), additional_headers=headers, subprotocols=protocols):
                 pass
-        assert refused.value.response.status_code == 403
+        response = refused.value.response
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+        body = json.loads(bytes(response.body or b""))
+        validate(body, "ErrorResponse")
+        assert body["error"]["code"] == "invalid_api_key"
     with connect(ws_url(rt, "intent=conversation"), additional_headers={"Authorization": f"Bearer {KEY}"}) as other:
         assert json.loads(other.recv(timeout=10))["error"]["code"] == "unsupported_intent"
     # the HTTP routes serve as before, with the same key

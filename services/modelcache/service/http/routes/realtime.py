@@ -19,6 +19,7 @@ import binascii
 import hmac
 import io
 import json
+import logging
 import uuid
 import wave
 from contextlib import aclosing
@@ -27,11 +28,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from modelcache.service.engines.base import Deltas, Transcript
-from modelcache.service.http.errors import ApiError, fault
+from modelcache.service.http.errors import ApiError, error_response, fault
 from modelcache.service.http.routes.common import find_model
 from modelcache.service.http.state import State
 
 router = APIRouter(tags=["realtime"])
+log = logging.getLogger(__name__)
 
 RATE = 24_000  # OpenAI's pcm16: 24 kHz, mono, 16-bit little-endian
 BYTES_PER_MS = RATE * 2 // 1000
@@ -43,6 +45,11 @@ PROTOCOL_KEY = "openai-insecure-api-key."  # how browsers pass the key (no heade
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Gone(Exception):
+    """The client went away: nothing can be sent to it any more (kept apart from a model's
+    own failures, some of which are RuntimeErrors too)."""
 
 
 class Refused(Exception):
@@ -82,14 +89,20 @@ class Session:
         self.speech: tuple[str, int] | None = None  # (item id, start ms) of the phrase going on
         self.previous: str | None = None
         self.items: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        self.queued = 0  # bytes of committed audio not transcribed yet
+        self.pending = 0  # items committed and not answered yet (the session is not idle)
         self.send_lock = asyncio.Lock()
         self.limit = int(state.settings.realtime_buffer_seconds * 1000) * BYTES_PER_MS
 
     # --- sending --------------------------------------------------------------------------
 
     async def send(self, event: dict) -> None:
+        text = json.dumps({"event_id": _id("event"), **event}, ensure_ascii=False)
         async with self.send_lock:
-            await self.ws.send_text(json.dumps({"event_id": _id("event"), **event}, ensure_ascii=False))
+            try:
+                await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise Gone from exc
 
     async def error(self, message: str, code: str, param: str | None = None, event_id: str | None = None) -> None:
         kind = "invalid_request_error" if code not in ("server_error", "timeout") else "server_error"
@@ -192,10 +205,13 @@ class Session:
             raise Refused("'audio' is not valid base64", "invalid_value", "audio") from None
         if len(pcm) % 2:
             raise Refused("'audio' must be 16-bit PCM: an even number of bytes", "invalid_value", "audio")
-        if len(self.buffer) + len(pcm) > self.limit:
+        if len(self.buffer) + self.queued + len(pcm) > self.limit:
+            waiting = (
+                f" ({self.queued / (RATE * 2):.1f} s of it committed, waiting for the model)" if self.queued else ""
+            )
             raise Refused(
-                f"the audio buffer holds at most {self.state.settings.realtime_buffer_seconds:g} s that was not committed "
-                "(MODELCACHE_REALTIME_BUFFER_SECONDS): commit or clear it; this piece was dropped",
+                f"a session holds at most {self.state.settings.realtime_buffer_seconds:g} s of audio not transcribed "
+                f"yet{waiting} (MODELCACHE_REALTIME_BUFFER_SECONDS): commit or clear it; this piece was dropped",
                 "input_audio_buffer_full",
                 "audio",
             )
@@ -251,6 +267,8 @@ class Session:
         self.drop_until(end_ms)
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.previous, "item_id": item_id})
         self.previous = item_id
+        self.queued += len(audio)
+        self.pending += 1
         await self.items.put((item_id, audio))
 
     # --- transcription, one item after the other --------------------------------------------
@@ -258,7 +276,11 @@ class Session:
     async def transcribe_items(self) -> None:
         while (item := await self.items.get()) is not None:
             item_id, audio = item
-            await self.transcribe(item_id, audio)
+            try:
+                await self.transcribe(item_id, audio)
+            finally:
+                self.queued -= len(audio)
+                self.pending -= 1
 
     async def transcribe(self, item_id: str, audio: bytes) -> None:
         base = {"item_id": item_id, "content_index": 0}
@@ -294,9 +316,9 @@ class Session:
                         await self.send(
                             {"type": "conversation.item.input_audio_transcription.delta", **base, "delta": delta}
                         )
-        except (WebSocketDisconnect, RuntimeError):
+        except Gone:
             raise
-        except Exception as exc:  # the item fails; the session goes on
+        except Exception as exc:  # the item fails (a ModelFailed is a RuntimeError too); the session goes on
             status, message, code = fault(exc)
             await self.send(
                 {
@@ -355,26 +377,38 @@ def _protocols(ws: WebSocket) -> list[str]:
     return [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
 
 
+async def _refuse(session: Session, message: str, code: str, param: str | None, close_code: int) -> None:
+    """An ``error`` event, then the socket closed (unless the client is gone already)."""
+    try:
+        await session.error(message, code, param)
+        await session.ws.close(code=close_code)
+    except (Gone, WebSocketDisconnect, RuntimeError, OSError):
+        pass
+
+
 @router.websocket("/v1/realtime")
 async def realtime(ws: WebSocket) -> None:
     state: State = ws.app.state.modelcache
     subprotocol = "realtime" if "realtime" in _protocols(ws) else None
     if not _authorized(ws, state.api_key):
-        await ws.close(code=1008, reason="missing or invalid API key (send 'Authorization: Bearer <key>')")
+        why = "missing or invalid API key (send 'Authorization: Bearer <key>')"
+        if "websocket.http.response" in ws.scope.get("extensions", {}):  # as the HTTP routes answer: 401
+            denial = error_response(401, why, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            await ws.send_denial_response(denial)
+        else:  # a server without the denial extension turns this into a 403
+            await ws.close(code=1008, reason=why)
         return
     await ws.accept(subprotocol=subprotocol)
     session = Session(ws, state)
     intent = ws.query_params.get("intent", "transcription")
     if intent != "transcription":
-        await session.error(f"only intent=transcription is served here, not {intent!r}", "unsupported_intent", "intent")
-        await ws.close(code=1008)
+        why = f"only intent=transcription is served here, not {intent!r}"
+        await _refuse(session, why, "unsupported_intent", "intent", 1008)
         return
     if state.realtime_sessions >= state.settings.realtime_sessions:
-        await session.error(
-            f"the service holds {state.settings.realtime_sessions} realtime sessions already (MODELCACHE_REALTIME_SESSIONS); try again later",
-            "session_limit_reached",
-        )
-        await ws.close(code=1013, reason="too many realtime sessions")
+        limit = state.settings.realtime_sessions
+        why = f"the service holds {limit} realtime sessions already (MODELCACHE_REALTIME_SESSIONS); try again later"
+        await _refuse(session, why, "session_limit_reached", None, 1013)
         return
     state.realtime_sessions += 1
     worker = asyncio.create_task(session.transcribe_items())
@@ -382,8 +416,7 @@ async def realtime(ws: WebSocket) -> None:
         try:
             session.model = find_model(state, ws.query_params.get("model"), "speech-to-text").id
         except ApiError as exc:
-            await session.error(exc.message, exc.code or "invalid_value", "model")
-            await ws.close(code=1008)
+            await _refuse(session, exc.message, exc.code or "invalid_value", "model", 1008)
             return
         await session.send({"type": "transcription_session.created", "session": session.description()})
         idle = state.settings.realtime_idle_seconds
@@ -391,6 +424,8 @@ async def realtime(ws: WebSocket) -> None:
             try:
                 message = await asyncio.wait_for(ws.receive(), idle)
             except TimeoutError:
+                if session.pending:  # the client waits for its transcripts: not idle
+                    continue
                 await session.error(
                     f"no message for {idle:g} s (MODELCACHE_REALTIME_IDLE_SECONDS): the session is closed",
                     "session_idle",
@@ -410,8 +445,11 @@ async def realtime(ws: WebSocket) -> None:
                 await session.handle(text)
             except Refused as exc:
                 await session.error(exc.message, exc.code, exc.param, exc.event_id)
-    except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
+    except (Gone, WebSocketDisconnect):  # the client went away
         pass
+    except Exception:  # a fault of the service: said, logged, and the session is ended
+        log.exception("realtime session %s failed", session.id)
+        await _refuse(session, "internal error: the session is closed", "server_error", None, 1011)
     finally:
         state.realtime_sessions -= 1
         worker.cancel()  # an item being transcribed is stopped in the model, as for a client gone

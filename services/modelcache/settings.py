@@ -320,7 +320,7 @@ class Settings:
     queue_size: int = 64
     request_timeout: float = 120.0
     realtime_sessions: int = 8  # realtime WebSocket sessions at once
-    realtime_buffer_seconds: float = 120.0  # audio a session may hold that was not committed
+    realtime_buffer_seconds: float = 120.0  # audio a session may hold that was not transcribed yet
     realtime_idle_seconds: float = 60.0  # a session that sends nothing for this long is closed
     admission_wait: float = 1.0  # seconds a request may wait for a queue slot before 429
     threads: int = 0  # CPU threads per model process (0: every CPU the process may use)

@@ -111,6 +111,9 @@ def test_a_session_with_server_vad_gives_each_phrase_in_order(rt: Service, phras
         assert deltas == mine[-1]["transcript"]
         started, stopped = mine[0]["audio_start_ms"], mine[1]["audio_end_ms"]
         assert 0 <= started < stopped
+        # as OpenAI counts them: the item is the audio from audio_start_ms (with the prefix
+        # padding) to audio_end_ms (with the silence that ended the phrase)
+        assert abs(mine[-1]["usage"]["seconds"] - (stopped - started) / 1000) < 0.05
     committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
     assert committed[0]["previous_item_id"] is None
     assert [c["previous_item_id"] for c in committed[1:]] == items[:-1]

@@ -66,7 +66,10 @@ class TurnOptions:
 
 @dataclass(frozen=True)
 class Turn:
-    """Speech started (``end`` None) or stopped, in ms of the stream since it began."""
+    """Speech started (``end_ms`` None) or stopped, in ms of the stream since it began. As
+    OpenAI's ``speech_started``/``speech_stopped`` count them, the span is the audio a phrase
+    is transcribed from: ``start_ms`` includes the prefix padding before the first speech,
+    ``end_ms`` the silence (``silence_duration_ms``) that ended it."""
 
     start_ms: int
     end_ms: int | None = None
@@ -75,7 +78,7 @@ class Turn:
 class TurnDetector:
     """Feed PCM16 at 24 kHz as it arrives; get a :class:`Turn` when speech starts (its start
     with the prefix padding before it) and again when a silence of ``silence_duration_ms``
-    ended it (its end where the silence began)."""
+    ended it (its end where that silence is over)."""
 
     def __init__(self, options: TurnOptions, probability=None) -> None:
         self.options = options
@@ -117,7 +120,7 @@ class TurnDetector:
         if self.silence_since is None:
             self.silence_since = start
         if self.done_ms - self.silence_since >= o.silence_duration_ms:
-            began, ended = self.speech_start, self.silence_since
+            began, quiet = self.speech_start, self.silence_since
             self.speech_start = self.silence_since = None
-            return Turn(int(max(0.0, began - o.prefix_padding_ms)), int(ended))
+            return Turn(int(max(0.0, began - o.prefix_padding_ms)), int(quiet + o.silence_duration_ms))
         return None

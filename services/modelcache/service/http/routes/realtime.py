@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 RATE = 24_000  # OpenAI's pcm16: 24 kHz, mono, 16-bit little-endian
 BYTES_PER_MS = RATE * 2 // 1000
-TAIL_MS = 300  # audio kept after the end of a phrase the VAD found (its last sound)
 LAG_MS = 100  # the VAD decides a window after it is complete: keep that much more before a phrase
 MAX_MESSAGE = 16 * 2**20
 PROTOCOL_KEY = "openai-insecure-api-key."  # how browsers pass the key (no headers on a WebSocket)
@@ -240,7 +239,7 @@ class Session:
                 await self.send(
                     {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": turn.end_ms, "item_id": item_id}
                 )
-                await self.commit(item_id, start, turn.end_ms + TAIL_MS)
+                await self.commit(item_id, start, turn.end_ms)  # with the silence that ended it, as OpenAI's
         if self.speech is None:  # silence: keep only what a phrase starting now would take before it
             keep = (int(self.turn.get("prefix_padding_ms", 300)) + LAG_MS) * BYTES_PER_MS
             self.drop_until(self.buffer_ms + (len(self.buffer) - keep) // BYTES_PER_MS)

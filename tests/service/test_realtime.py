@@ -208,8 +208,18 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(rt: Service, phrase
         assert json.loads(ws.recv(timeout=10))["error"]["code"] == "invalid_event"
         # after all that, the session still transcribes
         client = client_module()
-        ws.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}}))
-        assert json.loads(ws.recv(timeout=10))["session"]["turn_detection"] is None
+        update = {
+            "turn_detection": None,
+            "input_audio_transcription": {"language": "en", "prompt": "A weather report."},
+        }
+        ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+        session = json.loads(ws.recv(timeout=10))["session"]
+        assert session["turn_detection"] is None
+        assert session["input_audio_transcription"] == {
+            "model": "Systran/faster-whisper-tiny.en",
+            "language": "en",
+            "prompt": "A weather report.",
+        }
         audio = client.read_wav(phrases_wav)
         ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()}))
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))

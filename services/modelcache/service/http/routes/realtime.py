@@ -87,7 +87,8 @@ class Session:
         self.buffer_ms = 0  # the stream time of buffer[0]
         self.speech: tuple[str, int] | None = None  # (item id, start ms) of the phrase going on
         self.previous: str | None = None
-        self.items: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        # committed items, each with the model, language and prompt of the session when committed
+        self.items: asyncio.Queue[tuple[str, bytes, tuple[str | None, str | None, str | None]] | None] = asyncio.Queue()
         self.queued = 0  # bytes of committed audio not transcribed yet
         self.pending = 0  # items committed and not answered yet (the session is not idle)
         self.send_lock = asyncio.Lock()
@@ -268,27 +269,29 @@ class Session:
         self.previous = item_id
         self.queued += len(audio)
         self.pending += 1
-        await self.items.put((item_id, audio))
+        await self.items.put((item_id, audio, (self.model, self.language, self.prompt)))
 
     # --- transcription, one item after the other --------------------------------------------
 
     async def transcribe_items(self) -> None:
         while (item := await self.items.get()) is not None:
-            item_id, audio = item
+            item_id, audio, settings = item
             try:
-                await self.transcribe(item_id, audio)
+                await self.transcribe(item_id, audio, *settings)
             finally:
                 self.queued -= len(audio)
                 self.pending -= 1
 
-    async def transcribe(self, item_id: str, audio: bytes) -> None:
+    async def transcribe(
+        self, item_id: str, audio: bytes, model: str | None, language: str | None, prompt: str | None
+    ) -> None:
         base = {"item_id": item_id, "content_index": 0}
         try:
-            entry = find_model(self.state, self.model, "speech-to-text")
+            entry = find_model(self.state, model, "speech-to-text")
             options = {
                 "task": "transcribe",
-                "language": self.language,
-                "prompt": self.prompt,
+                "language": language,
+                "prompt": prompt,
                 "temperature": 0.0,
                 "word_timestamps": False,
             }
@@ -407,6 +410,8 @@ async def realtime(ws: WebSocket) -> None:
     if state.realtime_sessions >= state.settings.realtime_sessions:
         limit = state.settings.realtime_sessions
         why = f"the service holds {limit} realtime sessions already (MODELCACHE_REALTIME_SESSIONS); try again later"
+        if limit == 0:
+            why = "realtime sessions are turned off here (MODELCACHE_REALTIME_SESSIONS=0)"
         await _refuse(session, why, "session_limit_reached", None, 1013)
         return
     state.realtime_sessions += 1

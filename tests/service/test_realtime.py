@@ -118,7 +118,9 @@ def test_a_session_with_server_vad_gives_each_phrase_in_order(rt: Service, phras
     assert committed[0]["previous_item_id"] is None
     assert [c["previous_item_id"] for c in committed[1:]] == items[:-1]
     assert all(e["event_id"].startswith("event_") for e in events)
-    assert len(result["latency_s"]) == len(PHRASES) and max(result["latency_s"]) < 10
+    # the time from each phrase's end to its transcript (a figure for scripts/bench, not a
+    # bound here: the machine running the tests may be busy with other work)
+    assert len(result["latency_s"]) == len(PHRASES) and all(0 < s < 60 for s in result["latency_s"])
 
 
 def test_a_manual_commit_transcribes_the_whole_buffer(rt: Service, phrases_wav: Path) -> None:

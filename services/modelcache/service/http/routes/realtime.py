@@ -91,6 +91,7 @@ class Session:
         self.items: asyncio.Queue[tuple[str, bytes, tuple[str | None, str | None, str | None]] | None] = asyncio.Queue()
         self.queued = 0  # bytes of committed audio not transcribed yet
         self.pending = 0  # items committed and not answered yet (the session is not idle)
+        self.active_at = asyncio.get_running_loop().time()  # the last message, or the last item answered
         self.send_lock = asyncio.Lock()
         self.limit = int(state.settings.realtime_buffer_seconds * 1000) * BYTES_PER_MS
 
@@ -281,6 +282,7 @@ class Session:
             finally:
                 self.queued -= len(audio)
                 self.pending -= 1
+                self.active_at = asyncio.get_running_loop().time()
 
     async def transcribe(
         self, item_id: str, audio: bytes, model: str | None, language: str | None, prompt: str | None
@@ -416,6 +418,7 @@ async def realtime(ws: WebSocket) -> None:
         return
     state.realtime_sessions += 1
     worker = asyncio.create_task(session.transcribe_items())
+    receiving: asyncio.Future | None = None  # the client's next message
     try:
         try:
             session.model = find_model(state, ws.query_params.get("model"), "speech-to-text").id
@@ -424,18 +427,25 @@ async def realtime(ws: WebSocket) -> None:
             return
         await session.send({"type": "transcription_session.created", "session": session.description()})
         idle = state.settings.realtime_idle_seconds
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                message = await asyncio.wait_for(ws.receive(), idle)
-            except TimeoutError:
-                if session.pending:  # the client waits for its transcripts: not idle
-                    continue
+            # idle: no message for `idle` seconds, counted from the last one or from the last
+            # item answered, whichever is later; never while an item waits for its transcript
+            # (the receive goes on across these checks: no message is lost to a timeout)
+            receiving = receiving or asyncio.ensure_future(ws.receive())
+            wait = idle if session.pending else session.active_at + idle - loop.time()
+            if wait <= 0:
                 await session.error(
                     f"no message for {idle:g} s (MODELCACHE_REALTIME_IDLE_SECONDS): the session is closed",
                     "session_idle",
                 )
                 await ws.close(code=1000, reason="idle")
                 return
+            done, _ = await asyncio.wait({receiving}, timeout=wait)
+            if not done:
+                continue
+            message, receiving = receiving.result(), None
+            session.active_at = loop.time()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -456,6 +466,8 @@ async def realtime(ws: WebSocket) -> None:
         await _refuse(session, "internal error: the session is closed", "server_error", None, 1011)
     finally:
         state.realtime_sessions -= 1
+        if receiving is not None:
+            receiving.cancel()
         worker.cancel()  # an item being transcribed is stopped in the model, as for a client gone
         try:
             await worker

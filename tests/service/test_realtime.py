@@ -208,6 +208,8 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(rt: Service, phrase
         assert event["error"]["event_id"] == "mine"  # the client's event id comes back with its error
         ws.send(b"\x00\x01binary")
         assert json.loads(ws.recv(timeout=10))["error"]["code"] == "invalid_event"
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (9 * 2**20)}))
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == "message_too_large"
         # after all that, the session still transcribes
         client = client_module()
         update = {

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 RATE = 24_000  # OpenAI's pcm16: 24 kHz, mono, 16-bit little-endian
 BYTES_PER_MS = RATE * 2 // 1000
 LAG_MS = 100  # the VAD decides a window after it is complete: keep that much more before a phrase
-MAX_MESSAGE = 16 * 2**20
+# a message longer than this gets an error event and the session goes on (8 MiB of base64 is
+# 131 s of audio); one over uvicorn's own limit (16 MiB) ends the connection with close code 1009
+MAX_MESSAGE = 8 * 2**20
 PROTOCOL_KEY = "openai-insecure-api-key."  # how browsers pass the key (no headers on a WebSocket)
 
 
@@ -453,7 +455,8 @@ async def realtime(ws: WebSocket) -> None:
                 await session.error("send events as JSON text messages, not binary ones", "invalid_event")
                 continue
             if len(text) > MAX_MESSAGE:
-                await session.error(f"a message may hold at most {MAX_MESSAGE // 2**20} MiB", "message_too_large")
+                why = f"a message may hold at most {MAX_MESSAGE // 2**20} MiB: send the audio in smaller appends"
+                await session.error(why, "message_too_large")
                 continue
             try:
                 await session.handle(text)

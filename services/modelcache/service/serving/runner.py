@@ -142,7 +142,10 @@ class Runner:
         partial: asyncio.Queue[Any] = asyncio.Queue()
 
         def queue_it(item: Any) -> None:  # called in the worker's reader thread
-            loop.call_soon_threadsafe(partial.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(partial.put_nowait, item)
+            except RuntimeError:  # the loop is closed (the service is stopping): nobody waits for it
+                pass
 
         on_progress = queue_it if stream else None
         async with self.lifecycle.using(self.entry) as worker:
@@ -178,6 +181,7 @@ class Runner:
                 yield value
             except TimeoutError:
                 worker.cancel(call_id)
+                answer.cancel()  # its late outcome (Cancelled) is nobody's
                 self.meter.gave_up(self.model, "deadline")
                 raise TimedOut(
                     f"model {self.model!r} did not answer within {self.timeout:g}s; the request was stopped"
@@ -185,6 +189,7 @@ class Runner:
             except (asyncio.CancelledError, GeneratorExit):  # the client went away
                 if not finished:
                     worker.cancel(call_id)
+                    answer.cancel()
                     self.meter.gave_up(self.model, "disconnect")
                 raise
             except WorkerDied as exc:

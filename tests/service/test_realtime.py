@@ -130,13 +130,13 @@ def test_a_manual_commit_transcribes_the_whole_buffer(rt: Service, phrases_wav: 
     assert wer(" ".join(PHRASES), result["transcripts"][0]) <= 0.3, result["transcripts"]
 
 
-def receive_until(ws, kind: str, timeout: float = 30) -> list[dict]:
+def receive_until(ws, kind: str | tuple[str, ...], timeout: float = 30) -> list[dict]:
     got = []
     deadline = time.monotonic() + timeout
     while True:
         event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
         got.append(event)
-        if event["type"] == kind:
+        if event["type"] in ((kind,) if isinstance(kind, str) else kind):
             return got
 
 
@@ -240,6 +240,23 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(rt: Service, phrase
         assert json.loads(ws.recv(timeout=10))["type"] == "input_audio_buffer.cleared"
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         assert json.loads(ws.recv(timeout=10))["error"]["code"] == "input_audio_buffer_commit_empty"
+        # the bound (20 s here) counts committed audio still waiting for the model too
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm(15)}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm(10)}))
+        got = receive_until(ws, "error")
+        assert (
+            got[-1]["error"]["code"] == "input_audio_buffer_full"
+            and "waiting for the model" in got[-1]["error"]["message"]
+        )
+        answered = (
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.input_audio_transcription.failed",
+        )
+        receive_until(ws, answered, timeout=60)  # silence: whatever the model makes of it
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm(10)}))  # answered: room again
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "input_audio_buffer.committed"
 
 
 def test_the_session_cap_idle_timeout_and_key(rt: Service) -> None:

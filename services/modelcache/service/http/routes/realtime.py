@@ -7,8 +7,10 @@ speech-to-text model through the same queue, deadline and worker as an HTTP requ
 (streamed: a ``delta`` per decoded segment, then ``completed``), one item after the other.
 
 Bounds: ``MODELCACHE_REALTIME_SESSIONS`` at once (one more is told so and closed with 1013),
-``MODELCACHE_REALTIME_BUFFER_SECONDS`` of uncommitted audio, ``MODELCACHE_REALTIME_IDLE_SECONDS``
-without a message. Bad input gets an ``error`` event and the session goes on.
+``MODELCACHE_REALTIME_BUFFER_SECONDS`` of audio not transcribed yet (uncommitted, or committed
+and waiting for the model), ``MODELCACHE_REALTIME_IDLE_SECONDS`` without a message while no
+item waits for its transcript. A wrong key is refused before the handshake (401). Bad input
+gets an ``error`` event and the session goes on.
 """
 
 from __future__ import annotations

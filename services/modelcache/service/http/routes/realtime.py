@@ -400,7 +400,10 @@ async def realtime(ws: WebSocket) -> None:
     subprotocol = "realtime" if "realtime" in _protocols(ws) else None
     if not _authorized(ws, state.api_key):
         why = "missing or invalid API key (send 'Authorization: Bearer <key>')"
-        if "websocket.http.response" in ws.scope.get("extensions", {}):  # as the HTTP routes answer: 401
+        # as the HTTP routes answer: 401 with OpenAI's error body. uvicorn's websockets-sansio
+        # protocol then logs "ASGI callable returned without completing handshake" although the
+        # client got the 401 (its bug; Kludex/uvicorn pull request #3138 fixes it)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
             denial = error_response(401, why, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
             await ws.send_denial_response(denial)
         else:  # a server without the denial extension turns this into a 403

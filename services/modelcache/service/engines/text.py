@@ -98,9 +98,10 @@ class TransformersTextEmbedder:
         self.max_length = int(min(limit, positions, 8192))
         self.vocab_size = len(self.tokenizer)
         self.normalized = self.pooling.normalize
-        self.matryoshka_dimensions = read_matryoshka(spec.path)
         with torch.inference_mode():
             self.dimensions = int(self.embed(["dimension probe"])[0].shape[1])
+        declared = read_matryoshka(spec.path)  # [] when any size is fine: every size below its own
+        self.matryoshka_dimensions = declared or (None if declared is None else list(range(1, self.dimensions)))
 
     def embed(self, texts: list[TextInput]) -> tuple[np.ndarray, list[int]]:
         import torch
@@ -139,16 +140,19 @@ class TransformersTextEmbedder:
 
 def read_matryoshka(path: Path) -> list[int] | None:
     """The smaller sizes the model was trained to give (Matryoshka representation learning),
-    as ``config.json`` declares them (``matryoshka_dimensions``, the key vLLM reads); None
-    when it declares none."""
+    as ``config.json`` declares them, with vLLM's keys: ``matryoshka_dimensions`` (these
+    sizes), else ``is_matryoshka: true`` (any size: an empty list); None when it declares
+    neither."""
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    dims = config.get("matryoshka_dimensions") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    dims = config.get("matryoshka_dimensions")
     if isinstance(dims, list) and dims and all(isinstance(d, int) and d > 0 for d in dims):
         return sorted(set(dims))
-    return None
+    return [] if config.get("is_matryoshka") is True else None
 
 
 def shorten(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:

@@ -36,14 +36,46 @@ class Call:
 
 
 def _embed(engine, _call: Call, requests: list[list[str | list[int]]]) -> list:
-    """One forward for the inputs (texts or token ids) of several requests; each request gets its own slice."""
-    texts = [t for r in requests for t in r]
-    vectors, tokens = engine.embed(texts)
-    out, start = [], 0
-    for r in requests:
-        out.append((vectors[start : start + len(r)], tokens[start : start + len(r)]))
-        start += len(r)
-    return out
+    """One forward for the inputs (texts or token ids) of several requests; each request gets
+    its own slice, or its own InputError (token ids the model cannot take: none, empty, outside
+    its vocabulary), and the others still get their vectors."""
+    vocab = getattr(engine, "vocab_size", None)
+
+    def refusal(inputs: list[str | list[int]]) -> InputError | None:
+        for i, ids in enumerate(inputs):
+            if isinstance(ids, str):
+                continue
+            if vocab is None:
+                return InputError("token arrays are taken by text-embedding models only: send the text")
+            if not ids:
+                return InputError(f"input[{i}]: an empty token array")
+            bad = next((j for j, v in enumerate(ids) if not 0 <= v < vocab), None)
+            if bad is not None:
+                where = f"input[{i}][{bad}]"
+                return InputError(f"{where}: token id {ids[bad]} is outside this model's vocabulary (0..{vocab - 1})")
+        return None
+
+    def together(batch: list[list[str | list[int]]]) -> list:
+        vectors, tokens = engine.embed([t for r in batch for t in r])
+        out, start = [], 0
+        for r in batch:
+            out.append((vectors[start : start + len(r)], tokens[start : start + len(r)]))
+            start += len(r)
+        return out
+
+    checked = [refusal(r) or r for r in requests]
+    good = [r for r in checked if not isinstance(r, InputError)]
+    try:
+        answers = together(good) if good else []
+    except InputError:  # the engine refused some request's inputs: each request on its own
+        answers = []
+        for r in good:
+            try:
+                answers += together([r])
+            except InputError as exc:
+                answers.append(exc)
+    given = iter(answers)
+    return [r if isinstance(r, InputError) else next(given) for r in checked]
 
 
 def _embed_images(engine, _call: Call, requests: list[list[bytes]]) -> list:

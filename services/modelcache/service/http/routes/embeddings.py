@@ -40,7 +40,10 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(min_length=1, description="a model id from /v1/models")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(
-        default=None, ge=1, description="the model's own size, or one of the Matryoshka sizes it declares"
+        default=None,
+        ge=1,
+        description="the model's own size, or one of the Matryoshka sizes it declares (any smaller size where it "
+        "declares is_matryoshka)",
     )
     user: str | None = None
 
@@ -96,6 +99,10 @@ def check_dimensions(requested: int | None, entry) -> None:
     sizes = entry.info.get("matryoshka_dimensions") or []
     if requested is None or requested == dims or requested in sizes:
         return
+    if sizes == list(range(1, dims)):  # the model says any size will do (is_matryoshka)
+        raise ApiError(
+            400, f"this model gives at most {dims} dimensions; 'dimensions' must be 1 to {dims}", param="dimensions"
+        )
     if sizes:
         allowed = ", ".join(str(d) for d in sorted({*sizes, dims}))
         raise ApiError(

@@ -36,6 +36,9 @@ ROOTS = [  # what the service answers with
     "RealtimeServerEventInputAudioBufferCommitted",
     "RealtimeServerEventInputAudioBufferSpeechStarted",
     "RealtimeServerEventInputAudioBufferSpeechStopped",
+    "CreateTranscriptionResponseStreamEvent",  # any of the stream's events, by its "type"
+    "RealtimeServerEventTranscriptionSessionUpdated",
+    "RealtimeBetaServerEventTranscriptionSessionCreated",  # the spec has no GA "created" for transcription
 ]
 #: the schema of each realtime server event, by its ``type``
 REALTIME_EVENTS = {

@@ -426,6 +426,14 @@ def test_an_interrupted_fetch_resumes_with_a_range_request(
     assert tree(empty.root) == tree(_warm_template)
 
 
+def _size(path: Path) -> int:
+    """A partial file's size; 0 once it was published (renamed away) between listing and stat."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.slow
 def test_a_killed_fetch_resumes(pushed: dict, registry: Registry, empty: Volume, _warm_template: Path) -> None:
     import signal
@@ -435,7 +443,7 @@ def test_a_killed_fetch_resumes(pushed: dict, registry: Registry, empty: Volume,
     partial = empty.root / ".modelcache/partial"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if partial.is_dir() and any(p.stat().st_size > 0 for p in partial.glob("*.part")):
+        if partial.is_dir() and any(_size(p) > 0 for p in partial.glob("*.part")):
             break
         time.sleep(0.005)
     if proc.poll() is not None:

@@ -12,9 +12,11 @@
   .modelcache/
     lock.json             written last, atomically: the volume is complete
     fetch.lock            cross-process lock held by a running downloader
-    partial/              resumable partial downloads (never at a final path): <oid>.part,
-                          <oid>.segments (progress of parallel segments), xet-* (hf_xet
-                          staging and chunk cache, MODELCACHE_TRANSFER=xet only)
+    partial/              resumable partial downloads (never at a final path):
+                          models--org--name.<oid>.part (a Hub file: per repo, as two
+                          repos may hold the same file), <sha256>.part (a URL file or
+                          a registry blob), *.segments (progress of parallel segments),
+                          xet-* (hf_xet staging and chunk cache, MODELCACHE_TRANSFER=xet)
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class Layout:
 
     def blob(self, repo_id: str, oid: str) -> Path:
         return self.repo_dir(repo_id) / "blobs" / oid
+
+    def hub_partial(self, repo_id: str, oid: str) -> Path:
+        """Where a Hub file is downloaded before it is published as ``blob(repo_id, oid)``.
+        Named by repo as well: two repos fetched at once may share a file (a tokenizer)."""
+        return self.partial / f"{repo_folder_name(repo_id)}.{oid}.part"
 
     def snapshot(self, repo_id: str, commit: str) -> Path:
         return self.repo_dir(repo_id) / "snapshots" / commit

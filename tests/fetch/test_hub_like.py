@@ -120,7 +120,7 @@ def assert_one_repo_complete(volume: Volume, repo: str) -> None:
 def test_a_cdn_that_ignores_range_on_resume_restarts_the_file_verified(volume: Volume, models: MirrorModels) -> None:
     content = (fixtures.minilm_dir() / "model.safetensors").read_bytes()
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
-    part = Layout(volume.root).partial / f"{sha}.part"
+    part = Layout(volume.root).hub_partial(MINILM, sha)
     part.parent.mkdir(parents=True)
     part.write_bytes(content[: len(content) // 3])
     models.mirror.cdn_ignores_range = True
@@ -191,6 +191,32 @@ def test_a_renamed_repo_is_followed_and_cached_under_the_configured_name(tmp_pat
     assert any(r.status == 307 for r in models.mirror.requests)
 
 
+def test_two_repos_holding_the_same_file_are_fetched_at_once_without_a_clash(
+    tmp_path: Path, models: MirrorModels
+) -> None:
+    # Same weights, same tokenizer: each file has one oid in both repos. Slowed down, the two
+    # transfers overlap; each repo has its own partial file and both end verified.
+    a, b = f"acme/twin-a-{tmp_path.name[-8:]}", f"acme/twin-b-{tmp_path.name[-8:]}"
+    files = weights_bytes(fixtures.noise(3_000_000, 11))
+    models.mirror.add_repo(a, files)
+    models.mirror.add_repo(b, files)
+    models.mirror.throttle_bps = 10_000_000
+    root = tmp_path / "models"
+    try:
+        lock = Volume(root, models.env(root, **only(f"{a},{b}"), MODELCACHE_WORKERS="4")).fetch().lock
+    finally:
+        models.mirror.throttle_bps = None
+    size = next(e.size for e in lock.get(a).files if e.path.endswith("/model.safetensors"))
+    served = [models.mirror.bytes_served(f"*/{repo.split('/')[1]}/resolve/*/model.safetensors") for repo in (a, b)]
+    assert all(size <= n < 2 * size for n in served), (served, size)  # each repo's copy came through once
+    for repo in (a, b):
+        entries = lock.get(repo).files
+        assert sorted(Path(e.path).name for e in entries) == sorted(files)
+        for entry in entries:
+            assert sha256_file(Layout(root).abs(entry.path)) == entry.sha256
+    assert not Layout(root).partial.exists() or not list(Layout(root).partial.iterdir())
+
+
 def test_one_segment_repo_ids_are_fetched(tmp_path: Path, models: MirrorModels) -> None:
     name = f"gpt2x{tmp_path.name[-8:]}".replace("_", "")
     models.mirror.add_repo(name, weights_bytes(fixtures.noise(120_000, 10)))
@@ -222,7 +248,7 @@ def test_listings_past_a_thousand_files_are_followed(tmp_path: Path, models: Mir
 def test_sigterm_during_a_big_transfer_exits_within_a_second_and_resumes(volume: Volume, models: MirrorModels) -> None:
     size = (fixtures.minilm_dir() / "model.safetensors").stat().st_size
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
-    part = Layout(volume.root).partial / f"{sha}.part"
+    part = Layout(volume.root).hub_partial(MINILM, sha)
     models.mirror.throttle_bps = 20_000_000
     proc = volume.popen("fetch", "--plain", **only(MINILM))
     try:

@@ -216,7 +216,7 @@ def _wait_for(predicate, timeout: float) -> None:
 def test_kill_9_mid_file_resumes_with_at_most_55_percent_retransferred(volume: Volume, models: MirrorModels) -> None:
     size = (fixtures.minilm_dir() / "model.safetensors").stat().st_size
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
-    part = Layout(volume.root).partial / f"{sha}.part"
+    part = Layout(volume.root).hub_partial(MINILM, sha)
     models.mirror.throttle_bps = 40_000_000
     proc = volume.popen("fetch")
     try:
@@ -378,7 +378,7 @@ def test_unreachable_endpoint_is_a_network_error(volume: Volume) -> None:
 
 def test_sigterm_stops_a_fetch_at_once_and_keeps_the_partial_file(volume: Volume, models: MirrorModels) -> None:
     sha = sha256_file(fixtures.minilm_dir() / "model.safetensors")
-    part = Layout(volume.root).partial / f"{sha}.part"
+    part = Layout(volume.root).hub_partial(MINILM, sha)
     models.mirror.throttle_bps = 10_000_000
     proc = volume.popen("fetch")
     _wait_for(lambda: part.exists() and part.stat().st_size > 5_000_000, 30)

@@ -136,7 +136,7 @@ def _hub_job(
 ) -> Job:
     """Every Hub file, Xet-backed or not, ends the same way: verified in partial/, then published."""
     layout = ctx.layout
-    part = layout.partial / f"{remote.oid}.part"
+    part = layout.hub_partial(repo_id, remote.oid)
     label = f"{repo_id}/{remote.path}"
     if pinned:
         pin = f"the lockfile's pin of {repo_id}@{commit[:12]}"

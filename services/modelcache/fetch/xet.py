@@ -10,7 +10,7 @@ it can only add speed, never a failure:
    and where its token route is; the token route names the CAS;
 2. the CAS is probed without any token and with a short timeout: unreachable, and the
    file goes the HTTP way at once;
-3. hf_xet runs in a child process that writes into ``partial/xet-<oid>/`` (a staging area,
+3. hf_xet runs in a child process that writes into ``partial/xet-<partial name>/`` (a staging area,
    never a final path), so it can be stopped at once on Ctrl-C/SIGTERM, at the fetch time
    limit, or when it has made no progress for ``MODELCACHE_STALL_TIMEOUT``;
 4. the staged file is hashed against the Hub's sha256 and only then moved to the partial

@@ -49,6 +49,16 @@ CLIENTS = 32
 MIB = 2**20
 
 
+ADMIN = {"Authorization": "Bearer bench-admin-key"}
+
+
+def admin_key_file(work: Path) -> Path:
+    """Model control is off without an admin key: the bench turns it on with one of its own."""
+    path = work / "admin_key"
+    path.write_text(ADMIN["Authorization"].split()[1] + "\n")
+    return path
+
+
 def fetch(env: dict[str, str]) -> None:
     run_fetch(Settings.from_env(env), reporter=PlainReporter(open(os.devnull, "w")))
 
@@ -85,7 +95,7 @@ def reload_under_load(server: Server, mirror: HFMirror, env: dict[str, str], n: 
             commit = mirror.add_repo(MINILM, files)
             fetch({**env, "MODELCACHE_TEXT_EMBEDDING": f"{MINILM}@{commit},{TINY_BERT}"})
             started = time.perf_counter()
-            answer = httpx2.post(f"{server.url}/admin/reload", timeout=600)
+            answer = httpx2.post(f"{server.url}/admin/reload", headers=ADMIN, timeout=600)
             seconds.append(time.perf_counter() - started)
             if answer.status_code != 200 or revision(server, MINILM) != commit:
                 raise RuntimeError(f"reload {i}: {answer.status_code} {answer.text[:300]}")
@@ -114,7 +124,7 @@ def restart(server: Server, env: dict[str, str], log: Path) -> tuple[Server, flo
 
 def admin(server: Server, action: str, model: str) -> float:
     started = time.perf_counter()
-    answer = httpx2.post(f"{server.url}/admin/models/{model}/{action}", timeout=600)
+    answer = httpx2.post(f"{server.url}/admin/models/{model}/{action}", headers=ADMIN, timeout=600)
     if answer.status_code != 200:
         raise RuntimeError(f"{action} {model}: {answer.status_code} {answer.text[:300]}")
     return time.perf_counter() - started
@@ -188,6 +198,7 @@ def bench(quick: bool) -> dict:
             MODELCACHE_MLX="",
             MODELCACHE_TEXT_EMBEDDING=f"{MINILM},{TINY_BERT}",
             MODELCACHE_REQUEST_TIMEOUT="900",
+            MODELCACHE_ADMIN_KEY_FILE=str(admin_key_file(work)),
         )
         fetch(env)
         pair = models.env(

@@ -314,6 +314,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key_file: Path | None = None
+    admin_key_file: Path | None = None  # MODELCACHE_ADMIN_KEY_FILE: the key of /admin/*; unset or empty: off
     max_body_bytes: int = 25 * 1024 * 1024
     batch_max: int = 32
     batch_wait_ms: float = 0.0
@@ -390,6 +391,7 @@ class Settings:
             host=get.text("MODELCACHE_HOST", "127.0.0.1") or "127.0.0.1",
             port=int(get.number("MODELCACHE_PORT", 8000, minimum=1, maximum=65535, integer=True)),
             api_key_file=Path(key_file) if (key_file := get.text("MODELCACHE_API_KEY_FILE", None)) else None,
+            admin_key_file=Path(admin) if (admin := get.text("MODELCACHE_ADMIN_KEY_FILE", None)) else None,
             max_body_bytes=int(get.number("MODELCACHE_MAX_BODY_MB", 25, minimum=0.001, maximum=4096) * 1024 * 1024),
             batch_max=int(get.number("MODELCACHE_BATCH_MAX", 32, minimum=1, maximum=4096, integer=True)),
             batch_wait_ms=get.number("MODELCACHE_BATCH_WAIT_MS", 0.0, minimum=0.0, maximum=10_000),
@@ -431,19 +433,40 @@ class Settings:
         """The bearer key clients must send (from a secret file); None: no auth."""
         if self.api_key_file is None:
             return None
-        try:
-            key = self.api_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"MODELCACHE_API_KEY_FILE: cannot read {self.api_key_file}: {exc.strerror}",
-                remedy="mount the API key secret, or unset MODELCACHE_API_KEY_FILE to disable auth",
-            ) from None
+        key = _read_key(
+            "MODELCACHE_API_KEY_FILE",
+            self.api_key_file,
+            "mount the API key secret, or unset MODELCACHE_API_KEY_FILE to disable auth",
+        )
         if not key:
             raise ConfigError(
                 f"MODELCACHE_API_KEY_FILE: {self.api_key_file} is empty",
                 remedy="put the key clients must send in that file, or unset MODELCACHE_API_KEY_FILE to disable auth",
             )
         return key
+
+    def admin_key(self) -> str | None:
+        """The bearer key of the model control routes (/admin/*); None: they are off (403).
+        An empty file means none, as /dev/null does for the other secrets; it may not be the
+        API key, which must never open them."""
+        if self.admin_key_file is None:
+            return None
+        remedy = "mount the admin key secret, or unset MODELCACHE_ADMIN_KEY_FILE to turn model control off"
+        key = _read_key("MODELCACHE_ADMIN_KEY_FILE", self.admin_key_file, remedy) or None
+        if key is not None and key == self.api_key():
+            raise ConfigError(
+                f"MODELCACHE_ADMIN_KEY_FILE: {self.admin_key_file} holds the same key as MODELCACHE_API_KEY_FILE",
+                remedy="make a key of its own for model control (openssl rand -hex 32): "
+                "the API key must not open /admin/*",
+            )
+        return key
+
+
+def _read_key(variable: str, path: Path, remedy: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}", remedy=remedy) from None
 
 
 def _transfer_mode(get: _Reader) -> str:

@@ -107,7 +107,7 @@ def test_three_models_take_turns(volume: dict, speech, tmp_path: Path) -> None:
 
 def test_concurrent_first_requests_to_two_evicted_models(pair: Service, speech) -> None:
     assert ok(transcribe(pair, speech))  # Whisper's peak is known from here on
-    unloaded = httpx2.post(f"{pair.url}/admin/models/{WHISPER}/unload")
+    unloaded = pair.admin(f"models/{WHISPER}/unload")
     assert unloaded.status_code == 200
     assert {m["state"] for m in health(pair)["models"].values()} == {"unloaded"}
     with ThreadPoolExecutor(6) as pool:
@@ -121,7 +121,7 @@ def test_a_reload_while_a_model_is_evicted_keeps_it_servable(pair: Service, spee
     assert ok(transcribe(pair, speech)) and ok(embed(pair))
     peak = health(pair)["models"][WHISPER]["peak_bytes"]
     assert health(pair)["models"][WHISPER]["state"] == "unloaded"
-    reload = httpx2.post(f"{pair.url}/admin/reload", timeout=120)
+    reload = pair.admin("reload", timeout=120)
     assert reload.status_code == 200 and set(reload.json()["kept"]) == {WHISPER, MINILM}
     assert health(pair)["models"][WHISPER]["peak_bytes"] == peak  # what was measured is kept
     assert ok(transcribe(pair, speech)) and ok(embed(pair)) and ok(transcribe(pair, speech))
@@ -137,7 +137,7 @@ def test_pinned_models_in_the_way_are_named_and_waiting_is_not_suggested(volume:
         assert error["code"] == "no_room"
         assert f"the pinned models {WHISPER} (" in error["message"] and "MODELCACHE_PIN" in error["message"]
         assert "raise MODELCACHE_MEMORY_BUDGET to at least" in error["message"]
-        admin = httpx2.post(f"{service.url}/admin/models/{MINILM}/load", timeout=60)
+        admin = service.admin(f"models/{MINILM}/load", timeout=60)
         assert admin.status_code == 503 and "Retry-After" not in admin.headers and "pinned" in admin.text
         assert ok(transcribe(service, speech))  # the pinned model serves on
     finally:

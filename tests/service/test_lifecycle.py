@@ -134,7 +134,7 @@ def test_pinned_models_stay_and_gate_readiness(volume, sizes, tmp_path) -> None:
             )
             assert health(service)["models"][MINILM]["state"] == "loaded"
         assert health(service)["models"][MINILM]["pinned"] is True
-        refused = httpx2.post(f"{service.url}/admin/models/{MINILM}/unload")
+        refused = service.admin(f"models/{MINILM}/unload")
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "pinned"
     finally:
         service.stop()
@@ -186,10 +186,10 @@ def test_unloading_gives_the_memory_back(volume, tmp_path) -> None:
         status = health(service)
         before, size = status["memory_used_gb"], status["models"][SIGLIP]["memory_bytes"] / 1024**3
         assert size > 0.01
-        unloaded = httpx2.post(f"{service.url}/admin/models/{SIGLIP}/unload")
+        unloaded = service.admin(f"models/{SIGLIP}/unload")
         assert unloaded.status_code == 200 and unloaded.json()["state"] == "unloaded"
         after = health(service)["memory_used_gb"]
-        loaded = httpx2.post(f"{service.url}/admin/models/{SIGLIP}/load", timeout=120)
+        loaded = service.admin(f"models/{SIGLIP}/load", timeout=120)
         assert loaded.status_code == 200 and loaded.json()["state"] == "loaded"
         again = health(service)["memory_used_gb"]
         assert after < before - 0.8 * size  # what the model's process held alone is given back
@@ -209,7 +209,7 @@ def test_reload_swaps_in_what_the_downloader_fetched(volume, models: MirrorModel
         old_vector = embed(service, MINILM).json()["data"][0]["embedding"]
         # the operator changes the text model in .env and runs the downloader
         fetch({**env, "MODELCACHE_TEXT_EMBEDDING": TINY_BERT})
-        answer = httpx2.post(f"{service.url}/admin/reload", timeout=300)
+        answer = service.admin("reload", timeout=300)
         assert answer.status_code == 200, answer.text
         report = answer.json()
         assert (
@@ -240,7 +240,7 @@ def test_a_failed_reload_leaves_the_old_set_serving(volume, models: MirrorModels
             blob.unlink()
         else:  # same size, so only loading it finds out
             blob.write_bytes(b"\xff" * blob.stat().st_size)
-        answer = httpx2.post(f"{service.url}/admin/reload", timeout=300)
+        answer = service.admin("reload", timeout=300)
         assert answer.status_code == 409 and answer.json()["error"]["code"] == "reload_refused"
         assert "the previous models keep serving" in answer.json()["error"]["message"]
         assert embed(service, MINILM).status_code == 200  # the old set, untouched
@@ -277,7 +277,7 @@ def test_no_request_fails_during_a_reload(volume, models: MirrorModels, tmp_path
         for t in threads:
             t.start()
         time.sleep(2)
-        answer = httpx2.post(f"{service.url}/admin/reload", timeout=300)
+        answer = service.admin("reload", timeout=300)
         time.sleep(2)
         stop.set()
         for t in threads:
@@ -319,23 +319,80 @@ def test_a_service_serving_a_subset_keeps_it_on_reload(volume, tmp_path) -> None
     try:
         assert set(health(service)["models"]) == {MINILM}
         fetch({**env, "MODELCACHE_TEXT_EMBEDDING": f"{MINILM},{TINY_BERT}"})  # the shared volume grows
-        answer = httpx2.post(f"{service.url}/admin/reload", timeout=300)
+        answer = service.admin("reload", timeout=300)
         assert answer.status_code == 200 and set(health(service)["models"]) == {MINILM}
     finally:
         service.stop()
 
 
-def test_admin_routes_need_the_api_key(volume, tmp_path) -> None:
+def test_model_control_answers_to_its_own_key_and_never_to_the_api_key(volume, tmp_path) -> None:
     _root, env = volume
     key = tmp_path / "key"
     key.write_text("s3cret\n")
-    service = start_service({**env, "MODELCACHE_API_KEY_FILE": str(key)}, tmp_path / "log")
+    service = start_service({**env, "MODELCACHE_API_KEY_FILE": str(key)}, tmp_path / "log")  # and ADMIN_KEY
+    api = {"Authorization": "Bearer s3cret"}
     try:
-        assert httpx2.post(f"{service.url}/admin/reload").status_code == 401
-        ok = httpx2.post(f"{service.url}/admin/reload", headers={"Authorization": "Bearer s3cret"}, timeout=120)
+        for path in ("reload", f"models/{SIGLIP}/unload", f"models/{SIGLIP}/load"):
+            anonymous = httpx2.post(f"{service.url}/admin/{path}")
+            assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_admin_key"
+            inference = httpx2.post(f"{service.url}/admin/{path}", headers=api)
+            assert inference.status_code == 403, inference.text
+            assert inference.json()["error"] == {
+                "message": "the API key does not open /admin/*: send the admin key (the one in MODELCACHE_ADMIN_KEY_FILE)",
+                "type": "permission_error",
+                "param": None,
+                "code": "admin_key_required",
+            }
+        assert health(service)["models"][SIGLIP]["state"] == "loaded"  # none of those refusals unloaded it
+        ok = service.admin("reload", timeout=120)
         assert ok.status_code == 200 and ok.json()["added"] == [] and ok.json()["removed"] == []
+        # the admin key is for model control only
+        assert (
+            httpx2.get(f"{service.url}/v1/models", headers={"Authorization": "Bearer admin-key-for-tests"}).status_code
+            == 401
+        )
+        assert httpx2.get(f"{service.url}/v1/models", headers=api).status_code == 200
     finally:
         service.stop()
+
+
+def test_without_an_admin_key_model_control_is_off_and_sighup_still_reloads(volume, tmp_path) -> None:
+    _root, env = volume
+    empty = tmp_path / "admin_key"
+    empty.write_text("\n")  # like a /dev/null secret: none
+    service = start_service({**env, "MODELCACHE_ADMIN_KEY_FILE": str(empty)}, tmp_path / "log")
+    try:
+        assert "model control over HTTP is off (/admin/* answers 403)" in service.output()
+        for path in ("reload", f"models/{SIGLIP}/unload", f"models/{SIGLIP}/load"):
+            refused = service.admin(path)
+            assert refused.status_code == 403, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "admin_disabled" and error["type"] == "permission_error"
+            for remedy in ("MODELCACHE_ADMIN_KEY_FILE", "SIGHUP", "MODELCACHE_RELOAD=watch"):
+                assert remedy in error["message"]
+        assert health(service)["last_reload"] is None
+        os.kill(service.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while health(service)["last_reload"] is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health(service)["last_reload"]["trigger"] == "SIGHUP" and health(service)["last_reload"]["ok"] is True
+    finally:
+        service.stop()
+
+
+def test_admin_key_files_that_cannot_serve_stop_the_service_before_any_model_loads(volume, tmp_path) -> None:
+    _root, env = volume
+    api = tmp_path / "api_key"
+    api.write_text("same\n")
+    same = tmp_path / "admin_key"
+    same.write_text("same\n")
+    reused = run_serve({**env, "MODELCACHE_API_KEY_FILE": str(api), "MODELCACHE_ADMIN_KEY_FILE": str(same)})
+    assert reused.returncode == 2, reused.stderr
+    assert f"MODELCACHE_ADMIN_KEY_FILE: {same} holds the same key as MODELCACHE_API_KEY_FILE" in reused.stderr
+    missing = run_serve({**env, "MODELCACHE_ADMIN_KEY_FILE": str(tmp_path / "nowhere")})
+    assert missing.returncode == 2, missing.stderr
+    assert f"MODELCACHE_ADMIN_KEY_FILE: cannot read {tmp_path / 'nowhere'}" in missing.stderr
+    assert "loaded" not in reused.stderr + missing.stderr
 
 
 def test_model_state_is_described(volume, tmp_path) -> None:

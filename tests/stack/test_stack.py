@@ -114,6 +114,7 @@ class Stack:
 
 
 TIMES: dict[str, float] = {}
+STACK_ADMIN_KEY = "stack-test-admin-key"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,9 @@ def stack() -> Iterator[Stack]:
     port = free_port()
     token_env = base / "token.env"  # as if an operator had put a Hub token in .env
     token_env.write_text("HF_TOKEN=hf_stack_test_secret\nHUGGING_FACE_HUB_TOKEN=hf_stack_test_secret\n")
+    admin_key = base / "admin_key"
+    admin_key.write_text(STACK_ADMIN_KEY + "\n")
+    os.chmod(admin_key, 0o644)  # read by the service's uid through the compose secret
     env_file = base / "test.env"
     env_file.write_text(
         "\n".join(
@@ -148,6 +152,7 @@ def stack() -> Iterator[Stack]:
                 "MODELCACHE_START_PERIOD=180s",
                 "MODELCACHE_MEM_LIMIT=4g",
                 f"TEST_TOKEN_ENV={token_env}",
+                f"ADMIN_KEY_FILE={admin_key}",
                 "",
             ]
         )
@@ -428,7 +433,11 @@ def test_a_model_changes_without_restarting_the_service(stack: Stack) -> None:
         "run", "--rm", "-e", f"MODELCACHE_TEXT_EMBEDDING={fixtures.TINY_BERT}", "model-downloader", timeout=300
     )
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    reloaded = httpx2.post(f"{stack.url}/admin/reload", timeout=300)
+    anonymous = httpx2.post(f"{stack.url}/admin/reload", timeout=30)  # the compose secret turned control on
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_admin_key"
+    reloaded = httpx2.post(
+        f"{stack.url}/admin/reload", headers={"Authorization": f"Bearer {STACK_ADMIN_KEY}"}, timeout=300
+    )
     assert reloaded.status_code == 200, reloaded.text
     assert reloaded.json()["added"] == [fixtures.TINY_BERT] and reloaded.json()["removed"] == [fixtures.MINILM]
     vector = httpx2.post(f"{stack.url}/v1/embeddings", json={"model": fixtures.TINY_BERT, "input": "hello"}, timeout=60)

@@ -26,6 +26,9 @@ from tests.conftest import (
 from tests.support.fixtures import MirrorModels
 
 
+ADMIN_KEY = "admin-key-for-tests"  # start_service turns model control on with it (see below)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -41,6 +44,10 @@ class Service:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def admin(self, path: str, **kwargs) -> httpx2.Response:
+        """POST /admin/<path> with the admin key start_service gave it."""
+        return httpx2.post(f"{self.url}/admin/{path}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, **kwargs)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -52,8 +59,13 @@ class Service:
 
 
 def start_service(env: dict[str, str], log: Path, *, prefix: list[str] | None = None, timeout: float = 180) -> Service:
-    """Start `modelcache serve`, wait until /health/ready answers 200 (or the process exits)."""
+    """Start `modelcache serve`, wait until /health/ready answers 200 (or the process exits).
+    Model control is on, with ADMIN_KEY, unless ``env`` names MODELCACHE_ADMIN_KEY_FILE itself."""
     port = free_port()
+    if "MODELCACHE_ADMIN_KEY_FILE" not in env:
+        admin_key = log.with_name(log.name + ".admin-key")
+        admin_key.write_text(ADMIN_KEY + "\n")
+        env = {**env, "MODELCACHE_ADMIN_KEY_FILE": str(admin_key)}
     env = _cli_env({**env, "MODELCACHE_HOST": "127.0.0.1", "MODELCACHE_PORT": str(port)})
     cmd = [*(prefix or []), sys.executable, "-m", "modelcache", "serve"]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)

@@ -46,6 +46,8 @@ def serve(settings: Settings | None = None) -> None:
     )
     try:
         settings.api_key()  # a missing key file must not cost a model load first
+        if settings.admin_key() is None:
+            log("model control over HTTP is off (/admin/* answers 403): set MODELCACHE_ADMIN_KEY_FILE to turn it on")
         _check_port(settings.host, settings.port)
     except ModelcacheError as exc:
         print(exc.render(), file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from modelcache.service.http import errors
 from modelcache.service.http.admission import GROUPS, Admission
 from modelcache.service.http.metrics import Metrics
 from modelcache.service.http.middleware import BodyLimit, RequestMetrics
-from modelcache.service.http.state import State, require_key
+from modelcache.service.http.state import State, require_admin, require_key
 from modelcache.service.models.entry import ModelEntry
 from modelcache.service.models.lifecycle import Lifecycle, Observer
 from modelcache.service.serving.handle import Handles
@@ -66,7 +66,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
 
     meter = Metrics()
     handles = Handles(lifecycle, settings, meter)
-    state = State(settings, lifecycle, meter, handles, settings.api_key())
+    state = State(settings, lifecycle, meter, handles, settings.api_key(), settings.admin_key())
     for entry in lifecycle.registry.entries:
         handles.add(entry)
     lifecycle.bind(AppObserver(meter, handles))
@@ -95,8 +95,9 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
     errors.install(app)
     protected = [Depends(require_key)]
     app.include_router(health.router)
-    for module in (models, audio, embeddings, images, faces, metrics, admin):
+    for module in (models, audio, embeddings, images, faces, metrics):
         app.include_router(module.router, dependencies=protected)
+    app.include_router(admin.router, dependencies=[Depends(require_admin)])  # its own key, never the API key
     app.include_router(realtime.router)  # a WebSocket: it checks the key itself
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(

@@ -1,6 +1,6 @@
 """Model management while serving: reload from the volume's lock, load and unload one model.
 
-Protected like every other route by the API key, when one is set."""
+Behind a key of its own (MODELCACHE_ADMIN_KEY_FILE, ``state.require_admin``); off without one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from modelcache.service.http.state import get_state
 router = APIRouter(tags=["admin"])
 
 ADMIN_ERRORS: dict[int | str, dict] = {
-    401: ERRORS[401],
+    401: {"description": "Missing or invalid admin key"},
+    403: {"description": "Model control is off (no MODELCACHE_ADMIN_KEY_FILE), or the API key was sent"},
     404: ERRORS[404],
     409: {"description": "Not possible in the model's state"},
     503: ERRORS[503],
@@ -23,7 +24,11 @@ ADMIN_ERRORS: dict[int | str, dict] = {
 
 @router.post(
     "/admin/reload",
-    responses={401: ERRORS[401], 409: {"description": "The new lock was refused; the previous models keep serving"}},
+    responses={
+        401: ADMIN_ERRORS[401],
+        403: ADMIN_ERRORS[403],
+        409: {"description": "The new lock was refused; the previous models keep serving"},
+    },
 )
 async def reload(request: Request) -> dict:
     """Serve what the volume's lock holds now (after the downloader wrote a new one)."""

@@ -11,6 +11,7 @@ from modelcache import __version__
 from modelcache.service.faults import ReloadError
 from modelcache.service.http import errors
 from modelcache.service.http.admission import GROUPS, Admission
+from modelcache.service.http.collector import StateCollector
 from modelcache.service.http.metrics import Metrics
 from modelcache.service.http.middleware import BodyLimit, RequestMetrics
 from modelcache.service.http.state import State, require_admin, require_key
@@ -29,6 +30,7 @@ class AppObserver(Observer):
 
     def loaded(self, entry: ModelEntry) -> None:
         self.metrics.loads.labels(entry.id).inc()
+        self.metrics.restarts.labels(entry.id)  # at 0 from its first load: a rule's increase() sees the first
         self.metrics.load_seconds.labels(entry.id).set(entry.load_seconds)
 
     def evicted(self, entry: ModelEntry) -> None:
@@ -36,6 +38,9 @@ class AppObserver(Observer):
 
     def reloaded(self, ok: bool) -> None:
         self.metrics.reloads.labels("ok" if ok else "failed").inc()
+
+    def died(self, entry: ModelEntry) -> None:
+        self.metrics.restarts.labels(entry.id).inc()
 
     def added(self, entry: ModelEntry) -> None:
         self.handles.add(entry)
@@ -70,6 +75,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
     for entry in lifecycle.registry.entries:
         handles.add(entry)
     lifecycle.bind(AppObserver(meter, handles))
+    meter.registry.register(StateCollector(state))  # gauges read from the state at each scrape
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

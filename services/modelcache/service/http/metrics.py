@@ -54,6 +54,15 @@ class Metrics(Meter):
             registry=r,
         )
         self.reloads = Counter("modelcache_reloads_total", "Reloads from the volume's lock", ["result"], registry=r)
+        for result in ("ok", "failed"):  # at 0 from the start: a rule's increase() sees the first one
+            self.reloads.labels(result)
+        self.restarts = Counter(
+            "modelcache_model_restarts_total",
+            "Model processes found dead while loaded (killed, out of memory): a pinned model is started "
+            "again at once, the others on their next request",
+            ["model"],
+            registry=r,
+        )
         self.rejected = Counter(
             "modelcache_rejected_total", "Requests refused because a model's queue was full", ["model"], registry=r
         )

@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from modelcache.errors import ConfigError
+from modelcache.errors import ConfigError, VerificationError
 from modelcache.layout import Layout
 from modelcache.plan import Plan
 from modelcache.progress import human_bytes
@@ -53,7 +53,7 @@ from modelcache.service.models.selection import Selection
 from modelcache.service.models.volume import LOAD_REMEDY
 from modelcache.service.models.worker import ModelWorker
 from modelcache.settings import Settings
-from modelcache.volume_lock import Lock
+from modelcache.volume_lock import Lock, read_lock
 
 LOAD_RETRY_AFTER = 30  # seconds before a failed load is tried again
 ROOM_POLL = 0.05  # seconds between two looks at the models in the way of a load
@@ -73,6 +73,10 @@ class Observer:
 
     def reloaded(self, ok: bool) -> None:
         """A reload was done (``ok``) or refused."""
+
+    def died(self, entry: ModelEntry) -> None:
+        """The supervisor found the model's process dead while it was loaded (killed, out of
+        memory): a pinned model is started again at once, the others on their next request."""
 
     def added(self, entry: ModelEntry) -> None:
         """A reload added the model: from now on requests may name it."""
@@ -130,6 +134,7 @@ class Lifecycle:
         self._loads: dict[int, asyncio.Future] = {}  # id(entry) -> the load in progress
         self._reload_lock: asyncio.Lock | None = None
         self.last_reload: dict | None = None
+        self._on_volume: tuple[tuple | None, Lock | None] = ((), None)  # the volume's lock file: stamp, content
 
     def bind(self, observer: Observer) -> None:
         """The layers above, once the app exists (the loads at start are reported to it)."""
@@ -536,6 +541,7 @@ class Lifecycle:
                     f"{entry.id}: {entry.error}; "
                     + ("restarting it" if entry.pinned else "it loads again on its next request")
                 )
+                self.observer.died(entry)
                 if entry.pinned:
                     asyncio.get_running_loop().create_task(self._restart(entry))
 
@@ -544,6 +550,26 @@ class Lifecycle:
             await self.ensure_loaded(entry)
         except Exception as exc:  # logged; /health shows the entry as failed
             self.log(f"restarting {entry.id} failed: {exc}")
+
+    # --- the volume's lock --------------------------------------------------------------------
+
+    def volume_drift(self) -> bool:
+        """Whether the volume's lock no longer is the one being served: the downloader wrote
+        another (other models, revisions or files) and no reload took it, a reload of it was
+        refused, or the lock is gone or damaged. Cheap: the file is read again only when its
+        inode, size or mtime changed."""
+        stamp = _stamp(self.layout.lock_file)
+        seen, on_volume = self._on_volume
+        if stamp != seen:
+            try:
+                on_volume = read_lock(self.layout) if stamp is not None else None
+            except VerificationError:
+                on_volume = None
+            self._on_volume = (stamp, on_volume)
+        if on_volume is None:
+            return True
+        served = self.lock
+        return (on_volume.plan_digest, on_volume.artifacts) != (served.plan_digest, served.artifacts)
 
     # --- watch ------------------------------------------------------------------------------
 

@@ -127,3 +127,8 @@ class Handles:
     def retry_after(self, entry: ModelEntry) -> int:
         handle = self.find(entry)
         return handle.runner.retry_after() if handle is not None else 1
+
+    def capacity(self, entry: ModelEntry) -> int:
+        """How many requests the model's queue holds (waiting or running) before a 429."""
+        handle = self.find(entry)
+        return handle.runner.slots.limit if handle is not None else 0

@@ -49,9 +49,9 @@ sys.path.insert(0, str(ROOT / "services"))
 
 from modelcache.fetch.transfer import resumable_bytes  # noqa: E402
 from modelcache.layout import Layout  # noqa: E402
+from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from modelcache.volume_lock import read_lock  # noqa: E402
 from tests.support import fixtures  # noqa: E402
-from tests.support.hfmirror import HFMirror  # noqa: E402
 
 BIN = Path(sys.executable).parent
 WEIGHTS_GLOB = "*/all-MiniLM-L6-v2/resolve/*/model.safetensors"

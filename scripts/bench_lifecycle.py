@@ -39,9 +39,9 @@ from benchlib import Conn, Server, text_body  # noqa: E402
 from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
+from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from tests.conftest import SENTENCE  # noqa: E402
 from tests.support import fixtures  # noqa: E402
-from tests.support.hfmirror import HFMirror  # noqa: E402
 from tests.support.whisper_ckpt import speak  # noqa: E402
 
 MINILM, TINY_BERT = fixtures.MINILM, fixtures.TINY_BERT

@@ -48,10 +48,10 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT), str(ROOT / "scripts")]
 import benchlib  # noqa: E402
 
 from modelcache.layout import Layout  # noqa: E402
+from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from modelcache.volume_lock import read_lock  # noqa: E402
 from tests.support import fixtures  # noqa: E402
 from tests.support.faultproxy import FaultProxy  # noqa: E402
-from tests.support.hfmirror import HFMirror  # noqa: E402
 from tests.support.registry import Registry, start_registry  # noqa: E402
 
 MODELCACHE = [sys.executable, "-m", "modelcache"]

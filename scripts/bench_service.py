@@ -72,9 +72,9 @@ from modelcache.fetch import run_fetch  # noqa: E402
 from modelcache.layout import Layout  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
+from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from modelcache.volume_lock import read_lock  # noqa: E402
 from tests.support import fixtures  # noqa: E402
-from tests.support.hfmirror import HFMirror  # noqa: E402
 from tests.support.whisper_ckpt import speak, wer  # noqa: E402
 
 SPEECH = (

@@ -15,8 +15,8 @@ import pytest
 from modelcache.fetch import FetchResult, run_fetch
 from modelcache.progress import PlainReporter
 from modelcache.settings import Settings
+from modelcache.testing.hfmirror import HFMirror
 from tests.support.fixtures import MirrorModels, fill_mirror
-from tests.support.hfmirror import HFMirror
 from tests.support.whisper_ckpt import speak
 
 pytest_plugins = ["tests.support.service", "tests.support.registry"]

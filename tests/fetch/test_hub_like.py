@@ -16,12 +16,12 @@ import pytest
 from modelcache.errors import EXIT_CONFIG, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
+from modelcache.testing.hfmirror import HFMirror
 from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.fetch.test_runner import MINILM_WEIGHTS, _wait_for, assert_complete, final_paths
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, MirrorModels
-from tests.support.hfmirror import HFMirror
 
 SMALL = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
 TOKEN = "hf_test_secret_token"

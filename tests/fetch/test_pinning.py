@@ -14,11 +14,11 @@ from modelcache.errors import EXIT_CONFIG, EXIT_VERIFY, NetworkError
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
 from modelcache.models_lock import read_lockfile, write_lockfile
+from modelcache.testing.hfmirror import HFMirror
 from modelcache.volume_lock import read_lock
 from tests.conftest import Volume
 from tests.support import fixtures
 from tests.support.fixtures import MINILM, SIGLIP, MirrorModels
-from tests.support.hfmirror import HFMirror
 
 SMALL = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
 

@@ -341,7 +341,7 @@ def test_branch_is_pinned_once_and_refresh_moves_it(tmp_path: Path, models: Mirr
 
 
 def test_token_comes_from_the_secret_file(tmp_path: Path, models: MirrorModels) -> None:
-    from tests.support.hfmirror import HFMirror
+    from modelcache.testing.hfmirror import HFMirror
 
     with HFMirror(token="hf_secret") as private:
         private.add_repo("acme/private", {"config.json": b"{}\n", "model.safetensors": fixtures.noise(5000, 3)})
@@ -413,7 +413,7 @@ def test_offline_mode_is_fine_on_a_complete_volume(warm: Volume) -> None:
 
 
 def test_hf_token_variable_is_the_fallback_for_every_request(tmp_path: Path, models: MirrorModels) -> None:
-    from tests.support.hfmirror import HFMirror
+    from modelcache.testing.hfmirror import HFMirror
 
     with HFMirror(token="hf_env_secret") as private:
         private.add_repo("acme/private", {"config.json": b"{}\n", "model.safetensors": fixtures.noise(5000, 4)})

@@ -19,9 +19,9 @@ from modelcache.errors import NetworkError, VerificationError
 from modelcache.fetch.policy import Cancelled, Policy
 from modelcache.fetch.transfer import Expected, Segmenting, download, resumable_bytes, sidecar_path
 from modelcache.hashing import sha256_file
+from modelcache.testing.hfmirror import HFMirror
 from tests.conftest import ROOT
 from tests.support import fixtures
-from tests.support.hfmirror import HFMirror
 
 SIZE = 6 * 1024 * 1024 + 123  # not a multiple of the segment count
 SEGMENTS = Segmenting(count=4, min_bytes=1024 * 1024)

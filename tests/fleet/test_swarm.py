@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from modelcache.testing.hfmirror import HFMirror
 from tests.conftest import ROOT
 from tests.support import fixtures
 from tests.support.docker import docker_unavailable
-from tests.support.hfmirror import HFMirror
 from tests.support.swarm import NODE_IMAGE, PROXY_IMAGE, Fleet, Load
 
 VERSION = "0.1.0"

@@ -136,7 +136,7 @@ def test_face_detection_finds_the_bright_square_only(server: Service) -> None:
         f"{server.url}/v1/faces/detect", json={"input": base64.b64encode(png(np.zeros((64, 64, 3), np.uint8))).decode()}
     ).json()
     assert dark["data"] == []
-    from tests.support.tiny_models import yunet_brightness_for_score
+    from modelcache.testing.tiny_models import yunet_brightness_for_score
 
     gray = image.copy()
     gray[32:96, 64:128] = int(np.ceil(yunet_brightness_for_score(0.95)))  # scores about 0.95 in the test graph

@@ -106,7 +106,7 @@ TEXTS = ["A man is eating food.", "The stock market fell sharply today."]
 def _matryoshka_repo(**declared) -> dict[str, bytes]:
     import json
 
-    from tests.support import tiny_models
+    from modelcache.testing import tiny_models
 
     files = tiny_models.tiny_bert_repo(fixtures.minilm_dir())  # 64 dimensions, normalised
     files["config.json"] = json.dumps({**json.loads(files["config.json"]), **declared}).encode()

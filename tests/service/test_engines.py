@@ -14,7 +14,7 @@ from modelcache.service.engines.audio import decode_audio
 from modelcache.service.engines.base import InputError, LoadSpec
 from modelcache.service.engines.text import POOLING_MODES, UnsupportedModel, pool, read_pooling
 from modelcache.service.engines.vision import VisionEmbedder
-from tests.support import tiny_models
+from modelcache.testing import tiny_models
 
 
 def test_pooling_modes_follow_the_declared_order() -> None:

@@ -26,7 +26,8 @@ import httpx2
 import pytest
 
 from tests.conftest import ROOT, SENTENCE
-from tests.support import fixtures, tiny_models
+from modelcache.testing import tiny_models
+from tests.support import fixtures
 from tests.support.docker import docker_unavailable
 from tests.support.registry import require_binary
 from tests.support.service import free_port

@@ -15,8 +15,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import tiny_models, whisper_ckpt
-from tests.support.hfmirror import HFMirror
+from modelcache.testing import tiny_models
+from modelcache.testing.hfmirror import HFMirror
+from tests.support import whisper_ckpt
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FW_TINY_EN = "Systran/faster-whisper-tiny.en"

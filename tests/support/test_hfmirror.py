@@ -1,4 +1,4 @@
-"""The test Hub (tests/support/hfmirror.py) against the real huggingface_hub client.
+"""The test Hub (modelcache/testing/hfmirror.py) against the real huggingface_hub client.
 
 Everything goes through 127.0.0.1. The client gets the mirror through ``endpoint=`` (HfApi,
 hf_hub_download, snapshot_download, hf_hub_url) or through ``HF_ENDPOINT`` in a subprocess:
@@ -33,7 +33,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from tests.support.hfmirror import HFMirror, RequestRecord, git_blob_id, lfs_pointer
+from modelcache.testing.hfmirror import HFMirror, RequestRecord, git_blob_id, lfs_pointer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 REPO = "org/tiny"
@@ -475,7 +475,7 @@ def test_throttle_and_stop_during_transfer(mirror):
 
 def _start_cli(root: pathlib.Path, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.hfmirror", "--port", "0", "--root", str(root), *extra],
+        [sys.executable, "-m", "modelcache.testing.hfmirror", "--port", "0", "--root", str(root), *extra],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1029,7 +1029,7 @@ def test_cli_with_cdn_xet_and_pages(tmp_path, xet_disabled):
         proc.communicate(timeout=10)
 
     bad = subprocess.run(
-        [sys.executable, "-m", "tests.support.hfmirror", "--root", str(root), "--xet"],
+        [sys.executable, "-m", "modelcache.testing.hfmirror", "--root", str(root), "--xet"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

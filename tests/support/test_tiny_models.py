@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tiny_models import (
+from modelcache.testing.tiny_models import (
     YUNET_STRIDES,
     tiny_clip_repo,
     tiny_siglip_repo,
@@ -228,3 +228,43 @@ def test_yunet_like_detects_bright_squares(declared, tmp_path: Path) -> None:
         bright = black.copy()
         bright[64:128, 96:160] = int(threshold_brightness) + 3
         assert len(detect(bright)) == 84
+
+
+def test_tiny_bert_with_its_own_tokenizer_loads_in_sentence_transformers(tmp_path: Path) -> None:
+    needs_transformers()
+    from sentence_transformers import SentenceTransformer
+
+    from modelcache.testing.tiny_models import tiny_bert_repo
+
+    files = tiny_bert_repo(None)
+    assert files == tiny_bert_repo(None)  # deterministic
+    model = SentenceTransformer(str(write_repo(files, tmp_path / "bert")), device="cpu", local_files_only=True)
+    vectors = model.encode(TEXTS, normalize_embeddings=False)
+    assert vectors.shape == (2, 64)
+    assert abs(float((vectors[0] ** 2).sum()) - 1.0) < 1e-4  # the repo's Normalize module ran
+    pieces = model.tokenizer.tokenize("A photo of a cat, zebra!")
+    assert "[UNK]" not in pieces and "photo" in pieces  # corpus words whole, others spelt out
+
+
+def test_tiny_whisper_checkpoint_loads_and_answers_at_once() -> None:
+    needs_transformers()
+    whisper = pytest.importorskip("whisper")
+    import io
+
+    import numpy as np
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    from modelcache.testing.tiny_models import tiny_whisper_checkpoint
+
+    data = tiny_whisper_checkpoint()
+    assert data == tiny_whisper_checkpoint()
+    checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = Whisper(ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])  # strict: every tensor, right shapes
+    model.set_alignment_heads(whisper._ALIGNMENT_HEADS["tiny.en"])
+    assert not model.is_multilingual
+    audio = np.random.default_rng(0).standard_normal(16000 * 35).astype(np.float32) * 0.1
+    result = whisper.transcribe(model.float(), audio, fp16=False)
+    assert result["text"] == ""
+    assert [s["temperature"] for s in result["segments"]] == [0.0, 0.0]  # no fallback decoding

@@ -11,7 +11,8 @@ import pytest
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.engines.text import TransformersTextEmbedder, read_matryoshka, shorten
 from modelcache.service.faults import InputError
-from tests.support import fixtures, tiny_models
+from modelcache.testing import tiny_models
+from tests.support import fixtures
 
 
 def test_matryoshka_sizes_come_from_config_json(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ Behaviour of today's huggingface.co, opt-in (a mirror built as before behaves as
 Command line (``--root`` holds ``models/<org>/<name>/...`` repos served at branch ``main`` and
 ``files/...`` served as static files at ``/<path below files>``)::
 
-    python -m tests.support.hfmirror --host 127.0.0.1 --port 8080 --root DIR
+    python -m modelcache.testing.hfmirror --host 127.0.0.1 --port 8080 --root DIR
         [--token TOKEN] [--throttle-bps N] [--page-size N]
         [--cdn-port PORT [--cdn-url URL] [--xet [--cas-url URL]]]
 
@@ -87,7 +87,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 __all__ = ["CAS_MODES", "HFMirror", "RequestRecord", "git_blob_id", "lfs_pointer"]
@@ -1131,11 +1131,12 @@ class HFMirror:
         """
         if repo_id.count("/") > 1 or not all(repo_id.split("/")):
             raise ValueError(f"repo_id must look like 'org/name' or 'name', got {repo_id!r}")
-        if isinstance(files, (str, pathlib.Path)):
-            files = _collect_dir(pathlib.Path(files))
+        given: Mapping[str, bytes | pathlib.Path] = (
+            _collect_dir(pathlib.Path(files)) if isinstance(files, (str, pathlib.Path)) else files
+        )
         suffixes = tuple(s.lower() for s in lfs_suffixes)
         entries: dict[str, _RepoFile] = {}
-        for path, source in files.items():
+        for path, source in given.items():
             path = path.replace(os.sep, "/").strip("/")
             if not path or any(part in ("", ".", "..") for part in path.split("/")):
                 raise ValueError(f"invalid repo path {path!r}")
@@ -1431,6 +1432,7 @@ def main(argv: list[str] | None = None) -> int:
     mirror.start()  # bind first so that the URL has the real port; content is served once loaded
     try:
         _load_root(mirror, args.root)
+        assert mirror._server is not None
         print(f"bound to {args.host}:{mirror._server.server_address[1]}", file=sys.stderr, flush=True)
         if mirror.cdn:
             print(f"cdn on {mirror.cdn_url}", file=sys.stderr, flush=True)

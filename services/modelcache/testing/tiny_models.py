@@ -1,7 +1,7 @@
 """Small, deterministic, *loadable* model repos for the test mirror.
 
 Every builder returns ``dict[str, bytes]`` (repo-relative POSIX path -> file content), ready to be
-published on :class:`tests.support.hfmirror.HFMirror` and later loaded offline from a hub-cache
+published on :class:`modelcache.testing.hfmirror.HFMirror` and later loaded offline from a hub-cache
 snapshot directory. Same library versions in, byte-identical files out: weights come from fixed
 seeds, the SentencePiece model is trained single-threaded on a fixed text, and the ONNX graph is
 built from constants.
@@ -22,6 +22,7 @@ import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
@@ -290,7 +291,7 @@ def tiny_clip_repo() -> dict[str, bytes]:
     vocab, merges = _clip_vocab_and_merges()
     with _quiet(), tempfile.TemporaryDirectory(prefix="tiny-clip-") as tmp:
         root = Path(tmp)
-        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)  # type: ignore[arg-type]
         image_processor = CLIPImageProcessorPil(
             size={"shortest_edge": 30},
             crop_size={"height": 30, "width": 30},
@@ -379,15 +380,20 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    height: str | int
+    width: str | int
     if input_size is None:
         height, width = "height", "width"
     else:
-        width, height = (int(v) for v in input_size)
-        if width <= 0 or height <= 0 or width % 32 or height % 32:
+        w, h = (int(v) for v in input_size)
+        if w <= 0 or h <= 0 or w % 32 or h % 32:
             raise ValueError(f"declared input size must be positive multiples of 32, got {input_size!r}")
+        width, height = w, h
 
     def cells(stride: int) -> int | None:
-        return None if input_size is None else (height // stride) * (width // stride)
+        if isinstance(height, str) or isinstance(width, str):
+            return None
+        return (height // stride) * (width // stride)
 
     def const(name: str, values) -> onnx.TensorProto:
         array = np.asarray(values)
@@ -408,7 +414,7 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
         const("shape_10", [1, -1, 10]),
     ]
     nodes = []
-    outputs = {"cls": [], "obj": [], "bbox": [], "kps": []}
+    outputs: dict[str, list] = {"cls": [], "obj": [], "bbox": [], "kps": []}
     for s in YUNET_STRIDES:
         pooled, logit = f"pool_{s}", f"logit_{s}"
         nodes += [
@@ -449,20 +455,40 @@ def yunet_like_onnx(input_size: tuple[int, int] | None = (320, 320)) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# A second text-embedding model: a tiny random BERT with MiniLM's tokenizer
+# Text embeddings: a tiny random BERT, with MiniLM's tokenizer or a small WordPiece one of its own
 # --------------------------------------------------------------------------------------------
 
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
-def tiny_bert_repo(tokenizer_dir: Path) -> dict[str, bytes]:
+
+def _wordpiece_vocab() -> dict[str, int]:
+    """A small uncased WordPiece vocabulary: the specials, every word of ``_CORPUS``, and every
+    printable ASCII character alone and as a ``##`` continuation (so any English text tokenizes
+    into known pieces, never all ``[UNK]``)."""
+    import re
+
+    words = sorted(set(re.findall(r"[a-z]+", _CORPUS.lower())))
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1) if not chr(c).isupper()]
+    tokens = [*_BERT_SPECIALS, *chars, *(f"##{c}" for c in chars), *(w for w in words if len(w) > 1)]
+    return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+
+
+def tiny_bert_repo(tokenizer_dir: Path | None = None) -> dict[str, bytes]:
     """A loadable text-embedding repo (hidden size 64, 2 layers, mean pooling + normalise, as
-    a sentence-transformers repo declares them), with the tokenizer of ``tokenizer_dir``."""
+    a sentence-transformers repo declares them), with the tokenizer of ``tokenizer_dir``, or
+    (``None``) an uncased WordPiece tokenizer of about 400 pieces built from
+    :func:`_wordpiece_vocab`: then the whole repo needs no file from anywhere. About 0.5 MB."""
     import json
     import tempfile
 
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
     with _quiet(), tempfile.TemporaryDirectory() as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        tokenizer: Any
+        if tokenizer_dir is None:
+            tokenizer = BertTokenizer(vocab=_wordpiece_vocab(), do_lower_case=True, model_max_length=128)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         config = BertConfig(
             vocab_size=tokenizer.vocab_size,
             hidden_size=64,
@@ -484,3 +510,100 @@ def tiny_bert_repo(tokenizer_dir: Path) -> dict[str, bytes]:
     ).encode()
     files["sentence_bert_config.json"] = json.dumps({"max_seq_length": 128}).encode()
     return files
+
+
+# --------------------------------------------------------------------------------------------
+# Whisper: a random openai-whisper checkpoint with tiny.en's vocabulary and alignment-head layout
+# --------------------------------------------------------------------------------------------
+
+#: Dimensions of the random checkpoint. The text side keeps tiny.en's 4 layers x 6 heads (the
+#: service sets openai-whisper's alignment heads for ``tiny.en``, a mask of exactly that shape)
+#: and its vocabulary size 51864 (English-only: the ``.en`` tokenizer); everything else is small.
+TINY_WHISPER_DIMS = {
+    "n_mels": 80,
+    "n_audio_ctx": 1500,
+    "n_audio_state": 48,
+    "n_audio_head": 6,
+    "n_audio_layer": 1,
+    "n_vocab": 51864,
+    "n_text_ctx": 448,
+    "n_text_state": 48,
+    "n_text_head": 6,
+    "n_text_layer": 4,
+}
+
+
+#: End-of-text in the English-only (GPT-2) vocabulary.
+TINY_WHISPER_EOT = 50256
+
+
+def tiny_whisper_checkpoint() -> bytes:
+    """A random Whisper in openai-whisper's checkpoint format (``torch.save`` of ``{"dims": {...},
+    "model_state_dict": {...}}``, float16, ``dims`` a plain dict so ``weights_only=True`` loads it),
+    to be served as ``tiny.en.pt``. It transcribes any audio to the empty text, at once. Built
+    from the weights' shapes alone, so openai-whisper itself is not needed; about 6 MB.
+
+    The tensors are exactly those ``whisper.model.Whisper(ModelDimensions(**TINY_WHISPER_DIMS))``
+    has, with its initial values where they matter (the audio encoder's sinusoidal positions,
+    layer norms at 1/0) and seeded random values elsewhere.
+    """
+    import math
+
+    import torch
+
+    d = TINY_WHISPER_DIMS
+    generator = torch.Generator().manual_seed(SEED)
+    state: dict[str, torch.Tensor] = {}
+
+    def rand(name: str, *shape: int, scale: float = 0.02) -> None:
+        state[name] = torch.randn(*shape, generator=generator) * scale
+
+    def norm(name: str, width: int) -> None:
+        state[f"{name}.weight"] = torch.ones(width)
+        state[f"{name}.bias"] = torch.zeros(width)
+
+    def block(prefix: str, width: int, cross: bool) -> None:
+        parts = [("attn", "attn_ln")] + ([("cross_attn", "cross_attn_ln")] if cross else [])
+        for attn, ln in parts:
+            for proj in ("query", "key", "value", "out"):
+                rand(f"{prefix}.{attn}.{proj}.weight", width, width)
+                if proj != "key":  # whisper's key projection has no bias
+                    state[f"{prefix}.{attn}.{proj}.bias"] = torch.zeros(width)
+            norm(f"{prefix}.{ln}", width)
+        rand(f"{prefix}.mlp.0.weight", 4 * width, width)
+        state[f"{prefix}.mlp.0.bias"] = torch.zeros(4 * width)
+        rand(f"{prefix}.mlp.2.weight", width, 4 * width)
+        state[f"{prefix}.mlp.2.bias"] = torch.zeros(width)
+        norm(f"{prefix}.mlp_ln", width)
+
+    audio, text = d["n_audio_state"], d["n_text_state"]
+    rand("encoder.conv1.weight", audio, d["n_mels"], 3)
+    state["encoder.conv1.bias"] = torch.zeros(audio)
+    rand("encoder.conv2.weight", audio, audio, 3)
+    state["encoder.conv2.bias"] = torch.zeros(audio)
+    # openai-whisper's sinusoids(n_audio_ctx, n_audio_state)
+    increment = math.log(10000) / (audio // 2 - 1)
+    inv = torch.exp(-increment * torch.arange(audio // 2))
+    scaled = torch.arange(d["n_audio_ctx"])[:, None] * inv[None, :]
+    state["encoder.positional_embedding"] = torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+    for i in range(d["n_audio_layer"]):
+        block(f"encoder.blocks.{i}", audio, cross=False)
+    norm("encoder.ln_post", audio)
+    rand("decoder.token_embedding.weight", d["n_vocab"], text)
+    rand("decoder.positional_embedding", d["n_text_ctx"], text, scale=0.01)
+    for i in range(d["n_text_layer"]):
+        block(f"decoder.blocks.{i}", text, cross=True)
+    # Make it answer at once: the final layer norm outputs one fixed vector v at every position,
+    # and end-of-text's embedding is v scaled up, so end-of-text wins every step where the
+    # decoding rules allow it (right after the initial timestamp, 107 ids above it).
+    v = torch.randn(text, generator=generator)
+    state["decoder.ln.weight"] = torch.zeros(text)
+    state["decoder.ln.bias"] = v
+    state["decoder.token_embedding.weight"][TINY_WHISPER_EOT] = v * 0.5
+    # and the first timestamp nearly as high: "<|0.00|>" is then a confident first token, the
+    # decoding's average log-probability stays high and no temperature fallback is tried
+    state["decoder.token_embedding.weight"][TINY_WHISPER_EOT + 107] = v * 0.45
+    out = io.BytesIO()
+    checkpoint = {"dims": dict(d), "model_state_dict": {k: v.half() for k, v in sorted(state.items())}}
+    torch.save(checkpoint, out)
+    return out.getvalue()

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelcache import logs
 from modelcache.errors import EXIT_INTERNAL, EXIT_VERIFY, ModelcacheError, VerificationError
 from modelcache.layout import Layout
 from modelcache.plan import Plan, build_plan
@@ -289,7 +290,9 @@ def plan_cmd(as_json: JsonOpt = False) -> None:
     try:
         lock = read_lock(layout)
     except VerificationError as exc:
-        print(f"warning: {exc.message}; showing every artifact as to fetch", file=sys.stderr)
+        logs.log(
+            f"warning: {exc.message}; showing every artifact as to fetch", event="lock_unreadable", level="warning"
+        )
         lock = None
     locked = {a.spec: a for a in lock.artifacts} if lock else {}
     rows: list[dict[str, Any]] = []
@@ -397,7 +400,7 @@ def ls_cmd(as_json: JsonOpt = False) -> None:
     _settings, layout, _plan = _context()
     lock = read_lock(layout)  # a damaged lock is an error (exit 4) here
     if lock is None:
-        print(f"no lock in {layout.root}: run `modelcache fetch`", file=sys.stderr)
+        logs.log(f"no lock in {layout.root}: run `modelcache fetch`", event="no_lock", level="error")
         raise typer.Exit(EXIT_VERIFY)
     artifacts = lock.artifacts
     if as_json:
@@ -630,11 +633,13 @@ def _exit_interrupted() -> None:
 def main() -> None:
     from modelcache.fetch.policy import Cancelled
 
+    logs.configure()  # MODELCACHE_LOG_FORMAT: text or JSON lines, from the first line on
+    logs.capture_native_output()  # and what native libraries and children write to fd 2
     signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`: stop transfers, keep partial files
     try:
         app()
     except ModelcacheError as exc:
-        print(exc.render(), file=sys.stderr)
+        logs.error(exc)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Cancelled):
         _exit_interrupted()
@@ -642,7 +647,7 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        print(f"modelcache: internal error: {exc!r} (please report it)", file=sys.stderr)
+        logs.log(f"internal error: {exc!r} (please report it)", event="internal_error", level="error")
         sys.exit(EXIT_INTERNAL)
 
 

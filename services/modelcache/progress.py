@@ -7,6 +7,8 @@ import threading
 import time
 from typing import IO, Protocol, cast
 
+from modelcache import logs
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -42,11 +44,29 @@ class PlainReporter:
         seconds = max(time.monotonic() - started, 1e-6)
         speed = human_bytes(transferred / seconds) + "/s"
         extra = f" ({note})" if note else ""
-        self.note(f"{verb} {label} {human_bytes(total)} in {seconds:.1f}s at {speed}{extra}")
+        message = f"{verb} {label} {human_bytes(total)} in {seconds:.1f}s at {speed}{extra}"
+        if logs.json_lines():
+            with self._lock:
+                logs.log(
+                    message,
+                    event=verb,
+                    stream=self.stream,
+                    file=label,
+                    bytes=total,
+                    transferred=transferred,
+                    seconds=round(seconds, 3),
+                    note=note or None,
+                )
+        else:
+            self.note(message)
 
     def note(self, message: str) -> None:
         with self._lock:
-            print(message, file=self.stream, flush=True)
+            if logs.json_lines():
+                level = "warning" if message.startswith("warning") else "info"
+                logs.log(message, event="note", level=level, stream=self.stream)
+            else:
+                print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -95,6 +115,6 @@ class RichReporter:
 
 
 def make_reporter(force_plain: bool = False) -> Reporter:
-    if not force_plain and sys.stderr.isatty():
+    if not force_plain and not logs.json_lines() and sys.stderr.isatty():
         return RichReporter()
     return PlainReporter()

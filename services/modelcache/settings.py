@@ -330,6 +330,8 @@ class Settings:
     memory_budget: int | None = None  # bytes the model processes may use together; None: load all, keep all
     pin: tuple[str, ...] = ()  # models that always stay loaded under a budget
     reload: str = "off"  # off | watch (poll the volume's lock and reload when it changes)
+    log_format: str = "text"  # text | json (modelcache.logs; read again before the settings, from the first line)
+    access_log: bool = True  # a line per answered request (successful /health* and /metrics excepted)
     serve: str = "configured"  # configured (the model settings pick from the lock) | lock (all it holds)
     reload_interval: float = 5.0
     extra_env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -409,6 +411,8 @@ class Settings:
             memory_budget=get.size("MODELCACHE_MEMORY_BUDGET"),
             pin=tuple(v.strip() for v in (get.text("MODELCACHE_PIN", "") or "").split(",") if v.strip()),
             reload=get.choice("MODELCACHE_RELOAD", "off", ("off", "watch")) or "off",
+            log_format=get.choice("MODELCACHE_LOG_FORMAT", "text", ("text", "json")) or "text",
+            access_log=(get.choice("MODELCACHE_ACCESS_LOG", "on", ("on", "off")) or "on") == "on",
             serve=get.choice("MODELCACHE_SERVE", "configured", ("configured", "lock")) or "configured",
             reload_interval=get.number("MODELCACHE_RELOAD_INTERVAL", 5.0, minimum=0.5, maximum=3600),
             extra_env=env,

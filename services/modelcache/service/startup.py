@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 
+from modelcache import logs
 from modelcache.errors import ModelcacheError, VerificationError
 from modelcache.layout import Layout
 from modelcache.plan import Artifact, Plan, build_plan
@@ -149,5 +149,5 @@ def run_gate(settings: Settings | None = None) -> Verified:
     try:
         return check(settings or Settings.from_env())
     except ModelcacheError as exc:
-        print(exc.render(), file=sys.stderr, flush=True)
+        logs.error(exc)
         raise SystemExit(exc.exit_code) from None

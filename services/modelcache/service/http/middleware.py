@@ -1,12 +1,16 @@
-"""ASGI middleware: the body-size limit (413 before the body is read) and request metrics."""
+"""ASGI middleware: the body-size limit (413 before the body is read), request metrics, and
+each request's id and log line."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
+import uuid
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelcache import logs
 from modelcache.service.http.admission import GROUPS
 from modelcache.service.http.errors import error_body
 from modelcache.service.http.metrics import Metrics
@@ -112,3 +116,60 @@ class RequestMetrics:
             path = getattr(route, "path", None) or (scope["path"] if scope["path"] in GROUPS else "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+QUIET = ("/health", "/health/live", "/health/ready", "/metrics")  # probes and scrapes: logged only when they fail
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-Id when it is a sane token (at most 128 characters, no spaces or
+    quotes), else a new one: a caller's id ties our lines to its own, never breaks a log line."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            given = value.decode("latin-1").strip()
+            if REQUEST_ID.fullmatch(given):
+                return given
+            break
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    """Outermost: gives each HTTP request an id (X-Request-Id, taken or made, and returned on
+    every answer, refusals at the door included), opens its log scope, and writes its line."""
+
+    def __init__(self, app, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = request_id_of(scope.get("headers") or [])
+        started = time.perf_counter()
+        status = 500
+
+        async def tagged_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with logs.request_scope(request_id) as fields:
+            try:
+                await self.app(scope, receive, tagged_send)
+            finally:
+                if self.access_log and (status >= 400 or scope["path"] not in QUIET):
+                    route = getattr(scope.get("route"), "path", None) or scope["path"]
+                    ms = round((time.perf_counter() - started) * 1000, 1)
+                    logs.log(
+                        f"{scope['method']} {scope['path']} {status} {ms} ms"
+                        + (f" {fields['model']}" if "model" in fields else ""),
+                        event="request",
+                        level="warning" if status >= 500 else "info",
+                        route=route,
+                        method=scope["method"],
+                        status=status,
+                        duration_ms=ms,
+                    )

@@ -38,6 +38,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from modelcache import logs
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.engines.catalogue import ENGINES, default_threads
 from modelcache.service.faults import Cancelled, InputError, ModelFailed, WorkerDied
@@ -321,6 +322,7 @@ def _rss_and_peak() -> tuple[int, int]:
 
 def _child_main(conn, spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when models stop
+    logs.configure()  # a library's warnings in the service's format (a spawned child starts bare)
     if spec.nice:
         try:
             os.nice(spec.nice)

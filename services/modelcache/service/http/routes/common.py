@@ -8,6 +8,7 @@ import binascii
 from fastapi import UploadFile
 from pydantic import BaseModel
 
+from modelcache import logs
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.state import State
 from modelcache.service.models.entry import ModelEntry
@@ -49,6 +50,7 @@ def known_model(state: State, model_id: str) -> ModelEntry:
     entry = state.registry.get(model_id)
     if entry is None:
         raise ApiError(404, f"the model '{model_id}' does not exist here", param="model", code="model_not_found")
+    logs.bind(model=entry.id)
     return entry
 
 
@@ -77,6 +79,7 @@ def find_model(state: State, name: str | None, task: str | tuple[str, ...], *, p
             param=param,
             code="wrong_task",
         )
+    logs.bind(model=entry.id)
     return entry
 
 

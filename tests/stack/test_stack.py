@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import ROOT, SENTENCE
 from modelcache.testing import tiny_models
+from tests.conftest import ROOT, SENTENCE
 from tests.support import fixtures
 from tests.support.docker import docker_unavailable
 from tests.support.registry import require_binary
@@ -115,6 +115,9 @@ class Stack:
 
 
 TIMES: dict[str, float] = {}
+# the monitoring profile's Prometheus: here built from Debian's package by scripts/build-fleet-images
+PROMETHEUS_IMAGE = os.environ.get("MODELCACHE_PROMETHEUS_IMAGE", "local/prometheus:bookworm")
+PROMETHEUS_PORT = free_port()
 STACK_ADMIN_KEY = "stack-test-admin-key"
 
 
@@ -154,6 +157,8 @@ def stack() -> Iterator[Stack]:
                 "MODELCACHE_MEM_LIMIT=4g",
                 f"TEST_TOKEN_ENV={token_env}",
                 f"ADMIN_KEY_FILE={admin_key}",
+                f"MODELCACHE_PROMETHEUS_IMAGE={PROMETHEUS_IMAGE}",
+                f"MODELCACHE_PROMETHEUS_PORT={PROMETHEUS_PORT}",
                 "",
             ]
         )
@@ -170,7 +175,11 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         # removed on purpose, at the very end: containers, network, and this test's volume
-        stack.cmd("--profile", "cpu", "--profile", "registry", "down", "--volumes", "--remove-orphans", timeout=120)
+        stack.cmd(
+            *("--profile", "cpu", "--profile", "registry", "--profile", "monitoring"),
+            *("down", "--volumes", "--remove-orphans"),
+            timeout=120,
+        )
         shutil.rmtree(base, ignore_errors=True)
         print(f"\nstack timings: {json.dumps({k: round(v, 1) for k, v in TIMES.items()})}")
 
@@ -248,6 +257,55 @@ def test_second_up_is_warm(stack: Stack) -> None:
     assert "nothing to fetch" in stack.logs("model-downloader")
     assert len(stack.mirror_gets()) == before  # not one request
     assert httpx2.get(f"{stack.url}/health/ready", timeout=10).status_code == 200
+
+
+def test_the_monitoring_profile_runs_prometheus_on_the_service(stack: Stack) -> None:
+    """The real Prometheus of `--profile monitoring`, with docs/monitoring/prometheus.yml and
+    its rules, scrapes the running service: the target is up, its metrics have values, and
+    both rule groups evaluate without error."""
+    if subprocess.run(["docker", "image", "inspect", PROMETHEUS_IMAGE], capture_output=True).returncode != 0:
+        reason = f"{PROMETHEUS_IMAGE} is missing (scripts/build-fleet-images builds it)"
+        if os.environ.get("MODELCACHE_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    started = time.monotonic()
+    api = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1"
+    try:
+        up = stack.cmd("--profile", "monitoring", "up", "-d", "--wait", "prometheus", timeout=120)
+        assert up.returncode == 0, up.stdout + up.stderr
+
+        def get(path: str, **params: str) -> dict:
+            try:
+                answer = httpx2.get(f"{api}/{path}", params=params, timeout=5)
+            except httpx2.HTTPError:
+                return {}
+            return answer.json()["data"] if answer.status_code == 200 else {}
+
+        deadline = time.monotonic() + 90
+        targets: list = []
+        rules: list = []
+        value: list = []
+        while time.monotonic() < deadline:
+            targets = [t for t in get("targets").get("activeTargets", []) if t["labels"]["job"] == "modelcache"]
+            value = get("query", query="sum(modelcache_requests_total)").get("result", [])
+            rules = [r for g in get("rules").get("groups", []) for r in g["rules"]]
+            if targets and targets[0]["health"] == "up" and value and rules and all(r["health"] == "ok" for r in rules):
+                break
+            time.sleep(1)
+        found = [(t["labels"]["instance"].split(":")[1], t["health"]) for t in targets]
+        assert found == [("8000", "up")], (targets, stack.logs("prometheus")[-3000:])
+        assert float(value[0]["value"][1]) > 0  # the requests of the tests before
+        ready = get("query", query='modelcache_ready{job="modelcache"}')["result"]
+        assert ready and ready[0]["value"][1] == "1", ready
+        groups = {g["name"]: g for g in get("rules")["groups"]}
+        assert set(groups) == {"modelcache.alerts", "modelcache.recording"}
+        assert rules and all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
+        firing = [a["labels"]["alertname"] for a in get("alerts")["alerts"] if a["state"] == "firing"]
+        assert firing == [], firing
+        TIMES["prometheus_s"] = time.monotonic() - started
+    finally:
+        stack.cmd("--profile", "monitoring", "rm", "--stop", "--force", "--volumes", "prometheus", timeout=120)
+        subprocess.run(["docker", "volume", "rm", "-f", f"{stack.project}_prometheus-data"], capture_output=True)
 
 
 def test_down_keeps_the_models_volume(stack: Stack) -> None:

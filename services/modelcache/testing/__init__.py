@@ -12,12 +12,25 @@ Importing this package imports neither testcontainers nor docker; starting a sta
 
 from __future__ import annotations
 
-from modelcache.testing.stack import DOWNLOADER_IMAGE, SERVICE_IMAGE, ModelCacheStack, StackError
-from modelcache.testing.tinyset import TEXT_EMBEDDING as TINY_TEXT_EMBEDDING
-from modelcache.testing.tinyset import VISION as TINY_VISION
+from typing import TYPE_CHECKING, Any
 
-#: The tiny set's Whisper, as the service names it (also ``whisper-1``).
+if TYPE_CHECKING:
+    from modelcache.testing.stack import DOWNLOADER_IMAGE, SERVICE_IMAGE, ModelCacheStack, StackError
+
+#: The tiny set's models, as the service names them (the Whisper also answers as ``whisper-1``).
+TINY_TEXT_EMBEDDING = "modelcache-tiny/bert-embedder"
+TINY_VISION = "modelcache-tiny/siglip"
 TINY_WHISPER = "whisper-tiny.en"
+
+
+def __getattr__(name: str) -> Any:
+    # the pytest plugin imports this package in every run: the stack loads on first use only
+    if name in ("DOWNLOADER_IMAGE", "SERVICE_IMAGE", "ModelCacheStack", "StackError"):
+        from modelcache.testing import stack
+
+        return getattr(stack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DOWNLOADER_IMAGE",

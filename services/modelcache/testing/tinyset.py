@@ -39,8 +39,8 @@ else:  # run as a script next to its siblings (inside a container)
 #: The host name the tiny Hub answers to on the stack's network.
 HUB_HOST = "modelcache-tiny-hub"
 HUB_PORT = 8080
-TEXT_EMBEDDING = "modelcache-tiny/bert-embedder"
-VISION = "modelcache-tiny/siglip"
+TEXT_EMBEDDING = "modelcache-tiny/bert-embedder"  # = modelcache.testing.TINY_TEXT_EMBEDDING
+VISION = "modelcache-tiny/siglip"  # = modelcache.testing.TINY_VISION
 WHISPER = "tiny.en"
 #: What the line printed once the set is served starts with.
 READY_PREFIX = "modelcache-tinyset: "

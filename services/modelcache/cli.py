@@ -253,10 +253,11 @@ def lock_cmd(
         from modelcache.models_lock import render
 
         sys.stdout.write(render(result.lockfile))
-        print(
+        logs.log(
             f"{len(result.lockfile.pins)} artifact(s): {len(result.resolved)} resolved, {len(result.kept)} kept, "
             f"{len(result.moved)} moved; {result.requests} metadata request(s)",
-            file=sys.stderr,
+            event="locked",
+            prefix=False,
         )
         return
     if as_json:
@@ -545,10 +546,14 @@ def export_cmd(
         result = export(layout, lock, bundle, reporter=reporter)
     finally:
         reporter.close()
-    print(
+    logs.log(
         f"exported {result.files} file(s), {human_bytes(result.bytes)} to {bundle} in {result.seconds:.1f}s "
         f"({human_bytes(result.bytes / max(result.seconds, 1e-6))}/s)",
-        file=sys.stderr,
+        event="exported",
+        prefix=False,
+        files=result.files,
+        bytes=result.bytes,
+        seconds=round(result.seconds, 3),
     )
 
 
@@ -573,10 +578,14 @@ def import_cmd(
             result = import_bundle(layout, plan, lockfile, bundle, deep=deep, reporter=reporter)
     finally:
         reporter.close()
-    print(
+    logs.log(
         f"imported {result.files} file(s), {human_bytes(result.bytes)} in {result.seconds:.1f}s; "
         f"{result.skipped} already present; lock written",
-        file=sys.stderr,
+        event="imported",
+        prefix=False,
+        files=result.files,
+        bytes=result.bytes,
+        seconds=round(result.seconds, 3),
     )
 
 
@@ -621,9 +630,10 @@ def _exit_interrupted() -> None:
     """Exit 130 now: a transfer thread stuck in a stalled read must not hold the process
     (its partial file and segment record are on disk; a re-run resumes them)."""
     fetching = len(sys.argv) > 1 and sys.argv[1] in ("fetch", "import")
-    print(
-        "modelcache: interrupted" + ("; partial files are kept and a re-run resumes them" if fetching else ""),
-        file=sys.stderr,
+    logs.log(
+        "interrupted" + ("; partial files are kept and a re-run resumes them" if fetching else ""),
+        event="interrupted",
+        level="warning",
     )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -92,13 +92,15 @@ def log(
     event: str = "log",
     level: str = "info",
     stream: IO[str] | None = None,
+    prefix: bool = True,
     **fields: Any,
 ) -> None:
-    """One line: ``modelcache: <message>`` or a JSON object with ``fields`` and the request's."""
-    print(line(message, event=event, level=level, **fields), file=stream or sys.stderr, flush=True)
+    """One line: ``modelcache: <message>`` (``prefix=False``: the message alone, as progress
+    and summary lines always were) or a JSON object with ``fields`` and the request's."""
+    print(line(message, event=event, level=level, prefix=prefix, **fields), file=stream or sys.stderr, flush=True)
 
 
-def line(message: str, *, event: str = "log", level: str = "info", **fields: Any) -> str:
+def line(message: str, *, event: str = "log", level: str = "info", prefix: bool = True, **fields: Any) -> str:
     request = _request.get()
     if _format == "json":
         record: dict[str, Any] = {"time": _now(), "level": level, "event": event, "message": message}
@@ -106,7 +108,7 @@ def line(message: str, *, event: str = "log", level: str = "info", **fields: Any
         record.update({k: v for k, v in fields.items() if v is not None})
         return json.dumps(record, ensure_ascii=False, default=str)
     suffix = f" (request {request['request_id']})" if request and "request_id" in request else ""
-    return f"modelcache: {message}{suffix}"
+    return f"modelcache: {message}{suffix}" if prefix else f"{message}{suffix}"
 
 
 def error(exc: ModelcacheError, stream: IO[str] | None = None) -> None:

@@ -64,7 +64,7 @@ class PlainReporter:
         with self._lock:
             if logs.json_lines():
                 level = "warning" if message.startswith("warning") else "info"
-                logs.log(message, event="note", level=level, stream=self.stream)
+                logs.log(message, event="note", level=level, stream=self.stream, prefix=False)
             else:
                 print(message, file=self.stream, flush=True)
 

@@ -415,30 +415,38 @@ def test_reset_then_up_downloads_everything_again(stack: Stack) -> None:
 def test_air_gapped_install_from_an_exported_bundle(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Export the filled volume, import it into a fresh volume with no network, start on it."""
     out = tmp_path_factory.mktemp("bundle")
-    os.chmod(out, 0o755)
+    os.chown(out, 1000, 1000)  # an operator's folder, bind-mounted: the documented fast form (runbook)
     bundle = out / "models.tar"
-    with open(bundle, "wb") as fh:
-        export = subprocess.run(
-            [
-                "docker",
-                "compose",
-                *stack.args,
-                "--profile",
-                "tools",
-                "run",
-                "--rm",
-                "-T",
-                "model-bundle",
-                "export",
-                "-",
-            ],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.PIPE,
-            timeout=300,
-        )
-    assert export.returncode == 0, export.stderr.decode()
-    os.chmod(bundle, 0o644)
+    export = subprocess.run(
+        [
+            "docker",
+            "compose",
+            *stack.args,
+            "--profile",
+            "tools",
+            "run",
+            "--rm",
+            "--user",
+            "1000:1000",
+            "-v",
+            f"{out}:/out",
+            "-e",
+            "MODELCACHE_LOG_FORMAT=json",
+            "model-bundle",
+            "export",
+            "/out/models.tar",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert export.returncode == 0, export.stderr
+    assert bundle.stat().st_uid == 1000  # the operator's file, not the image user's
+    # the downloader's image logs JSON when asked: its lines are objects, none is plain text
+    records = [json.loads(line) for line in export.stderr.splitlines() if line.startswith("{")]
+    assert any(r["message"].startswith("exported 28 file(s)") for r in records), export.stderr
+    assert not [line for line in export.stderr.splitlines() if line.startswith(("modelcache:", "exported"))]
     listing = subprocess.run(["tar", "-tf", str(bundle)], capture_output=True, text=True, check=True).stdout.split()
     assert listing[0] == "modelcache-bundle.json" and "whisper/tiny.en.pt" in listing
     # another volume, on the "isolated host": same .env, a network-less one-off container

@@ -23,6 +23,18 @@ from modelcache.service.faults import InputError, UnsupportedModel
 #: a text, or token ids in the model's vocabulary
 TextInput = str | list[int]
 
+
+def first_unknown(ids: list[int], vocab_size: int) -> int | None:
+    """Where the first token id the vocabulary does not hold is, or None: the one check of
+    token ids, made by the route (a 400 naming the place), the batch (that request alone
+    fails) and the engine (a bug if reached)."""
+    return next((j for j, v in enumerate(ids) if not 0 <= v < vocab_size), None)
+
+
+def unknown_id(where: str, token: int, vocab_size: int) -> str:
+    return f"{where}: token id {token} is outside this model's vocabulary (0..{vocab_size - 1})"
+
+
 # the order sentence-transformers concatenates pooling modes in
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "lasttoken")
 
@@ -129,11 +141,9 @@ class TransformersTextEmbedder:
             if isinstance(t, str):
                 out.append(next(encoded))
                 continue
-            bad = next((j for j, v in enumerate(t) if not 0 <= v < self.vocab_size), None)
+            bad = first_unknown(t, self.vocab_size)
             if bad is not None:  # the HTTP layer checks first; a bug if reached from there
-                raise InputError(
-                    f"input {i}, token {bad}: id {t[bad]} is outside the vocabulary (0..{self.vocab_size - 1})"
-                )
+                raise InputError(unknown_id(f"input[{i}][{bad}]", t[bad], self.vocab_size))
             out.append(list(t[: self.max_length]))
         return out
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from modelcache.service.engines.base import StopCheck, never
+from modelcache.service.engines.text import first_unknown, unknown_id
 from modelcache.service.faults import InputError
 
 
@@ -49,10 +50,9 @@ def _embed(engine, _call: Call, requests: list[list[str | list[int]]]) -> list:
                 return InputError("token arrays are taken by text-embedding models only: send the text")
             if not ids:
                 return InputError(f"input[{i}]: an empty token array")
-            bad = next((j for j, v in enumerate(ids) if not 0 <= v < vocab), None)
+            bad = first_unknown(ids, vocab)
             if bad is not None:
-                where = f"input[{i}][{bad}]"
-                return InputError(f"{where}: token id {ids[bad]} is outside this model's vocabulary (0..{vocab - 1})")
+                return InputError(unknown_id(f"input[{i}][{bad}]", ids[bad], vocab))
         return None
 
     def together(batch: list[list[str | list[int]]]) -> list:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
+from modelcache.service.engines.text import first_unknown, unknown_id
 from modelcache.service.http.disconnect import unless_disconnected
 from modelcache.service.http.errors import ApiError
 from modelcache.service.http.routes.common import ERRORS, find_model
@@ -72,15 +73,10 @@ def inputs(body: EmbeddingRequest, entry) -> list[str | list[int]]:
         raise ApiError(400, "token arrays are taken by text-embedding models only: send the text", param="input")
     vocab = entry.info.get("vocab_size")
     for i, ids in enumerate(arrays):
-        bad = next((j for j, v in enumerate(ids) if vocab is not None and v >= vocab), None)
+        bad = first_unknown(ids, vocab) if vocab is not None else None
         if bad is not None:
             where = f"input[{bad}]" if single else f"input[{i}][{bad}]"
-            raise ApiError(
-                400,
-                f"{where}: token id {ids[bad]} is outside this model's vocabulary (0..{vocab - 1})",
-                param=where,
-                code="invalid_value",
-            )
+            raise ApiError(400, unknown_id(where, ids[bad], vocab), param=where, code="invalid_value")
     return list(arrays)
 
 

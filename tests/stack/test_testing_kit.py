@@ -148,3 +148,14 @@ def test_service_failure_carries_its_message_and_exit_code(kept_volume: str) -> 
     assert "no-such-model" in error.render()
     assert "MODELCACHE_PIN" in error.render()
     assert leftovers(stack.id) == []
+
+
+def test_a_missing_image_is_named_before_anything_starts() -> None:
+    stack = ModelCacheStack(offline=True, service_image="modelcache-service:no-such-tag")
+    with pytest.raises(StackError) as failed:
+        stack.start()
+    assert "image modelcache-service:no-such-tag is not on this Docker engine and could not be pulled" in str(
+        failed.value
+    )
+    assert "scripts/build-images" in str(failed.value)
+    assert leftovers(stack.id) == []

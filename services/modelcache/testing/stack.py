@@ -59,7 +59,8 @@ class StackError(ModelcacheError):
         remedy: str | None = None,
     ) -> None:
         tail = [line for line in logs.splitlines() if line.strip()][-LOG_TAIL:]
-        super().__init__(message, remedy=remedy, details=[f"{container}| {line}" for line in tail])
+        prefix = f"{container}| " if container else ""
+        super().__init__(message, remedy=remedy, details=[prefix + line for line in tail])
         self.container = container
         self.container_exit_code = container_exit_code
         self.logs = logs
@@ -194,6 +195,7 @@ class ModelCacheStack:
         from testcontainers.core.network import Network
 
         try:
+            self._check_images()
             self._network = Network(docker_network_kw={"labels": {LABEL: self.id}}).create()
             existing = self._volume_labels() if self.volume else None
             self.volume_existed = existing is not None
@@ -260,6 +262,27 @@ class ModelCacheStack:
         if not hasattr(self, "_docker"):
             self._docker = docker.from_env()
         return self._docker
+
+    def _check_images(self) -> None:
+        """Each image present, or pulled now; else a StackError naming it (before anything starts)."""
+        import docker.errors
+
+        for image in dict.fromkeys((self.downloader_image, self.service_image)):
+            try:
+                self._client().images.get(image)
+                continue
+            except docker.errors.ImageNotFound:
+                pass
+            try:
+                self._client().images.pull(image)
+            except docker.errors.DockerException as e:
+                raise StackError(
+                    f"image {image} is not on this Docker engine and could not be pulled",
+                    container="",
+                    remedy="build it (scripts/build-images), `docker load` the released images, or name "
+                    "the image you have (downloader_image= / service_image=, --modelcache-*-image)",
+                    logs=str(e),
+                ) from None
 
     def _volume_labels(self) -> dict[str, str] | None:
         import docker.errors

@@ -25,7 +25,6 @@ from tests.conftest import (
 )
 from tests.support.fixtures import MirrorModels
 
-
 ADMIN_KEY = "admin-key-for-tests"  # start_service turns model control on with it (see below)
 
 

@@ -48,7 +48,7 @@ def test_token_ids_and_texts_mix_in_one_batch(tiny_bert: TransformersTextEmbedde
     mixed, mixed_tokens = tiny_bert.embed([texts[0], ids[1]])
     assert np.abs(mixed - by_text).max() < 1e-5 and mixed_tokens == tokens
     assert tiny_bert.matryoshka_dimensions == [8] and tiny_bert.vocab_size == len(tiny_bert.tokenizer)
-    with pytest.raises(InputError, match="outside this model.s vocabulary"):
+    with pytest.raises(InputError, match=r"outside this model.s vocabulary"):
         tiny_bert.embed([[1, tiny_bert.vocab_size]])
     _vectors, used = tiny_bert.embed([[ids[0][1]] * (tiny_bert.max_length + 50)])
     assert used == [tiny_bert.max_length]

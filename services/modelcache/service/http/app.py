@@ -13,7 +13,7 @@ from modelcache.service.http import errors
 from modelcache.service.http.admission import GROUPS, Admission
 from modelcache.service.http.collector import StateCollector
 from modelcache.service.http.metrics import Metrics
-from modelcache.service.http.middleware import BodyLimit, RequestLog, RequestMetrics
+from modelcache.service.http.middleware import BodyLimit, Requests
 from modelcache.service.http.state import State, require_admin, require_key
 from modelcache.service.models.entry import ModelEntry
 from modelcache.service.models.lifecycle import Lifecycle, Observer
@@ -113,8 +113,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle) -> FastAPI:
         metrics=state.metrics,
         retry_after=lambda group: retry_after(state, group),
     )
-    app.add_middleware(RequestMetrics, metrics=state.metrics)
-    app.add_middleware(RequestLog, access_log=settings.access_log)  # outermost: every answer has its id
+    app.add_middleware(Requests, metrics=state.metrics, access_log=settings.access_log)  # outermost
     return app
 
 

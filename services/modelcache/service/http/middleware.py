@@ -1,5 +1,5 @@
-"""ASGI middleware: the body-size limit (413 before the body is read), request metrics, and
-each request's id and log line."""
+"""ASGI middleware: the body-size limit (413 before the body is read), and each request's id,
+metrics and log line."""
 
 from __future__ import annotations
 
@@ -91,33 +91,6 @@ class BodyLimit:
                 await _send_json(send, 413, self._message())
 
 
-class RequestMetrics:
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            # a request refused before routing (429 at the door) still counts under its route
-            path = getattr(route, "path", None) or (scope["path"] if scope["path"] in GROUPS else "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
-
-
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 QUIET = ("/health", "/health/live", "/health/ready", "/metrics")  # probes and scrapes: logged only when they fail
 
@@ -134,12 +107,14 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
-class RequestLog:
+class Requests:
     """Outermost: gives each HTTP request an id (X-Request-Id, taken or made, and returned on
-    every answer, refusals at the door included), opens its log scope, and writes its line."""
+    every answer, refusals at the door included), opens its log scope, and when it is
+    answered counts it in the metrics and writes its line."""
 
-    def __init__(self, app, access_log: bool = True) -> None:
+    def __init__(self, app, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
+        self.metrics = metrics
         self.access_log = access_log
 
     async def __call__(self, scope, receive, send) -> None:
@@ -160,15 +135,20 @@ class RequestLog:
             try:
                 await self.app(scope, receive, tagged_send)
             finally:
+                seconds = time.perf_counter() - started
+                route = getattr(scope.get("route"), "path", None)
+                # a request refused before routing (429 at the door) still counts under its route
+                label = route or (scope["path"] if scope["path"] in GROUPS else "unmatched")
+                self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+                self.metrics.latency.labels(label).observe(seconds)
                 if self.access_log and (status >= 400 or scope["path"] not in QUIET):
-                    route = getattr(scope.get("route"), "path", None) or scope["path"]
-                    ms = round((time.perf_counter() - started) * 1000, 1)
+                    ms = round(seconds * 1000, 1)
+                    model = f" {fields['model']}" if "model" in fields else ""
                     logs.log(
-                        f"{scope['method']} {scope['path']} {status} {ms} ms"
-                        + (f" {fields['model']}" if "model" in fields else ""),
+                        f"{scope['method']} {scope['path']} {status} {ms} ms{model}",
                         event="request",
                         level="warning" if status >= 500 else "info",
-                        route=route,
+                        route=route or scope["path"],
                         method=scope["method"],
                         status=status,
                         duration_ms=ms,

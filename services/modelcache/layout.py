@@ -9,6 +9,10 @@
         snapshots/<commit>/<path>       -> ../../blobs/<oid> (relative symlink)
   whisper/<name>.pt       openai-whisper checkpoints (its download_root)
   files/<path>            plain URL artifacts from the manifest
+  exports/models--org--name/<commit>/
+    model.onnx            a text model's ONNX graph, exported by the downloader when the
+                          repo ships none (MODELCACHE_TEXT_ENGINE=onnx*)
+    model_int8.onnx       that graph (or the repo's) with int8 weights (onnx-int8)
   .modelcache/
     lock.json             written last, atomically: the volume is complete
     fetch.lock            cross-process lock held by a running downloader
@@ -53,6 +57,14 @@ class Layout:
     @property
     def files(self) -> Path:
         return self.root / "files"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    def export_dir(self, repo_id: str, commit: str) -> Path:
+        """Where the files the downloader derives from a repo's commit go (ONNX graphs)."""
+        return self.exports / repo_folder_name(repo_id) / commit
 
     @property
     def state(self) -> Path:

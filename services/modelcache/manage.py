@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelcache.errors import ConfigError
-from modelcache.layout import Layout
+from modelcache.layout import Layout, repo_folder_name
 from modelcache.plan import Artifact, Plan
 from modelcache.verify import check_file
 from modelcache.volume_lock import Lock, LockedArtifact, read_lock, write_lock
@@ -84,8 +84,9 @@ def remove(layout: Layout, plan: Plan, name: str, *, dry_run: bool = False) -> l
     lock = read_lock(layout)
     held, planned = _find(lock, plan, name)
     dest = held.dest if held else planned.dest  # type: ignore[union-attr]
-    path = layout.abs(dest)
-    removed = [_delete(layout, path, dry_run)] if path.exists() or path.is_symlink() else []
+    source = held.source if held else planned.source  # type: ignore[union-attr]
+    paths = [layout.abs(dest), layout.exports / repo_folder_name(source)]  # its repo, and graphs made from it
+    removed = [_delete(layout, p, dry_run) for p in paths if p.exists() or p.is_symlink()]
     if lock and held and not dry_run:
         write_lock(layout, replace(lock, artifacts=tuple(a for a in lock.artifacts if a.name != held.name)))
     return removed
@@ -120,6 +121,9 @@ def prune(layout: Layout, plan: Plan, *, dry_run: bool = False) -> list[Removal]
         for path in sorted(root.rglob("*")) if root.is_dir() else []:
             if (path.is_file() or path.is_symlink()) and layout.rel(path) not in wanted_dests:
                 removals.append(_delete(layout, path, dry_run))
+    for path in sorted(layout.exports.rglob("*")) if layout.exports.is_dir() and kept is not None else []:
+        if (path.is_file() or path.is_symlink()) and layout.rel(path) not in wanted_files:
+            removals.append(_delete(layout, path, dry_run))  # graphs made for another commit or engine
     complete = lock is not None and lock.plan_digest == plan.digest
     if layout.partial.is_dir() and complete:  # otherwise they are resumable downloads of the plan
         for part in sorted(layout.partial.iterdir()):

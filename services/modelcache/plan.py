@@ -78,6 +78,29 @@ FOREIGN_WEIGHTS = (
 )
 
 
+#: The ONNX text engines and the graph each runs. The repo's own ``onnx/model.onnx`` is
+#: fetched when it has one; otherwise the downloader exports the weights to
+#: ``exports/<repo folder>/<commit>/model.onnx``. ``onnx-int8`` runs ``model_int8.onnx``
+#: there, quantized at fetch from that fp32 graph. Both are recorded in the lock.
+ONNX_ENGINES = ("onnx", "onnx-int8")
+REPO_GRAPH = "onnx/model.onnx"
+EXPORTED_GRAPH = "model.onnx"
+QUANTIZED_GRAPH = "model_int8.onnx"
+#: the torch weights an exported graph is made from (and nothing else needs)
+TORCH_WEIGHTS = ("*.safetensors", "*pytorch_model*.bin")
+
+
+def graph_file(engine: str | None, paths: list[str]) -> str | None:
+    """Which of an artifact's locked files (paths in the volume) its ONNX engine runs."""
+    if engine == "onnx-int8":
+        return next((p for p in paths if p.startswith("exports/") and p.endswith("/" + QUANTIZED_GRAPH)), None)
+    if engine == "onnx":
+        return next((p for p in paths if p.endswith("/" + REPO_GRAPH)), None) or next(
+            (p for p in paths if p.startswith("exports/") and p.endswith("/" + EXPORTED_GRAPH)), None
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One thing to put in the volume."""
@@ -92,7 +115,7 @@ class Artifact:
     include: tuple[str, ...] | None = None  # None: the whole repo
     exclude: tuple[str, ...] = ()
     prefer_safetensors: bool = False  # drop *.bin weights when safetensors are present
-    engine: str | None = None  # which runtime consumes it (asr)
+    engine: str | None = None  # which runtime consumes it (asr; text-embedding when not torch)
 
     @property
     def is_repo(self) -> bool:
@@ -145,8 +168,9 @@ def build_plan(settings: Settings) -> Plan:
         )
     for name in settings.whisper:
         items.append(_whisper_artifact(settings, name, layout))
+    text_engine = None if settings.text_engine == "torch" else settings.text_engine
     for ref in settings.text_embedding:
-        items.append(_model_repo(ref, "text-embedding", layout))
+        items.append(_model_repo(ref, "text-embedding", layout, engine=text_engine))
     for ref in settings.vision:
         items.append(_model_repo(ref, "vision", layout))
     if settings.face == "yunet":
@@ -208,8 +232,10 @@ def _sha_in_url(url: str) -> str | None:
     return None
 
 
-def _model_repo(ref: RepoRef, role: Role, layout: Layout) -> Artifact:
-    return _repo(ref, role, "hf", layout, exclude=FOREIGN_WEIGHTS, prefer_safetensors=True)
+def _model_repo(ref: RepoRef, role: Role, layout: Layout, *, engine: str | None = None) -> Artifact:
+    """A transformers repo; an ONNX engine's graph is added to its files by the fetch
+    (``fetch/hub.py`` ``select_files``), which sees what the repo holds."""
+    return _repo(ref, role, "hf", layout, exclude=FOREIGN_WEIGHTS, prefer_safetensors=True, engine=engine)
 
 
 def _repo(

@@ -35,6 +35,10 @@ WHISPER_NAMES = (
     "turbo",
 )
 ASR_ENGINES = ("openai-whisper", "faster-whisper")
+#: torch: transformers on torch (CPU or GPU); onnx: the repo's ONNX graph (or one the
+#: downloader exports) on ONNX Runtime, CPU; onnx-int8: that graph with int8 weights
+#: (dynamic quantization at fetch)
+TEXT_ENGINES = ("torch", "onnx", "onnx-int8")
 FACE_MODELS = ("yunet",)
 VERIFY_MODES = ("fast", "deep")
 #: http: every file through our own ranged, hashed transfer (Xet-backed files via the Hub's
@@ -286,6 +290,7 @@ class Settings:
     models_dir: Path = Path("/models")
     whisper: tuple[str, ...] = (DEFAULT_WHISPER,)  # one or more sizes; the first answers to "whisper-1"
     asr_engine: str = "openai-whisper"
+    text_engine: str = "torch"  # MODELCACHE_TEXT_ENGINE: torch | onnx | onnx-int8
     whisper_url: str | None = None
     whisper_sha256: str | None = None
     text_embedding: tuple[RepoRef, ...] = (RepoRef(DEFAULT_TEXT_EMBEDDING),)
@@ -357,6 +362,13 @@ class Settings:
                 f"MODELCACHE_ASR_COMPUTE_TYPE={compute} is a faster-whisper setting, and the engine is openai-whisper",
                 remedy="set MODELCACHE_ASR_ENGINE=faster-whisper, or unset MODELCACHE_ASR_COMPUTE_TYPE",
             )
+        text_engine = get.choice("MODELCACHE_TEXT_ENGINE", "torch", TEXT_ENGINES)
+        if text_engine != "torch" and get.choice("MODELCACHE_DEVICE", "auto", DEVICES) == "cuda":
+            raise ConfigError(
+                f"MODELCACHE_TEXT_ENGINE={text_engine} runs on the CPU, and MODELCACHE_DEVICE=cuda asks for a GPU",
+                remedy="use MODELCACHE_TEXT_ENGINE=torch on a GPU, or MODELCACHE_DEVICE=auto (the other models "
+                "still take the GPU when there is one)",
+            )
         endpoint = (get.text("HF_ENDPOINT", "https://huggingface.co") or "").rstrip("/")
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL", remedy="e.g. https://huggingface.co")
@@ -364,6 +376,7 @@ class Settings:
             models_dir=Path(get.text("MODELCACHE_DIR", "/models") or "/models"),
             whisper=whisper,
             asr_engine=get.choice("MODELCACHE_ASR_ENGINE", "openai-whisper", ASR_ENGINES),
+            text_engine=text_engine,
             whisper_url=whisper_url,
             whisper_sha256=whisper_sha,
             text_embedding=get.repo_list("MODELCACHE_TEXT_EMBEDDING", DEFAULT_TEXT_EMBEDDING),

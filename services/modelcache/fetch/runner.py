@@ -136,7 +136,7 @@ def _fetch_locked(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import httpx2
 
-    from modelcache.fetch import sources
+    from modelcache.fetch import export, sources
 
     policy = Policy(
         retries=settings.retries,
@@ -160,6 +160,8 @@ def _fetch_locked(
             jobs += [(state, job) for job in planned]
         check_disk(layout, [job for _, job in jobs])
         transferred = run_jobs(jobs, settings.workers, reporter, policy.cancel)
+        for state in states:  # ONNX graphs exported or quantized from what was fetched
+            export.derive(ctx, state, reporter.note)
     artifacts = tuple(
         LockedArtifact(
             name=s.artifact.name,

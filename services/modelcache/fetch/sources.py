@@ -14,7 +14,7 @@ import httpx2
 
 from modelcache import signatures
 from modelcache.errors import VerificationError
-from modelcache.fetch import hub, xet
+from modelcache.fetch import export, hub, xet
 from modelcache.fetch.context import Context
 from modelcache.fetch.jobs import ArtifactState, Job, Progress
 from modelcache.fetch.transfer import Expected, download, publish
@@ -39,6 +39,7 @@ def plan_repo(
 
         api = HfApi(endpoint=ctx.settings.hf_endpoint, token=ctx.token, user_agent="modelcache")
         resolved = hub.resolve(api, ctx.layout, artifact, ctx.policy, refresh=refresh)
+    export.require(artifact, list(resolved.files))
     state = ArtifactState(artifact, resolved.commit)
     jobs: list[Job] = []
     signed = _signed_first(ctx, artifact, resolved, state, pinned=pin is not None)

@@ -165,3 +165,4 @@ class LoadSpec:
     variant: str | None = None  # e.g. the Whisper model name (for its alignment heads)
     threads: int = 0  # CPU threads for the model's kernels (0: the library's default)
     compute_type: str | None = None  # faster-whisper: CTranslate2's compute type (None: by device)
+    graph: Path | None = None  # the ONNX text engines: the graph file the lock names

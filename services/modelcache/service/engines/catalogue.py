@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from modelcache.plan import ONNX_ENGINES  # one class runs both ONNX text engines: the graph differs
+
 if TYPE_CHECKING:  # the gate reads this module: nothing heavy (numpy) at run time
     from modelcache.service.engines.base import LoadSpec
 
@@ -87,9 +89,16 @@ def _opencv_setup(spec: LoadSpec) -> str:
     return "cpu"  # OpenCV's detector runs on the CPU
 
 
+def _onnxruntime_setup(spec: LoadSpec) -> str:
+    if spec.device == "cuda":  # settings refuse this pairing; a lock served as-is may still ask
+        raise RuntimeError(f"the {spec.engine} text engine runs on the CPU, and MODELCACHE_DEVICE=cuda")
+    return "cpu"
+
+
 def default_threads(engine: Engine, threads: int) -> int:
-    """CTranslate2 takes a thread count of its own: every CPU this process may use unless set."""
-    if engine.name == "faster-whisper" and not threads:
+    """CTranslate2 and ONNX Runtime take a thread count of their own: every CPU this
+    process may use unless set (torch's default)."""
+    if engine.name in ("faster-whisper", *ONNX_ENGINES) and not threads:
         return len(os.sched_getaffinity(0))
     return threads
 
@@ -138,6 +147,17 @@ ENGINES: dict[str, Engine] = {
                 "text-embedding": "modelcache.service.engines.text:TransformersTextEmbedder",
                 "vision": "modelcache.service.engines.vision:VisionEmbedder",
             },
+        ),
+        *(
+            Engine(
+                name=name,
+                roles=("text-embedding",),
+                packages=("onnxruntime", "tokenizers"),
+                install=_SERVICE_EXTRA,
+                setup=_onnxruntime_setup,
+                classes={"text-embedding": "modelcache.service.engines.text_onnx:OnnxTextEmbedder"},
+            )
+            for name in ONNX_ENGINES
         ),
         Engine(
             name="opencv-yunet",

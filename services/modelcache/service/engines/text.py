@@ -73,27 +73,87 @@ def read_pooling(path: Path) -> Pooling:
     return Pooling(modes, normalize, max_length)
 
 
-def pool(hidden, mask, modes: tuple[str, ...]):
-    import torch
-
-    mask_f = mask.unsqueeze(-1).to(hidden.dtype)
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """Token vectors [n, t, d] pooled as the model declares (padding, where ``mask`` is 0,
+    left out), then L2-normalised if it says so: float32 [n, d * modes]. One function for
+    every engine, so that they differ only in how they run the transformer."""
+    hidden = hidden.astype(np.float32, copy=False)
+    mask_f = mask[..., None].astype(np.float32)
     parts = []
-    for mode in modes:
+    for mode in pooling.modes:
         if mode == "cls_token":
             parts.append(hidden[:, 0])
         elif mode == "max_tokens":
-            parts.append(hidden.masked_fill(mask_f == 0, torch.finfo(hidden.dtype).min).max(dim=1).values)
+            parts.append(np.where(mask_f > 0, hidden, np.finfo(np.float32).min).max(axis=1))
         elif mode in ("mean_tokens", "mean_sqrt_len_tokens"):
-            summed = (hidden * mask_f).sum(dim=1)
-            counts = mask_f.sum(dim=1).clamp(min=1e-9)
-            parts.append(summed / (counts if mode == "mean_tokens" else counts.sqrt()))
+            counts = np.maximum(mask_f.sum(axis=1), 1e-9)
+            parts.append((hidden * mask_f).sum(axis=1) / (counts if mode == "mean_tokens" else np.sqrt(counts)))
         elif mode == "lasttoken":
-            last = mask.sum(dim=1) - 1
-            parts.append(hidden[torch.arange(hidden.shape[0]), last])
-    return torch.cat(parts, dim=-1)
+            parts.append(hidden[np.arange(hidden.shape[0]), mask.sum(axis=1) - 1])
+    vectors = np.concatenate(parts, axis=-1)
+    if pooling.normalize:
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-class TransformersTextEmbedder:
+class TextEngine:
+    """What every text engine shares once it has its tokenizer and its transformer: the
+    limits, the check and cut of token-id inputs, the probe of its output size and the
+    Matryoshka sizes. Subclasses set ``pooling``, ``max_length`` and ``vocab_size``, and
+    give ``_encode`` (texts to ids, cut to the limit) and ``_hidden`` (padded ids to token
+    vectors)."""
+
+    pooling: Pooling
+    max_length: int
+    vocab_size: int
+    pad_id: int = 0
+
+    def _finish(self, path: Path) -> None:
+        self.normalized = self.pooling.normalize
+        self.dimensions = int(self.embed(["dimension probe"])[0].shape[1])
+        declared = read_matryoshka(path)  # [] when any size is fine: every size below its own
+        self.matryoshka_dimensions = declared or (None if declared is None else list(range(1, self.dimensions)))
+
+    def embed(self, texts: list[TextInput]) -> tuple[np.ndarray, list[int]]:
+        ids = self._ids(texts)
+        width = max(len(row) for row in ids)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):  # right padding, as the tokenizers pad
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        hidden = self._hidden(input_ids, mask)
+        return pool(hidden, mask, self.pooling), [len(row) for row in ids]
+
+    def _ids(self, texts: list[TextInput]) -> list[list[int]]:
+        strings = [t for t in texts if isinstance(t, str)]
+        encoded = iter(self._encode(strings) if strings else [])
+        out = []
+        for i, t in enumerate(texts):
+            if isinstance(t, str):
+                out.append(next(encoded))
+                continue
+            bad = first_unknown(t, self.vocab_size)
+            if bad is not None:  # the HTTP layer checks first; a bug if reached from there
+                raise InputError(unknown_id(f"input[{i}][{bad}]", t[bad], self.vocab_size))
+            out.append(list(t[: self.max_length]))
+        return out
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _hidden(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def length_limit(pooling: Pooling, tokenizer_limit: int | None, positions: int | None) -> int:
+    """How many tokens an input keeps: the sentence-transformers limit, else the
+    tokenizer's, never past the position embeddings (nor 8192)."""
+    limit = pooling.max_length or tokenizer_limit or 8192
+    return int(min(limit, positions or limit, 8192))
+
+
+class TransformersTextEmbedder(TextEngine):
     def __init__(self, spec: LoadSpec) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -105,47 +165,26 @@ class TransformersTextEmbedder:
         self.model = AutoModel.from_pretrained(spec.path, local_files_only=True, dtype=torch_dtype(spec.device))
         self.model.to(spec.device).eval()
         self.device = spec.device
-        limit = self.pooling.max_length or self.tokenizer.model_max_length
-        positions = getattr(self.model.config, "max_position_embeddings", None) or limit
-        self.max_length = int(min(limit, positions, 8192))
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = length_limit(self.pooling, self.tokenizer.model_max_length, positions)
         self.vocab_size = len(self.tokenizer)
-        self.normalized = self.pooling.normalize
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self._types = "token_type_ids" in self.tokenizer.model_input_names
         with torch.inference_mode():
-            self.dimensions = int(self.embed(["dimension probe"])[0].shape[1])
-        declared = read_matryoshka(spec.path)  # [] when any size is fine: every size below its own
-        self.matryoshka_dimensions = declared or (None if declared is None else list(range(1, self.dimensions)))
+            self._finish(spec.path)
 
-    def embed(self, texts: list[TextInput]) -> tuple[np.ndarray, list[int]]:
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _hidden(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         import torch
 
-        if all(isinstance(t, str) for t in texts):
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        else:  # token ids among the texts: both as ids, cut to the limit, padded together
-            enc = self.tokenizer.pad({"input_ids": self._ids(texts)}, return_tensors="pt")
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        feeds = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if self._types:
+            feeds["token_type_ids"] = torch.zeros_like(feeds["input_ids"])
         with torch.inference_mode():
-            hidden = self.model(**enc).last_hidden_state
-            vectors = pool(hidden, enc["attention_mask"], self.pooling.modes)
-            if self.pooling.normalize:
-                vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
-        tokens = enc["attention_mask"].sum(dim=1).tolist()
-        return vectors.float().cpu().numpy(), [int(t) for t in tokens]
-
-    def _ids(self, texts: list[TextInput]) -> list[list[int]]:
-        strings = [t for t in texts if isinstance(t, str)]
-        encoded = iter(
-            self.tokenizer(strings, truncation=True, max_length=self.max_length)["input_ids"] if strings else []
-        )
-        out = []
-        for i, t in enumerate(texts):
-            if isinstance(t, str):
-                out.append(next(encoded))
-                continue
-            bad = first_unknown(t, self.vocab_size)
-            if bad is not None:  # the HTTP layer checks first; a bug if reached from there
-                raise InputError(unknown_id(f"input[{i}][{bad}]", t[bad], self.vocab_size))
-            out.append(list(t[: self.max_length]))
-        return out
+            hidden = self.model(**{k: v.to(self.device) for k, v in feeds.items()}).last_hidden_state
+            return hidden.float().cpu().numpy()
 
 
 def read_matryoshka(path: Path) -> list[int] | None:

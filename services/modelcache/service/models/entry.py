@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from modelcache.layout import Layout
-from modelcache.plan import Artifact
+from modelcache.plan import Artifact, graph_file
 from modelcache.service.engines.base import LoadSpec
 from modelcache.service.engines.catalogue import TASKS, engine_for
 from modelcache.service.models.worker import ModelWorker, WorkerSpec
@@ -174,7 +174,17 @@ def load_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> LoadSpec
         path = layout.abs(locked.files[0].path)
     variant = entry.artifact.name.split("/", 1)[1] if entry.artifact.kind == "whisper" else None
     compute = settings.asr_compute_type if entry.engine_name == "faster-whisper" else None
-    return LoadSpec(entry.id, path, settings.device, entry.engine_name, variant, settings.threads, compute)
+    graph = graph_file(entry.engine_name, [f.path for f in locked.files])
+    return LoadSpec(
+        entry.id,
+        path,
+        settings.device,
+        entry.engine_name,
+        variant,
+        settings.threads,
+        compute,
+        layout.abs(graph) if graph else None,
+    )
 
 
 def worker_spec(settings: Settings, layout: Layout, entry: ModelEntry) -> WorkerSpec:

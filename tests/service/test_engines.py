@@ -8,24 +8,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from modelcache.service.engines.audio import decode_audio
 from modelcache.service.engines.base import InputError, LoadSpec
-from modelcache.service.engines.text import POOLING_MODES, UnsupportedModel, pool, read_pooling
+from modelcache.service.engines.text import POOLING_MODES, Pooling, UnsupportedModel, pool, read_pooling
 from modelcache.service.engines.vision import VisionEmbedder
 from modelcache.testing import tiny_models
 
 
 def test_pooling_modes_follow_the_declared_order() -> None:
-    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])
-    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
-    assert pool(hidden, mask, ("cls_token",)).tolist() == [[1.0, 2.0]]
-    assert pool(hidden, mask, ("mean_tokens",)).tolist() == [[2.0, 3.0]]
-    assert pool(hidden, mask, ("max_tokens",)).tolist() == [[3.0, 4.0]]
-    assert pool(hidden, mask, ("lasttoken",)).tolist() == [[3.0, 4.0]]
-    assert np.allclose(pool(hidden, mask, ("mean_sqrt_len_tokens",)).numpy(), [[4 / 2**0.5, 6 / 2**0.5]])
-    assert pool(hidden, mask, ("cls_token", "mean_tokens")).tolist() == [[1.0, 2.0, 2.0, 3.0]]
+    hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])  # the third token is padding
+
+    def pooled(*modes: str, normalize: bool = False) -> list[list[float]]:
+        return pool(hidden, mask, Pooling(modes, normalize, None)).tolist()
+
+    assert pooled("cls_token") == [[1.0, 2.0]]
+    assert pooled("mean_tokens") == [[2.0, 3.0]]
+    assert pooled("max_tokens") == [[3.0, 4.0]]
+    assert pooled("lasttoken") == [[3.0, 4.0]]
+    assert np.allclose(pooled("mean_sqrt_len_tokens"), [[4 / 2**0.5, 6 / 2**0.5]])
+    assert pooled("cls_token", "mean_tokens") == [[1.0, 2.0, 2.0, 3.0]]
+    assert np.allclose(pooled("mean_tokens", normalize=True), [[2 / 13**0.5, 3 / 13**0.5]])
 
 
 def _st_repo(tmp_path: Path, pooling: dict, modules: list[dict]) -> Path:

@@ -105,7 +105,7 @@ def test_what_the_engine_refuses(graphs: tuple[Path, Path], tmp_path: Path) -> N
     repo = tmp_path / "repo"
     shutil.copytree(minilm_dir(), repo)
     (repo / "tokenizer.json").unlink()
-    with pytest.raises(UnsupportedModel, match="has no tokenizer.json"):
+    with pytest.raises(UnsupportedModel, match=r"has no tokenizer\.json"):
         OnnxTextEmbedder(LoadSpec("minilm", repo, "cpu", "onnx", graph=graphs[0]))
     weighted = tmp_path / "weighted"
     shutil.copytree(minilm_dir(), weighted)

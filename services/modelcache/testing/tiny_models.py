@@ -87,12 +87,17 @@ def _collect(directory: Path) -> dict[str, bytes]:
     }
 
 
-def _save_seeded(model_class, config, processor, out: Path) -> dict[str, bytes]:
-    """Build ``model_class(config)`` from the fixed seed, save it with its processor, return the files."""
+def seeded_model(model_class, config):
+    """``model_class(config)`` in eval mode, its random weights drawn from the fixed seed."""
     import torch
 
     torch.manual_seed(SEED)
-    model_class(config).eval().save_pretrained(out, safe_serialization=True)
+    return model_class(config).eval()
+
+
+def _save_seeded(model_class, config, processor, out: Path) -> dict[str, bytes]:
+    """Build ``model_class(config)`` from the fixed seed, save it with its processor, return the files."""
+    seeded_model(model_class, config).save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return _collect(out)
 
@@ -161,6 +166,27 @@ def _sentencepiece_model(vocab_size: int = SIGLIP_VOCAB_SIZE) -> bytes:
     return sink.getvalue()
 
 
+def siglip_processor(workdir: Path, *, image_size: int, max_length: int):
+    """A ``SiglipProcessor`` as google/siglip-* have: the SentencePiece tokenizer of
+    :func:`_sentencepiece_model` (its ``spiece.model`` written into ``workdir``, which must not
+    exist yet) with ``model_max_length`` ``max_length``, and an image processor that resizes to
+    ``image_size`` x ``image_size`` and normalises with mean and std 0.5. The image processor is
+    built with the PIL backend (the default one needs torchvision) and is saved as
+    ``SiglipImageProcessor``, like the real checkpoints'."""
+    from transformers import SiglipImageProcessorPil, SiglipProcessor, SiglipTokenizer
+
+    spiece = Path(workdir) / "spiece.model"
+    spiece.parent.mkdir(parents=True)
+    spiece.write_bytes(_sentencepiece_model())
+    tokenizer = SiglipTokenizer(vocab_file=str(spiece), model_max_length=max_length)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 def tiny_siglip_repo() -> dict[str, bytes]:
     """A random SigLIP checkpoint with its processor, as ``save_pretrained`` writes them.
 
@@ -176,27 +202,12 @@ def tiny_siglip_repo() -> dict[str, bytes]:
     processor_config.json (the image processor nested inside; no preprocessor_config.json),
     spiece.model, tokenizer_config.json (no special_tokens_map.json). About 250 KB.
     """
-    from transformers import (
-        SiglipConfig,
-        SiglipImageProcessorPil,
-        SiglipModel,
-        SiglipProcessor,
-        SiglipTokenizer,
-    )
+    from transformers import SiglipConfig, SiglipModel
 
     with _quiet(), tempfile.TemporaryDirectory(prefix="tiny-siglip-") as tmp:
         root = Path(tmp)
-        spiece = root / "src" / "spiece.model"
-        spiece.parent.mkdir()
-        spiece.write_bytes(_sentencepiece_model())
-        tokenizer = SiglipTokenizer(vocab_file=str(spiece), model_max_length=16)
-        image_processor = SiglipImageProcessorPil(
-            size={"height": 32, "width": 32},
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-        )
-        processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-
+        processor = siglip_processor(root / "src", image_size=32, max_length=16)
+        tokenizer = processor.tokenizer
         config = SiglipConfig(
             text_config={
                 "vocab_size": tokenizer.vocab_size,
@@ -544,14 +555,27 @@ def tiny_whisper_checkpoint() -> bytes:
     from the weights' shapes alone, so openai-whisper itself is not needed; about 6 MB.
 
     The tensors are exactly those ``whisper.model.Whisper(ModelDimensions(**TINY_WHISPER_DIMS))``
-    has, with its initial values where they matter (the audio encoder's sinusoidal positions,
-    layer norms at 1/0) and seeded random values elsewhere.
+    has; see :func:`random_whisper_checkpoint`.
+    """
+    return random_whisper_checkpoint(TINY_WHISPER_DIMS)
+
+
+def random_whisper_checkpoint(dims: dict[str, int]) -> bytes:
+    """A random openai-whisper checkpoint of any size (``dims`` as in ``whisper.model.ModelDimensions``),
+    in the format of :func:`tiny_whisper_checkpoint`, that transcribes any audio to the empty text.
+
+    The tensors are exactly those ``whisper.model.Whisper(ModelDimensions(**dims))`` has, with its
+    initial values where they matter (the audio encoder's sinusoidal positions, layer norms at
+    1/0) and seeded random values elsewhere, so a forward costs what the real model's costs. The
+    end-of-text id is the English-only vocabulary's (50256) for 51864 tokens, the multilingual
+    one's (50257) otherwise; the first timestamp is 107 ids above it in both.
     """
     import math
 
     import torch
 
-    d = TINY_WHISPER_DIMS
+    d = dims
+    eot = TINY_WHISPER_EOT if d["n_vocab"] == 51864 else TINY_WHISPER_EOT + 1
     generator = torch.Generator().manual_seed(SEED)
     state: dict[str, torch.Tensor] = {}
 
@@ -599,10 +623,10 @@ def tiny_whisper_checkpoint() -> bytes:
     v = torch.randn(text, generator=generator)
     state["decoder.ln.weight"] = torch.zeros(text)
     state["decoder.ln.bias"] = v
-    state["decoder.token_embedding.weight"][TINY_WHISPER_EOT] = v * 0.5
+    state["decoder.token_embedding.weight"][eot] = v * 0.5
     # and the first timestamp nearly as high: "<|0.00|>" is then a confident first token, the
     # decoding's average log-probability stays high and no temperature fallback is tried
-    state["decoder.token_embedding.weight"][TINY_WHISPER_EOT + 107] = v * 0.45
+    state["decoder.token_embedding.weight"][eot + 107] = v * 0.45
     out = io.BytesIO()
     checkpoint = {"dims": dict(d), "model_state_dict": {k: v.half() for k, v in sorted(state.items())}}
     torch.save(checkpoint, out)

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from modelcache.fetch.export import export_text_graph
 from modelcache.testing import tiny_models
 from tests.conftest import ROOT, SENTENCE
 from tests.support import fixtures
@@ -47,6 +48,9 @@ def _base_image() -> str:
     return local if found else "python:3.11-slim"
 
 
+MINILM_WITH_GRAPH = "test-org/minilm-with-onnx"
+
+
 def _mirror_root(base: Path) -> tuple[Path, str]:
     """models/<org>/<name>/ and files/ for the mirror container; returns the whisper URL path."""
     root = base / "mirror"
@@ -55,6 +59,7 @@ def _mirror_root(base: Path) -> tuple[Path, str]:
         fixtures.SIGLIP: fixtures.siglip_repo(),
         fixtures.YUNET: fixtures.yunet_repo(),
         fixtures.TINY_BERT: tiny_models.tiny_bert_repo(fixtures.minilm_dir()),
+        MINILM_WITH_GRAPH: fixtures.minilm_dir(),  # + onnx/model.onnx below, as on the Hub
     }
     for repo, content in repos.items():
         target = root / "models" / repo
@@ -62,6 +67,7 @@ def _mirror_root(base: Path) -> tuple[Path, str]:
             shutil.copytree(content, target)
         else:
             tiny_models.write_repo(content, target)
+    export_text_graph(fixtures.minilm_dir(), root / "models" / MINILM_WITH_GRAPH / "onnx" / "model.onnx")
     checkpoint = fixtures.openai_whisper_tiny_en(base)
     sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     dest = root / "files" / "whisper" / "models" / sha / "tiny.en.pt"
@@ -516,3 +522,37 @@ def test_a_model_changes_without_restarting_the_service(stack: Stack) -> None:
     )[0]
     assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert after["RestartCount"] == before["RestartCount"] and after["State"]["Running"]
+
+
+def test_the_onnx_text_engines_from_the_images(stack: Stack) -> None:
+    """The default downloader image refuses an export it cannot make, before fetching;
+    with a repo that ships its graph it quantizes it at fetch, and the service (reloaded,
+    never restarted) serves it with ONNX Runtime."""
+    stack.up()
+    refused = stack.cmd("run", "--rm", "-e", "MODELCACHE_TEXT_ENGINE=onnx", "model-downloader", timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "lacks torch, transformers; nothing was fetched" in refused.stderr
+    fetched = stack.cmd(
+        "run",
+        "--rm",
+        "-e",
+        "MODELCACHE_TEXT_ENGINE=onnx-int8",
+        "-e",
+        f"MODELCACHE_TEXT_EMBEDDING={MINILM_WITH_GRAPH}",
+        "model-downloader",
+        timeout=300,
+    )
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "quantized exports/models--test-org--minilm-with-onnx/" in fetched.stderr
+    reloaded = httpx2.post(
+        f"{stack.url}/admin/reload", headers={"Authorization": f"Bearer {STACK_ADMIN_KEY}"}, timeout=300
+    )
+    assert reloaded.status_code == 200, reloaded.text
+    assert MINILM_WITH_GRAPH in reloaded.json()["added"]
+    info = httpx2.get(f"{stack.url}/v1/models/{MINILM_WITH_GRAPH}", timeout=30).json()
+    assert info["engine"] == "onnx-int8"
+    answer = httpx2.post(
+        f"{stack.url}/v1/embeddings", json={"model": MINILM_WITH_GRAPH, "input": ["hello", "world"]}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    assert [len(d["embedding"]) for d in answer.json()["data"]] == [384, 384]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,6 +68,8 @@ VENVS = Path.home() / ".cache" / "modelcache" / "bench-venvs"
 CLIENTS = (1, 32, 128)
 BATCH = 32  # modelcache's MODELCACHE_BATCH_MAX default, and Infinity's --batch-size
 ONNX = ("onnx", "onnx-int8")
+#: a load run waits for the other processes on the machine to use less than this (cores)
+QUIET, NOISY = 0.1, 0.25
 #: the issue's goals for the ONNX engine
 VS_INFINITY, VS_TORCH_1, VS_ORT_32 = 2.0, 1.5, 0.9
 
@@ -270,22 +273,62 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
 
 
-def drive(server, bodies: list[bytes], window: float) -> dict:
-    """A short warm-up at 32 clients (not counted), then 1, 32 and 128 clients in turn."""
+class Others:
+    """The CPU that processes other than this one and the server's used (cores), over a
+    stretch of time: on a shared machine, what the server did not get."""
+
+    def __init__(self, server=None) -> None:
+        self.server = server
+        self.started = time.perf_counter()
+        self.busy, self.mine, self.theirs = busy_cpu_seconds(), self_cpu(), self.server_cpu()
+
+    def server_cpu(self) -> float:
+        return sum(self.server.cpu().values()) if self.server else 0.0
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self.started
+        used = (busy_cpu_seconds() - self.busy) - (self_cpu() - self.mine) - (self.server_cpu() - self.theirs)
+        return max(0.0, used / wall)
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def settle(server, limit: float) -> float:
+    """Wait (at most ``limit`` seconds) for a second in which other processes kept less than
+    QUIET of a core busy; the last such reading."""
+    deadline = time.perf_counter() + limit
+    while True:
+        others = Others(server)
+        time.sleep(1.0)
+        cores = others.cores()
+        if cores < QUIET or time.perf_counter() >= deadline:
+            return cores
+
+
+def drive(server, bodies: list[bytes], window: float, wait: float) -> dict:
+    """A short warm-up at 32 clients (not counted), then 1, 32 and 128 clients in turn, each
+    once the machine is quiet (or after ``wait`` seconds), with the other processes' CPU
+    use during the run."""
     load(server, EMBED, bodies, JSON, BATCH, 2.0)
-    time.sleep(1.0)
     runs = {}
     for clients in CLIENTS:
+        before = settle(server, wait)  # also lets the queues drain
+        others = Others(server)
         run = load(server, EMBED, bodies, JSON, clients, window)
         runs[str(clients)] = {k: v for k, v in run.items() if k != "server_cpu_cores"} | {
-            "server_cpu_cores": sum(run["server_cpu_cores"].values())
+            "server_cpu_cores": sum(run["server_cpu_cores"].values()),
+            "others_cpu_cores": others.cores(),
+            "others_cpu_cores_before": before,
         }
-        time.sleep(1.0)  # let the queues drain and the CPUs settle
     return runs
 
 
 def bench(quick: bool, engines: tuple[str, ...] = TEXT_ENGINES) -> dict:
     window = 5.0 if quick else 10.0  # seconds of each load run
+    wait = 10.0 if quick else 20.0  # longest wait for a quiet machine before each load run
     n_single = 100 if quick else 300  # single-text forwards of the in-process anchors
     batch_reps = 10 if quick else 20
     wall_started, busy_before, own_before = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
@@ -331,6 +374,7 @@ def bench(quick: bool, engines: tuple[str, ...] = TEXT_ENGINES) -> dict:
                 graphs[engine] = layout.abs(graph[0])
 
         # the in-process anchors, on this thread, before any server starts ----------------------
+        results["others_cpu_cores_before_anchors"] = settle(None, wait)
         raw = raw_forward(snapshot["torch"], n_single, batch_reps)
         results["torch_forward"] = {
             "one_forward_rps": raw["one_forward_rps"],
@@ -351,7 +395,7 @@ def bench(quick: bool, engines: tuple[str, ...] = TEXT_ENGINES) -> dict:
         infinity = Infinity(program, snapshot["torch"], work, work / "infinity.log")
         try:
             vectors["infinity"] = embed_one(infinity.url, probe)
-            servers["infinity"] = {"ready_s": infinity.ready_seconds, "runs": drive(infinity, bodies, window)}
+            servers["infinity"] = {"ready_s": infinity.ready_seconds, "runs": drive(infinity, bodies, window, wait)}
             servers["infinity"]["rss_bytes"] = infinity.rss()["total"]
         finally:
             infinity.stop()
@@ -360,7 +404,7 @@ def bench(quick: bool, engines: tuple[str, ...] = TEXT_ENGINES) -> dict:
             server = Server(envs[engine], work / f"modelcache-{engine}.log")
             try:
                 vectors[engine] = embed_one(server.url, probe)
-                servers[engine] = {"ready_s": server.ready_seconds, "runs": drive(server, bodies, window)}
+                servers[engine] = {"ready_s": server.ready_seconds, "runs": drive(server, bodies, window, wait)}
                 servers[engine]["rss_bytes"] = server.rss()["total"]
             finally:
                 server.stop()
@@ -397,6 +441,7 @@ def report(r: dict) -> str:
     def p99(server: str, clients: int) -> float:
         return servers[server]["runs"][str(clients)]["p99_ms"]
 
+    noisy: list[float] = []
     lines = [
         "| server | " + " | ".join(f"{c} client{'s' if c > 1 else ''}: req/s, p50 / p99" for c in CLIENTS) + " |",
         "|---|" + "---|" * len(CLIENTS),
@@ -408,9 +453,17 @@ def report(r: dict) -> str:
             cell = f"{run['ok_per_s']:.0f}, {run['p50_ms']:.1f} / {run['p99_ms']:.1f} ms"
             if run["status_429"] or run["failed"]:
                 cell += f" ({run['status_429']} 429s, {run['failed']} failed)"
+            if run["others_cpu_cores"] > NOISY:
+                noisy.append(run["others_cpu_cores"])
+                cell += " †"
             cells.append(cell)
         lines.append(f"| {name(server)} | " + " | ".join(cells) + " |")
     throughput = "\n".join(lines)
+    if noisy:
+        throughput += (
+            f"\n\n† other processes on the machine kept {min(noisy):.2f}–{max(noisy):.2f} of a core busy during"
+            " that run: the server had less than the whole machine"
+        )
 
     rows: list[tuple[str, str, str, str]] = []
     onnx_engines = [e for e in ONNX if e in servers]
@@ -507,6 +560,9 @@ NOTES = """- *servers*: Infinity (`infinity_emb v2`, PyPI `infinity-emb[server,t
   process, sharing the CPUs with the server), each posting one text (`{"model", "input":
   "<text>", "encoding_format": "float"}`) after another for the window; answers counted
   within it; a short 32-client warm-up first. p50 / p99 over every answer of the window.
+  Each run (and the anchors) waits until the machine's other processes use less than a
+  tenth of a core for a second, or 20 s at most; the other processes' CPU during each run
+  is recorded, and a run where it exceeded a quarter of a core is marked †.
 - *anchors*, in-process on the main thread before any server starts: the torch forwards as
   in the service part (tokenise, forward, mean pool, normalise; one text, and the 32
   clients' texts at once), and the same on an ONNX Runtime session of the graph from each

@@ -12,7 +12,8 @@
   exports/models--org--name/<commit>/
     model.onnx            a text model's ONNX graph, exported by the downloader when the
                           repo ships none (MODELCACHE_TEXT_ENGINE=onnx*)
-    model_int8.onnx       that graph (or the repo's) with int8 weights (onnx-int8)
+    model_int8.onnx       that graph (or the repo's) with int8 weights (onnx-int8, when
+                          the repo ships no int8 graph of its own)
   .modelcache/
     lock.json             written last, atomically: the volume is complete
     fetch.lock            cross-process lock held by a running downloader

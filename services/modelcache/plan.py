@@ -78,12 +78,15 @@ FOREIGN_WEIGHTS = (
 )
 
 
-#: The ONNX text engines and the graph each runs. The repo's own ``onnx/model.onnx`` is
-#: fetched when it has one; otherwise the downloader exports the weights to
-#: ``exports/<repo folder>/<commit>/model.onnx``. ``onnx-int8`` runs ``model_int8.onnx``
-#: there, quantized at fetch from that fp32 graph. Both are recorded in the lock.
+#: The ONNX text engines and the graph each runs. ``onnx``: the repo's own
+#: ``onnx/model.onnx`` when it has one, else a graph the downloader exports from the torch
+#: weights to ``exports/<repo folder>/<commit>/model.onnx``. ``onnx-int8``: the repo's own
+#: int8 graph (``onnx/model_quint8_avx2.onnx``, as sentence-transformers repos ship it),
+#: else ``model_int8.onnx`` there, quantized at fetch from the fp32 graph. What the
+#: downloader makes is recorded in the lock like what it fetches.
 ONNX_ENGINES = ("onnx", "onnx-int8")
 REPO_GRAPH = "onnx/model.onnx"
+REPO_QUANTIZED = "onnx/model_quint8_avx2.onnx"
 EXPORTED_GRAPH = "model.onnx"
 QUANTIZED_GRAPH = "model_int8.onnx"
 #: the torch weights an exported graph is made from (and nothing else needs)
@@ -92,12 +95,16 @@ TORCH_WEIGHTS = ("*.safetensors", "*pytorch_model*.bin")
 
 def graph_file(engine: str | None, paths: list[str]) -> str | None:
     """Which of an artifact's locked files (paths in the volume) its ONNX engine runs."""
-    if engine == "onnx-int8":
-        return next((p for p in paths if p.startswith("exports/") and p.endswith("/" + QUANTIZED_GRAPH)), None)
-    if engine == "onnx":
-        return next((p for p in paths if p.endswith("/" + REPO_GRAPH)), None) or next(
-            (p for p in paths if p.startswith("exports/") and p.endswith("/" + EXPORTED_GRAPH)), None
+
+    def found(repo_path: str, made: str) -> str | None:
+        return next((p for p in paths if p.endswith("/" + repo_path)), None) or next(
+            (p for p in paths if p.startswith("exports/") and p.endswith("/" + made)), None
         )
+
+    if engine == "onnx-int8":
+        return found(REPO_QUANTIZED, QUANTIZED_GRAPH)
+    if engine == "onnx":
+        return found(REPO_GRAPH, EXPORTED_GRAPH)
     return None
 
 

@@ -16,6 +16,7 @@ import pytest
 from modelcache.fetch.export import export_text_graph
 from modelcache.hashing import sha256_file
 from modelcache.layout import Layout
+from modelcache.plan import REPO_GRAPH, REPO_QUANTIZED
 from modelcache.volume_lock import read_lock
 from tests.conftest import Volume, _cli_env
 from tests.support.fixtures import MINILM, MirrorModels, minilm_dir
@@ -27,6 +28,11 @@ ONLY_TEXT = {
     "MODELCACHE_MLX": "",
 }
 WITH_GRAPH = "test-org/minilm-with-onnx"
+WITH_FP32_GRAPH = "test-org/minilm-fp32-graph"
+
+
+def _snapshot(commit: str) -> str:
+    return f"snapshots/{commit}"
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +42,20 @@ def minilm_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture
-def repo_with_graph(models: MirrorModels, minilm_graph: Path) -> str:
-    """MiniLM as repos like sentence-transformers/all-MiniLM-L6-v2 are on the Hub: with
-    its own onnx/model.onnx beside the torch weights."""
+def _minilm_with(models: MirrorModels, repo: str, graphs: dict[str, Path]) -> str:
     files = {p.relative_to(minilm_dir()).as_posix(): p for p in minilm_dir().rglob("*") if p.is_file()}
-    return models.mirror.add_repo(WITH_GRAPH, {**files, "onnx/model.onnx": minilm_graph})
+    return models.mirror.add_repo(repo, {**files, **graphs})
+
+
+@pytest.fixture
+def repo_with_graphs(models: MirrorModels, minilm_graph: Path, tmp_path: Path) -> str:
+    """MiniLM as sentence-transformers repos are on the Hub: torch weights, onnx/model.onnx
+    and an int8 graph, onnx/model_quint8_avx2.onnx, beside each other."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quint8 = tmp_path / "model_quint8_avx2.onnx"
+    quantize_dynamic(minilm_graph, quint8, weight_type=QuantType.QUInt8)
+    return _minilm_with(models, WITH_GRAPH, {REPO_GRAPH: minilm_graph, REPO_QUANTIZED: quint8})
 
 
 def _files(volume: Volume, name: str) -> dict[str, str]:
@@ -80,8 +94,8 @@ def test_a_repo_without_a_graph_gets_one_exported_and_locked(volume: Volume, mod
     assert sha256_file(volume.root / exported) == files[exported]  # the export is reproducible
 
 
-def test_the_torch_engine_fetches_no_graph_and_the_onnx_engine_no_torch_weights(
-    volume: Volume, models: MirrorModels, repo_with_graph: str
+def test_each_engine_fetches_only_the_weights_it_runs(
+    volume: Volume, models: MirrorModels, repo_with_graphs: str
 ) -> None:
     env = {**ONLY_TEXT, "MODELCACHE_TEXT_EMBEDDING": WITH_GRAPH}
     volume.fetch(**env)
@@ -91,19 +105,34 @@ def test_the_torch_engine_fetches_no_graph_and_the_onnx_engine_no_torch_weights(
 
     volume.fetch(**env, MODELCACHE_TEXT_ENGINE="onnx")
     onnx_files = _files(volume, WITH_GRAPH)
-    assert any(p.endswith(f"{repo_with_graph}/onnx/model.onnx") for p in onnx_files)
-    assert not any(p.endswith((".safetensors", ".bin")) or p.startswith("exports/") for p in onnx_files)
+    graphs = [p for p in onnx_files if ".onnx" in p]
+    assert len(graphs) == 1 and graphs[0].endswith(f"{_snapshot(repo_with_graphs)}/{REPO_GRAPH}")
+    assert not any(p.endswith((".safetensors", ".bin")) for p in onnx_files)
     assert {p.rsplit("/", 1)[1] for p in onnx_files} >= {"tokenizer.json", "config.json", "modules.json"}
 
     models.mirror.reset_log()
-    volume.fetch(**env, MODELCACHE_TEXT_ENGINE="onnx-int8")  # the repo's graph, quantized at fetch
-    assert models.mirror.bytes_served("*") < 100_000  # metadata only: the graph is there already
+    volume.fetch(**env, MODELCACHE_TEXT_ENGINE="onnx-int8")  # the repo's own int8 graph, nothing made
     int8_files = _files(volume, WITH_GRAPH)
-    quantized = [p for p in int8_files if p.startswith("exports/") and p.endswith("/model_int8.onnx")]
-    assert len(quantized) == 1 and int8_files[quantized[0]] == sha256_file(volume.root / quantized[0])
-    size = (volume.root / quantized[0]).stat().st_size
-    assert size < 0.4 * (volume.root / next(p for p in int8_files if p.endswith("onnx/model.onnx"))).stat().st_size
-    assert volume.cli("verify", "--deep", **env, MODELCACHE_TEXT_ENGINE="onnx-int8").returncode == 0
+    graphs = [p for p in int8_files if ".onnx" in p]
+    assert len(graphs) == 1 and graphs[0].endswith(f"{_snapshot(repo_with_graphs)}/{REPO_QUANTIZED}")
+    quint8 = volume.root / next(p for p in int8_files if p.endswith(REPO_QUANTIZED))
+    size = quint8.stat().st_size  # the int8 graph alone came (a redirect's small body besides)
+    assert size <= models.mirror.bytes_served("*.onnx") < size + 10_000
+    assert not (volume.root / "exports").exists()
+
+
+def test_int8_weights_are_made_at_fetch_when_the_repo_has_no_int8_graph(
+    volume: Volume, models: MirrorModels, minilm_graph: Path
+) -> None:
+    commit = _minilm_with(models, WITH_FP32_GRAPH, {REPO_GRAPH: minilm_graph})
+    env = {**ONLY_TEXT, "MODELCACHE_TEXT_EMBEDDING": WITH_FP32_GRAPH, "MODELCACHE_TEXT_ENGINE": "onnx-int8"}
+    volume.fetch(**env)
+    files = _files(volume, WITH_FP32_GRAPH)
+    quantized = f"exports/models--test-org--minilm-fp32-graph/{commit}/model_int8.onnx"
+    assert files[quantized] == sha256_file(volume.root / quantized)
+    assert not any(p.endswith((".safetensors", ".bin")) for p in files)  # quantized from the repo's graph
+    assert (volume.root / quantized).stat().st_size < 0.4 * minilm_graph.stat().st_size
+    assert volume.cli("verify", "--deep", **env).returncode == 0
 
 
 def test_a_downloader_without_torch_refuses_an_export_before_fetching(volume: Volume, models: MirrorModels) -> None:

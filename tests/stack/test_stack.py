@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from modelcache.fetch.export import export_text_graph
 from modelcache.testing import tiny_models
@@ -67,7 +68,9 @@ def _mirror_root(base: Path) -> tuple[Path, str]:
             shutil.copytree(content, target)
         else:
             tiny_models.write_repo(content, target)
-    export_text_graph(fixtures.minilm_dir(), root / "models" / MINILM_WITH_GRAPH / "onnx" / "model.onnx")
+    graphs = root / "models" / MINILM_WITH_GRAPH / "onnx"  # as sentence-transformers repos ship them
+    export_text_graph(fixtures.minilm_dir(), graphs / "model.onnx")
+    quantize_dynamic(graphs / "model.onnx", graphs / "model_quint8_avx2.onnx", weight_type=QuantType.QUInt8)
     checkpoint = fixtures.openai_whisper_tiny_en(base)
     sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     dest = root / "files" / "whisper" / "models" / sha / "tiny.en.pt"
@@ -525,13 +528,13 @@ def test_a_model_changes_without_restarting_the_service(stack: Stack) -> None:
 
 
 def test_the_onnx_text_engines_from_the_images(stack: Stack) -> None:
-    """The default downloader image refuses an export it cannot make, before fetching;
-    with a repo that ships its graph it quantizes it at fetch, and the service (reloaded,
-    never restarted) serves it with ONNX Runtime."""
+    """The default downloader image (no torch) refuses an export it cannot make, before
+    fetching; a repo that ships its int8 graph needs nothing made, and the service
+    (reloaded, never restarted) serves it with ONNX Runtime."""
     stack.up()
     refused = stack.cmd("run", "--rm", "-e", "MODELCACHE_TEXT_ENGINE=onnx", "model-downloader", timeout=300)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "lacks torch, transformers; nothing was fetched" in refused.stderr
+    assert "lacks onnxruntime, torch, transformers; nothing was fetched" in refused.stderr
     fetched = stack.cmd(
         "run",
         "--rm",
@@ -543,7 +546,9 @@ def test_the_onnx_text_engines_from_the_images(stack: Stack) -> None:
         timeout=300,
     )
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    assert "quantized exports/models--test-org--minilm-with-onnx/" in fetched.stderr
+    assert "minilm-with-onnx/onnx/model_quint8_avx2.onnx" in fetched.stderr
+    assert "minilm-with-onnx/model.safetensors" not in fetched.stderr
+    assert "minilm-with-onnx/onnx/model.onnx" not in fetched.stderr
     reloaded = httpx2.post(
         f"{stack.url}/admin/reload", headers={"Authorization": f"Bearer {STACK_ADMIN_KEY}"}, timeout=300
     )

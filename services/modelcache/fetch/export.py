@@ -3,9 +3,10 @@
 
 - ``model.onnx``: the model exported with ``torch.onnx`` when the repo ships no
   ``onnx/model.onnx`` (needs torch and transformers: the ``export`` extra);
-- ``model_int8.onnx``: the fp32 graph (the repo's or the export) with int8 weights, by
-  ONNX Runtime's dynamic quantization (per-channel int8 weights, uint8 activations
-  quantized at run time; needs onnx and onnxruntime).
+- ``model_int8.onnx``, when the repo ships no int8 graph of its own: the fp32 graph (the
+  repo's or the export) with int8 weights, by ONNX Runtime's dynamic quantization
+  (per-channel int8 weights, uint8 activations quantized at run time; needs onnx and
+  onnxruntime, also in the ``export`` extra).
 
 Both go to ``exports/<repo folder>/<commit>/`` (``Layout.export_dir``). Each is written in
 the partial folder, checked (an export must give the torch model's vectors), hashed, and
@@ -35,6 +36,7 @@ from modelcache.plan import (
     ONNX_ENGINES,
     QUANTIZED_GRAPH,
     REPO_GRAPH,
+    REPO_QUANTIZED,
     TORCH_WEIGHTS,
     Artifact,
     graph_file,
@@ -42,8 +44,9 @@ from modelcache.plan import (
 from modelcache.verify import check_file
 from modelcache.volume_lock import LockedFile
 
-EXPORT_PACKAGES = ("torch", "transformers")
-QUANTIZE_PACKAGES = ("onnx", "onnxruntime")
+#: the ``export`` extra: torch's exporter, and ONNX Runtime to check what it made
+EXPORT_PACKAGES = ("torch", "transformers", "onnxruntime")
+QUANTIZE_PACKAGES = ("onnx", "onnxruntime", "tokenizers")
 #: one protobuf file holds at most 2 GiB: bigger models need a repo graph with external data
 EXPORT_LIMIT = 2 * 1024**3
 #: an export must give the vectors the torch model gives (mean-pooled, per probe text)
@@ -63,6 +66,8 @@ def require(artifact: Artifact, files: list[RemoteFile]) -> None:
     if artifact.engine not in ONNX_ENGINES:
         return
     paths = {f.path for f in files}
+    if artifact.engine == "onnx-int8" and REPO_QUANTIZED in paths:
+        return  # the repo's own int8 graph: nothing to make
     needed = []
     if REPO_GRAPH not in paths:
         weights = sum(f.size for f in files if _torch_weight(f.path))
@@ -88,7 +93,8 @@ def require(artifact: Artifact, files: list[RemoteFile]) -> None:
             f"and it lacks {', '.join(sorted(set(needed)))}; nothing was fetched",
             remedy="build the downloader image with the export extra (docker compose build --build-arg "
             "DOWNLOADER_EXTRAS=downloader,export model-downloader; docs/configuration.md), or use "
-            "MODELCACHE_TEXT_ENGINE=torch, or a repo that ships onnx/model.onnx",
+            f"MODELCACHE_TEXT_ENGINE=torch, or a repo that ships {REPO_GRAPH}"
+            + (f" or {REPO_QUANTIZED}" if artifact.engine == "onnx-int8" else ""),
         )
 
 
@@ -101,7 +107,10 @@ def derive(ctx: Context, state: ArtifactState, note: Callable[[str], None]) -> N
     layout = ctx.layout
     out = layout.export_dir(artifact.source, state.commit)
     snapshot = layout.snapshot(artifact.source, state.commit)
-    fp32 = graph_file("onnx", [e.path for e in state.entries])
+    paths = [e.path for e in state.entries]
+    if graph_file(artifact.engine, paths) is not None:
+        return  # the repo's own graph for this engine
+    fp32 = graph_file("onnx", paths)
     if fp32 is None:
         entry = _kept(ctx, artifact, out / EXPORTED_GRAPH) or _make(
             layout, out / EXPORTED_GRAPH, lambda tmp: export_text_graph(snapshot, tmp), note, "exported"

@@ -28,7 +28,7 @@ from modelcache.errors import ConfigError, NetworkError
 from modelcache.fetch.policy import Policy
 from modelcache.layout import Layout, atomic_write_text
 from modelcache.models_lock import Pin
-from modelcache.plan import ONNX_ENGINES, REPO_GRAPH, TORCH_WEIGHTS, Artifact
+from modelcache.plan import ONNX_ENGINES, REPO_GRAPH, REPO_QUANTIZED, TORCH_WEIGHTS, Artifact
 from modelcache.signatures import REPO_SIGNATURE
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -155,11 +155,15 @@ def select_files(artifact: Artifact, files: list[RemoteFile]) -> list[RemoteFile
     if artifact.prefer_safetensors and any(f.path.endswith(".safetensors") for f in chosen):
         chosen = [f for f in chosen if not fnmatch.fnmatch(f.path, "*pytorch_model*.bin")]
     if artifact.engine in ONNX_ENGINES:
-        # the repo's own graph (and its external weights) instead of the torch weights;
-        # without one, the torch weights stay: the downloader exports a graph from them
-        graph = [f for f in files if f.path in (REPO_GRAPH, REPO_GRAPH + "_data")]
-        if any(f.path == REPO_GRAPH for f in graph):
-            chosen = [f for f in chosen if not any(fnmatch.fnmatch(f.path, p) for p in TORCH_WEIGHTS)] + graph
+        # the repo's own graph (with its external weights) instead of the torch weights: its
+        # int8 one for onnx-int8, else its fp32 one (quantized at fetch); with neither, the
+        # torch weights stay and the downloader exports a graph from them (fetch/export.py)
+        wanted = [REPO_QUANTIZED] if artifact.engine == "onnx-int8" else []
+        for graph in [*wanted, REPO_GRAPH]:
+            if any(f.path == graph for f in files):
+                chosen = [f for f in chosen if not any(fnmatch.fnmatch(f.path, p) for p in TORCH_WEIGHTS)]
+                chosen += [f for f in files if f.path in (graph, graph + "_data")]
+                break
     # the publisher's signature (OpenSSF model signing) comes along whatever the patterns say
     chosen += [f for f in files if f.path == REPO_SIGNATURE and f not in chosen]
     return sorted(chosen, key=lambda f: f.path)

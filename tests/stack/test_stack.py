@@ -69,6 +69,7 @@ def _mirror_root(base: Path) -> tuple[Path, str]:
         else:
             tiny_models.write_repo(content, target)
     graphs = root / "models" / MINILM_WITH_GRAPH / "onnx"  # as sentence-transformers repos ship them
+    graphs.mkdir()
     export_text_graph(fixtures.minilm_dir(), graphs / "model.onnx")
     quantize_dynamic(graphs / "model.onnx", graphs / "model_quint8_avx2.onnx", weight_type=QuantType.QUInt8)
     checkpoint = fixtures.openai_whisper_tiny_en(base)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelcache.errors import EXIT_CONFIG, ConfigError
+from modelcache.fetch.hub import RemoteFile, select_files
 from modelcache.plan import (
     FASTER_WHISPER_FILES,
     MANIFEST_EXAMPLE,
@@ -15,6 +16,7 @@ from modelcache.plan import (
     WHISPER_CHECKPOINTS,
     Artifact,
     build_plan,
+    graph_file,
 )
 from modelcache.settings import Settings
 
@@ -508,3 +510,74 @@ def test_a_whisper_url_names_one_checkpoint_only() -> None:
         }
     )
     assert "lists 2 sizes" in err.message and "MODELCACHE_WHISPER_URL" in err.remedy
+
+
+# --- the text engine (MODELCACHE_TEXT_ENGINE) ---------------------------------------------
+
+
+def test_the_text_engine_is_part_of_the_text_models_spec_only() -> None:
+    torch_plan = build_plan(Settings.from_env({}))
+    onnx_plan = build_plan(Settings.from_env({"MODELCACHE_TEXT_ENGINE": "onnx"}))
+    assert torch_plan.by_role("text-embedding")[0].engine is None  # locks of the torch engine stay valid
+    assert onnx_plan.by_role("text-embedding")[0].engine == "onnx"
+    assert torch_plan.digest != onnx_plan.digest
+    for role in ("asr", "vision", "face"):
+        assert [a.spec for a in torch_plan.by_role(role)] == [a.spec for a in onnx_plan.by_role(role)]
+
+
+def test_text_engine_values_and_the_gpu() -> None:
+    with pytest.raises(ConfigError, match="MODELCACHE_TEXT_ENGINE='openvino' is not one of: torch, onnx, onnx-int8"):
+        Settings.from_env({"MODELCACHE_TEXT_ENGINE": "openvino"})
+    with pytest.raises(ConfigError, match="runs on the CPU, and MODELCACHE_DEVICE=cuda") as caught:
+        Settings.from_env({"MODELCACHE_TEXT_ENGINE": "onnx-int8", "MODELCACHE_DEVICE": "cuda"})
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert Settings.from_env({"MODELCACHE_TEXT_ENGINE": "onnx", "MODELCACHE_DEVICE": "auto"}).text_engine == "onnx"
+
+
+def _remote(path: str) -> RemoteFile:
+    return RemoteFile(path, 10, "oid-" + path, None, "oid-" + path, False)
+
+
+ST_REPO = [
+    "config.json",
+    "tokenizer.json",
+    "modules.json",
+    "1_Pooling/config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "onnx/model.onnx",
+    "onnx/model_quint8_avx2.onnx",
+    "onnx/model_O4.onnx",
+    "openvino/openvino_model.xml",
+]
+
+
+@pytest.mark.parametrize(
+    ("engine", "repo", "graphs"),
+    [
+        (None, ST_REPO, ["model.safetensors"]),
+        ("onnx", ST_REPO, ["onnx/model.onnx"]),
+        ("onnx-int8", ST_REPO, ["onnx/model_quint8_avx2.onnx"]),
+        ("onnx-int8", [p for p in ST_REPO if "quint8" not in p], ["onnx/model.onnx"]),  # quantized at fetch
+        ("onnx", [p for p in ST_REPO if not p.startswith("onnx/")], ["model.safetensors"]),  # exported at fetch
+    ],
+)
+def test_each_text_engine_selects_the_weights_it_runs(engine: str | None, repo: list[str], graphs: list[str]) -> None:
+    settings = Settings.from_env({"MODELCACHE_TEXT_ENGINE": engine or "torch"})
+    artifact = build_plan(settings).by_role("text-embedding")[0]
+    chosen = [f.path for f in select_files(artifact, [_remote(p) for p in repo])]
+    weights = [p for p in chosen if p.endswith((".onnx", ".safetensors", ".bin", ".xml"))]
+    assert weights == graphs
+    assert {"config.json", "tokenizer.json", "modules.json", "1_Pooling/config.json"} <= set(chosen)
+
+
+def test_graph_file_picks_the_graph_the_engine_runs() -> None:
+    snapshot = "huggingface/hub/models--a--b/snapshots/c"
+    exports = "exports/models--a--b/c"
+    both = [f"{snapshot}/config.json", f"{snapshot}/onnx/model.onnx", f"{snapshot}/onnx/model_quint8_avx2.onnx"]
+    assert graph_file("onnx", both) == f"{snapshot}/onnx/model.onnx"
+    assert graph_file("onnx-int8", both) == f"{snapshot}/onnx/model_quint8_avx2.onnx"
+    made = [f"{snapshot}/model.safetensors", f"{exports}/model.onnx", f"{exports}/model_int8.onnx"]
+    assert graph_file("onnx", made) == f"{exports}/model.onnx"
+    assert graph_file("onnx-int8", made) == f"{exports}/model_int8.onnx"
+    assert graph_file(None, made) is None and graph_file("onnx", made[:1]) is None

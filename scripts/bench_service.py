@@ -322,6 +322,17 @@ def embedding_latency(server: Server, n: int) -> dict:
     }
 
 
+def long_speech(wav: Path, seconds: int = LONG_AUDIO_S) -> bytes:
+    """``wav`` repeated to ``seconds`` long, as WAV bytes (the isolation run's transcription)."""
+    import numpy as np
+    import soundfile
+
+    samples, rate = soundfile.read(str(wav), dtype="float32")
+    tiled = io.BytesIO()
+    soundfile.write(tiled, np.tile(samples, seconds * rate // len(samples) + 1)[: seconds * rate], rate, format="WAV")
+    return tiled.getvalue()
+
+
 def isolation(server: Server, long_wav: bytes, n_idle: int) -> dict:
     """Single-text embeddings from one client (10 ms apart) while the service is idle, then
     while it transcribes ``long_wav`` (only those answered before the transcription ended
@@ -436,18 +447,12 @@ def bench(quick: bool) -> dict:
     served_bytes = sum(a.size for a in lock.artifacts)
 
     # the speech: SPEECH once (about 17 s), and tiled to 60 s for the isolation run
-    import numpy as np
     import soundfile
 
     wav = speak(SPEECH, work / "speech.wav")
     duration = soundfile.info(str(wav)).duration
     audio = wav.read_bytes()
-    samples, rate = soundfile.read(str(wav), dtype="float32")
-    tiled = io.BytesIO()
-    soundfile.write(
-        tiled, np.tile(samples, LONG_AUDIO_S * rate // len(samples) + 1)[: LONG_AUDIO_S * rate], rate, format="WAV"
-    )
-    long_wav = tiled.getvalue()
+    long_wav = long_speech(wav)
 
     # 1. fail-fast ------------------------------------------------------------------------------
     broken = work / "broken" / "models"

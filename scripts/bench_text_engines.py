@@ -11,6 +11,9 @@ real MiniLM weights, each a real downloader fill and a real service:
 - *1 client*: single-text requests, one at a time, p50 and p99 (the same texts for all);
 - *memory*: the model process's private bytes (USS: pages no other process shares) after
   the load and the requests, and its resident bytes;
+- *isolation*: the same single-text requests while Whisper tiny.en transcribes a long
+  recording in its own process (`MODELCACHE_ASR_NICE=10`): does the new engine keep the
+  latency the torch engine keeps (issue 11's figures)?
 - *accuracy*: each engine's vectors for real English sentences (docs/*.md, cut into
   sentences) against the torch engine's: cosine, mean and worst.
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_service  # noqa: E402
 import benchlib  # noqa: E402  (also puts the project on sys.path)
 
 from modelcache.fetch.runner import run_fetch  # noqa: E402
@@ -36,6 +40,7 @@ from modelcache.progress import PlainReporter  # noqa: E402
 from modelcache.settings import Settings  # noqa: E402
 from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from tests.support import fixtures  # noqa: E402
+from tests.support.whisper_ckpt import speak  # noqa: E402
 
 ENGINES = ("torch", "onnx", "onnx-int8")
 ONLY_TEXT = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
@@ -100,23 +105,25 @@ def bench(quick: bool) -> dict:
     n = 150 if quick else 400
     texts = sentences(120 if quick else 300)
     work = Path(tempfile.mkdtemp(prefix="mc-bench-engines-"))
+    long_wav = bench_service.long_speech(speak(bench_service.SPEECH, work / "speech.wav"), 30 if quick else 60)
     results: dict = {"texts": len(texts), "requests": n, "engines": {}}
     vectors: dict[str, np.ndarray] = {}
+    quiet = PlainReporter(open(os.devnull, "w"))
     with HFMirror() as mirror:
-        mirror.add_repo(fixtures.MINILM, fixtures.minilm_dir())
+        models = fixtures.fill_mirror(mirror, work)
         for engine in ENGINES:
-            env = {
-                "MODELCACHE_DIR": str(work / engine / "models"),
-                "HF_ENDPOINT": mirror.url,
-                "MODELCACHE_TEXT_EMBEDDING": fixtures.MINILM,
-                "MODELCACHE_HF_TOKEN_FILE": str(work / "no-token"),
-                "MODELCACHE_TEXT_ENGINE": engine,
-                "MODELCACHE_REQUEST_TIMEOUT": "900",
+            env = models.env(
+                work / engine / "models",
                 **ONLY_TEXT,
-            }
+                MODELCACHE_TEXT_ENGINE=engine,
+                MODELCACHE_REQUEST_TIMEOUT="900",
+            )
             started = time.perf_counter()
-            lock = run_fetch(Settings.from_env(env), reporter=PlainReporter(open(os.devnull, "w"))).lock
+            lock = run_fetch(Settings.from_env(env), reporter=quiet).lock
             fetch_s = time.perf_counter() - started
+            # Whisper tiny.en beside it, for the isolation run (issue 11's: ASR at nice 10)
+            env = {**env, "MODELCACHE_WHISPER": "tiny.en"}
+            run_fetch(Settings.from_env(env), reporter=quiet)
             server = benchlib.Server(env, work / f"{engine}.log")
             try:
                 pid = server.pids()[fixtures.MINILM]
@@ -129,10 +136,11 @@ def bench(quick: bool) -> dict:
                     "volume_bytes": lock.get(fixtures.MINILM).size,
                     "ready_s": server.ready_seconds,
                     "p50_ms": 1000 * statistics.median(times),
-                    "p99_ms": 1000 * benchlib.pct(times, 99),
+                    "p99_ms": 1000 * benchlib.pct(times, 0.99),
                     "private_after_load": loaded,
                     "private_after_requests": private_bytes(pid),
                     "rss_after_requests": rss,
+                    "isolation": bench_service.isolation(server, long_wav, 100 if quick else 300),
                 }
             finally:
                 server.stop()
@@ -165,6 +173,17 @@ def report(r: dict) -> str:
             "model process, private bytes after the requests", lambda x: f"{x['private_after_requests'] / mib:.0f} MiB"
         ),
         row("model process, resident bytes", lambda x: f"{x['rss_after_requests'] / mib:.0f} MiB"),
+        row(
+            "1 client during a transcription (Whisper tiny.en), p50",
+            lambda x: f"{x['isolation']['during_p50_ms']:.1f} ms",
+        ),
+        row("1 client during a transcription, p99", lambda x: f"{x['isolation']['during_p99_ms']:.1f} ms"),
+        row(
+            "the transcription: alone / with the embeddings alongside",
+            lambda x: (
+                f"{x['isolation']['transcription_alone_s']:.1f} / {x['isolation']['transcription_during_s']:.1f} s"
+            ),
+        ),
         row(
             f"cosine to torch's vectors, {r['texts']} sentences: mean / worst",
             lambda x: f"{x['cosine_mean']:.4f} / {x['cosine_min']:.4f}" if "cosine_mean" in x else "(reference)",

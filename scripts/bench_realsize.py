@@ -574,18 +574,22 @@ def section(r: dict) -> str:
   full forward over each 30 s window and a decode of a few tokens: real speech adds about one
   decoder step per token to both sides of the comparison.
 - *image embeddings*: {im["clients"]} clients, one thread and one keep-alive connection each, post one
-  random 224x224 PNG (multipart) back to back, {im["seconds"]:.0f} s in all after a 2 s warm-up; the clients share
-  the machine's CPUs with the service. The requests sent before the end are answered and counted
-  (a batch takes about a second here). "In the model's process": images over the time the
-  model's process spent on its calls (decoding, preprocessing and the forward; from `/metrics`). Anchor: decode + preprocess + image tower + normalise of
-  one image at a time in this process. The two run in turns, half of each at a time, the service
-  idle while the anchor runs: other load on the machine weighs on both alike. The second anchor,
-  the {im["clients"]} clients' images decoded, preprocessed and embedded in one forward, is what batching
-  can reach at best on this machine.
+  random 224x224 PNG (multipart) back to back, {im["seconds"]:.0f} s in all after a 2 s warm-up; the
+  clients share the machine's CPUs with the service. The requests sent before the end are
+  answered and counted (a batch takes about a second here). *In the model's process*: the images
+  over the time the model's process spent on its calls (decoding, preprocessing and the
+  forward; from `/metrics`). Anchors, in this process: decode + preprocess + image tower +
+  normalise of one image at a time, and of the {im["clients"]} clients' images in one forward. The service
+  and the anchors run in turns, half of each at a time, the service idle while the anchors run:
+  other load on the machine weighs on both alike. At this size the model is compute-bound on
+  {r["machine"].split(", ")[1]}: one forward of {im["clients"]} images embeds {im["one_forward_of_all_per_s"] / im["one_forward_per_image_per_s"]:.2f}x as many images per second as one
+  image at a time: about the most that batching these clients' requests can gain over the first
+  anchor here.
 - *ONNX Runtime vs torch*: the image tower and the normalisation as one module, exported with
   `torch.onnx.export` (TorchScript exporter, opset 17, dynamic batch) and run by ONNX Runtime's
-  CPU provider with {onnx["threads"]} threads, against the same module in torch; one forward of {onnx["batch"]} preprocessed
-  images, medians of {r["repetitions"]} in turns after a warm-up. A figure only: the service has no ONNX vision engine.
+  CPU provider with {onnx["threads"]} threads, against the same module in torch; one forward of
+  {onnx["batch"]} preprocessed images, medians of {r["repetitions"]} in turns after a warm-up. A figure only: the
+  service has no ONNX vision engine.
 - *memory*: the private memory (USS: what ending the process gives back) of each model's
   process, as the service measures it: after loading (`load_bytes` in `/health`), after the
   image load or the transcriptions (`memory_bytes`) and its peak while answering (`peak_bytes`);

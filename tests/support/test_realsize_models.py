@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # about 30 s with the models cached, a minute more to build them
+pytestmark = pytest.mark.slow  # 15-20 s, building the models into an empty cache included
 
 for _module in ("torch", "transformers", "sentencepiece", "PIL", "safetensors", "whisper", "faster_whisper"):
     pytest.importorskip(_module)

@@ -93,10 +93,12 @@ def test_int8_graph_stays_close_and_is_smaller(graphs: tuple[Path, Path], torch_
     assert cosines.min() >= 0.95 and cosines.mean() >= 0.98  # the cost is measured in docs/benchmarks.md
 
 
-def test_threads_come_from_the_cpu_budget(graphs: tuple[Path, Path]) -> None:
+def test_threads_come_from_the_cpu_budget_and_stop_spinning(graphs: tuple[Path, Path]) -> None:
     engine = _onnx(graphs[0], threads=2)
     options = engine.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    # no spinning once a forward is done: the niced speech-to-text process beside it gets the CPU
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def test_what_the_engine_refuses(graphs: tuple[Path, Path], tmp_path: Path) -> None:

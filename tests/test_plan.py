@@ -526,8 +526,10 @@ def test_the_text_engine_is_part_of_the_text_models_spec_only() -> None:
 
 
 def test_text_engine_values_and_the_gpu() -> None:
-    with pytest.raises(ConfigError, match="MODELCACHE_TEXT_ENGINE='openvino' is not one of: torch, onnx, onnx-int8"):
-        Settings.from_env({"MODELCACHE_TEXT_ENGINE": "openvino"})
+    with pytest.raises(
+        ConfigError, match="MODELCACHE_TEXT_ENGINE='tensorrt' is not one of: torch, onnx, onnx-int8, openvino"
+    ):
+        Settings.from_env({"MODELCACHE_TEXT_ENGINE": "tensorrt"})
     with pytest.raises(ConfigError, match="runs on the CPU, and MODELCACHE_DEVICE=cuda") as caught:
         Settings.from_env({"MODELCACHE_TEXT_ENGINE": "onnx-int8", "MODELCACHE_DEVICE": "cuda"})
     assert caught.value.exit_code == EXIT_CONFIG
@@ -560,6 +562,7 @@ ST_REPO = [
         ("onnx-int8", ST_REPO, ["onnx/model_quint8_avx2.onnx"]),
         ("onnx-int8", [p for p in ST_REPO if "quint8" not in p], ["onnx/model.onnx"]),  # quantized at fetch
         ("onnx", [p for p in ST_REPO if not p.startswith("onnx/")], ["model.safetensors"]),  # exported at fetch
+        ("openvino", ST_REPO, ["onnx/model.onnx"]),  # OpenVINO reads the fp32 ONNX graph
     ],
 )
 def test_each_text_engine_selects_the_weights_it_runs(engine: str | None, repo: list[str], graphs: list[str]) -> None:
@@ -575,7 +578,7 @@ def test_graph_file_picks_the_graph_the_engine_runs() -> None:
     snapshot = "huggingface/hub/models--a--b/snapshots/c"
     exports = "exports/models--a--b/c"
     both = [f"{snapshot}/config.json", f"{snapshot}/onnx/model.onnx", f"{snapshot}/onnx/model_quint8_avx2.onnx"]
-    assert graph_file("onnx", both) == f"{snapshot}/onnx/model.onnx"
+    assert graph_file("onnx", both) == graph_file("openvino", both) == f"{snapshot}/onnx/model.onnx"
     assert graph_file("onnx-int8", both) == f"{snapshot}/onnx/model_quint8_avx2.onnx"
     made = [f"{snapshot}/model.safetensors", f"{exports}/model.onnx", f"{exports}/model_int8.onnx"]
     assert graph_file("onnx", made) == f"{exports}/model.onnx"

@@ -83,8 +83,9 @@ FOREIGN_WEIGHTS = (
 #: weights to ``exports/<repo folder>/<commit>/model.onnx``. ``onnx-int8``: the repo's own
 #: int8 graph (``onnx/model_quint8_avx2.onnx``, as sentence-transformers repos ship it),
 #: else ``model_int8.onnx`` there, quantized at fetch from the fp32 graph. What the
-#: downloader makes is recorded in the lock like what it fetches.
-ONNX_ENGINES = ("onnx", "onnx-int8")
+#: downloader makes is recorded in the lock like what it fetches. ``openvino`` runs the
+#: same fp32 graph as ``onnx``.
+ONNX_ENGINES = ("onnx", "onnx-int8", "openvino")
 REPO_GRAPH = "onnx/model.onnx"
 REPO_QUANTIZED = "onnx/model_quint8_avx2.onnx"
 EXPORTED_GRAPH = "model.onnx"
@@ -103,7 +104,7 @@ def graph_file(engine: str | None, paths: list[str]) -> str | None:
 
     if engine == "onnx-int8":
         return found(REPO_QUANTIZED, QUANTIZED_GRAPH)
-    if engine == "onnx":
+    if engine in ("onnx", "openvino"):
         return found(REPO_GRAPH, EXPORTED_GRAPH)
     return None
 

@@ -36,9 +36,9 @@ WHISPER_NAMES = (
 )
 ASR_ENGINES = ("openai-whisper", "faster-whisper")
 #: torch: transformers on torch (CPU or GPU); onnx: the repo's ONNX graph (or one the
-#: downloader exports) on ONNX Runtime, CPU; onnx-int8: that graph with int8 weights
-#: (dynamic quantization at fetch)
-TEXT_ENGINES = ("torch", "onnx", "onnx-int8")
+#: downloader exports) on ONNX Runtime, CPU; onnx-int8: an int8 graph (the repo's, or
+#: quantized at fetch) on ONNX Runtime; openvino: the fp32 graph on OpenVINO, CPU
+TEXT_ENGINES = ("torch", "onnx", "onnx-int8", "openvino")
 FACE_MODELS = ("yunet",)
 VERIFY_MODES = ("fast", "deep")
 #: http: every file through our own ranged, hashed transfer (Xet-backed files via the Hub's
@@ -290,7 +290,7 @@ class Settings:
     models_dir: Path = Path("/models")
     whisper: tuple[str, ...] = (DEFAULT_WHISPER,)  # one or more sizes; the first answers to "whisper-1"
     asr_engine: str = "openai-whisper"
-    text_engine: str = "torch"  # MODELCACHE_TEXT_ENGINE: torch | onnx | onnx-int8
+    text_engine: str = "torch"  # MODELCACHE_TEXT_ENGINE: torch | onnx | onnx-int8 | openvino
     whisper_url: str | None = None
     whisper_sha256: str | None = None
     text_embedding: tuple[RepoRef, ...] = (RepoRef(DEFAULT_TEXT_EMBEDDING),)

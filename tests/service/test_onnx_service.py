@@ -1,4 +1,4 @@
-"""The service with MODELCACHE_TEXT_ENGINE=onnx and onnx-int8, on volumes the real
+"""The service with MODELCACHE_TEXT_ENGINE=onnx, onnx-int8 and openvino, on volumes the real
 downloader filled (the graph exported at fetch): OpenAI embeddings equal to
 sentence-transformers' within cosine 0.999 (fp32), a model process without torch, and the
 gate refusing a volume whose graph is gone."""
@@ -37,9 +37,12 @@ def reference() -> np.ndarray:
     return SentenceTransformer(str(minilm_dir()), device="cpu").encode(TEXTS, normalize_embeddings=True)
 
 
-@pytest.mark.parametrize(("engine", "minimum"), [("onnx", 0.999), ("onnx-int8", 0.95)])
+@pytest.mark.parametrize(
+    ("engine", "minimum", "runtime"),
+    [("onnx", 0.999, "onnxruntime"), ("onnx-int8", 0.95, "onnxruntime"), ("openvino", 0.999, "libopenvino")],
+)
 def test_embeddings_from_the_onnx_engines(
-    tmp_path: Path, models: MirrorModels, reference: np.ndarray, engine: str, minimum: float
+    tmp_path: Path, models: MirrorModels, reference: np.ndarray, engine: str, minimum: float, runtime: str
 ) -> None:
     env = _volume(tmp_path, models, engine)
     service = start_service(env, tmp_path / "serve.log")
@@ -55,7 +58,7 @@ def test_embeddings_from_the_onnx_engines(
         assert info["engine"] == engine
         pid = httpx2.get(f"{service.url}/health").json()["models"][MINILM]["pid"]
         maps = Path(f"/proc/{pid}/maps").read_text()
-        assert "onnxruntime" in maps and "libtorch" not in maps  # the model process never loads torch
+        assert runtime in maps and "libtorch" not in maps  # the model process never loads torch
     finally:
         service.stop()
 

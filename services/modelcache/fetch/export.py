@@ -1,5 +1,5 @@
-"""Files the downloader derives from a fetched repo for the ONNX text engines
-(``MODELCACHE_TEXT_ENGINE=onnx|onnx-int8``):
+"""Files the downloader derives from a fetched repo for the text engines that run an ONNX
+graph (``MODELCACHE_TEXT_ENGINE=onnx|onnx-int8|openvino``):
 
 - ``model.onnx``: the model exported with ``torch.onnx`` when the repo ships no
   ``onnx/model.onnx`` (needs torch and transformers: the ``export`` extra);

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelcache.plan import ONNX_ENGINES  # one class runs both ONNX text engines: the graph differs
+from modelcache.plan import ONNX_ENGINES  # the text engines that run an ONNX graph (on the CPU)
 
 if TYPE_CHECKING:  # the gate reads this module: nothing heavy (numpy) at run time
     from modelcache.service.engines.base import LoadSpec
@@ -89,7 +89,7 @@ def _opencv_setup(spec: LoadSpec) -> str:
     return "cpu"  # OpenCV's detector runs on the CPU
 
 
-def _onnxruntime_setup(spec: LoadSpec) -> str:
+def _graph_setup(spec: LoadSpec) -> str:
     if spec.device == "cuda":  # settings refuse this pairing; a lock served as-is may still ask
         raise RuntimeError(f"the {spec.engine} text engine runs on the CPU, and MODELCACHE_DEVICE=cuda")
     return "cpu"
@@ -152,12 +152,16 @@ ENGINES: dict[str, Engine] = {
             Engine(
                 name=name,
                 roles=("text-embedding",),
-                packages=("onnxruntime", "tokenizers"),
+                packages=(runtime, "tokenizers"),
                 install=_SERVICE_EXTRA,
-                setup=_onnxruntime_setup,
-                classes={"text-embedding": "modelcache.service.engines.text_onnx:OnnxTextEmbedder"},
+                setup=_graph_setup,
+                classes={"text-embedding": f"modelcache.service.engines.text_onnx:{cls}"},
             )
-            for name in ONNX_ENGINES
+            for name, runtime, cls in (
+                ("onnx", "onnxruntime", "OnnxTextEmbedder"),
+                ("onnx-int8", "onnxruntime", "OnnxTextEmbedder"),
+                ("openvino", "openvino", "OpenVinoTextEmbedder"),
+            )
         ),
         Engine(
             name="opencv-yunet",

@@ -2,7 +2,7 @@
 """modelcache's text embeddings against a peer server, Infinity, in one run.
 
     scripts/test --version >/dev/null       # once: makes .venv with everything installed
-    .venv/bin/python scripts/bench_peers.py [--json out.json] [--quick] [--engines torch,onnx,onnx-int8]
+    .venv/bin/python scripts/bench_peers.py [--json out.json] [--quick] [--engines torch,onnx,onnx-int8,openvino]
 
 Infinity (PyPI ``infinity-emb``, pinned below) is installed once into a virtual environment
 of its own under ~/.cache/modelcache/bench-venvs/, with the same torch as the project's
@@ -67,7 +67,7 @@ INFINITY_VERSION = "0.0.78"
 VENVS = Path.home() / ".cache" / "modelcache" / "bench-venvs"
 CLIENTS = (1, 32, 128)
 BATCH = 32  # modelcache's MODELCACHE_BATCH_MAX default, and Infinity's --batch-size
-ONNX = ("onnx", "onnx-int8")
+ONNX = ("onnx", "onnx-int8", "openvino")  # the engines that run an ONNX graph (openvino: the fp32 one)
 #: a load run waits for the other processes on the machine to use less than this (cores)
 QUIET, NOISY = 0.1, 0.25
 #: the issue's goals for the ONNX engine

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The three text engines side by side (MODELCACHE_TEXT_ENGINE=torch, onnx, onnx-int8), on
+"""The text engines side by side (MODELCACHE_TEXT_ENGINE=torch, onnx, onnx-int8, openvino), on
 real MiniLM weights, each a real downloader fill and a real service:
 
     .venv/bin/python scripts/bench_text_engines.py [--json out.json] [--quick]
@@ -37,12 +37,12 @@ import benchlib  # noqa: E402  (also puts the project on sys.path)
 
 from modelcache.fetch.runner import run_fetch  # noqa: E402
 from modelcache.progress import PlainReporter  # noqa: E402
-from modelcache.settings import Settings  # noqa: E402
+from modelcache.settings import TEXT_ENGINES, Settings  # noqa: E402
 from modelcache.testing.hfmirror import HFMirror  # noqa: E402
 from tests.support import fixtures  # noqa: E402
 from tests.support.whisper_ckpt import speak  # noqa: E402
 
-ENGINES = ("torch", "onnx", "onnx-int8")
+ENGINES = TEXT_ENGINES
 ONLY_TEXT = {"MODELCACHE_WHISPER": "none", "MODELCACHE_VISION": "none", "MODELCACHE_FACE": "none", "MODELCACHE_MLX": ""}
 
 
@@ -161,8 +161,8 @@ def report(r: dict) -> str:
 
     mib = 2**20
     lines = [
-        "| measure | torch | onnx | onnx-int8 |",
-        "|---|---|---|---|",
+        "| measure | " + " | ".join(ENGINES) + " |",
+        "|---|" + "---|" * len(ENGINES),
         row("cold fetch of MiniLM (export / quantize included)", lambda x: f"{x['fetch_s']:.1f} s"),
         row("bytes in the volume for the model", lambda x: f"{x['volume_bytes'] / mib:.1f} MiB"),
         row("service start to ready", lambda x: f"{x['ready_s']:.1f} s"),
@@ -193,8 +193,8 @@ def report(r: dict) -> str:
     lines.append("")
     lines.append(
         f"onnx vs torch at 1 client (p50): **{speed:.2f}x** (target ≥1.5x: {'met' if speed >= 1.5 else 'not met'}); "
-        f"onnx-int8 vs torch: {e['torch']['p50_ms'] / e['onnx-int8']['p50_ms']:.2f}x. "
-        f"{r['requests']} requests per engine, `MODELCACHE_THREADS` unset (every CPU)."
+        + "".join(f"{n} vs torch: {e['torch']['p50_ms'] / e[n]['p50_ms']:.2f}x; " for n in ENGINES[2:])
+        + f"{r['requests']} requests per engine, `MODELCACHE_THREADS` unset (every CPU)."
     )
     return "\n".join(lines)
 

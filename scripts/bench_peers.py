@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "services"))
 
-import httpx2  # noqa: E402
 from bench_service import load, raw_forward  # noqa: E402
 from benchlib import (  # noqa: E402  (also puts the project on sys.path)
     EMBED,
@@ -55,6 +54,7 @@ from benchlib import (  # noqa: E402  (also puts the project on sys.path)
     proc_memory,
     table,
     text_body,
+    wait_ready,
 )
 
 from modelcache.layout import Layout  # noqa: E402
@@ -147,19 +147,7 @@ class Infinity:
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
         )
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"infinity_emb exited {self.proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.perf_counter() - self.started > 300:
-                self.stop()
-                raise RuntimeError(f"infinity_emb not ready within 300 s:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.ready_seconds = time.perf_counter() - self.started
+        self.ready_seconds = wait_ready(self, f"{self.url}/health", log, "infinity_emb", 300)
 
     def metrics(self) -> str:
         return ""

@@ -91,6 +91,23 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_ready(server, url: str, log: Path, what: str, timeout: float) -> float:
+    """Seconds from ``server.started`` until ``url`` answers 200; the server's log in the
+    error when its process exits first or the time runs out (then it is stopped)."""
+    while True:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {server.proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.perf_counter() - server.started > timeout:
+            server.stop()
+            raise RuntimeError(f"{what} not ready within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx2.get(url, timeout=1).status_code == 200:
+                return time.perf_counter() - server.started
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.05)
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
@@ -102,19 +119,7 @@ class Server:
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
         )
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(log.read_text())
-            if time.perf_counter() - self.started > 600:
-                self.stop()
-                raise RuntimeError(f"not ready within 600 s:\n{log.read_text()}")
-            try:
-                if httpx2.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.ready_seconds = time.perf_counter() - self.started
+        self.ready_seconds = wait_ready(self, f"{self.url}/health/ready", log, "modelcache serve", 600)
 
     def pids(self) -> dict[str, int]:
         """The HTTP process ("http"), the zygote the torch models' processes are forked from

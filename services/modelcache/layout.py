@@ -11,7 +11,7 @@
   files/<path>            plain URL artifacts from the manifest
   exports/models--org--name/<commit>/
     model.onnx            a text model's ONNX graph, exported by the downloader when the
-                          repo ships none (MODELCACHE_TEXT_ENGINE=onnx*)
+                          repo ships none (MODELCACHE_TEXT_ENGINE=onnx|openvino)
     model_int8.onnx       that graph (or the repo's) with int8 weights (onnx-int8, when
                           the repo ships no int8 graph of its own)
   .modelcache/

@@ -96,8 +96,8 @@ def _graph_setup(spec: LoadSpec) -> str:
 
 
 def default_threads(engine: Engine, threads: int) -> int:
-    """CTranslate2 and ONNX Runtime take a thread count of their own: every CPU this
-    process may use unless set (torch's default)."""
+    """CTranslate2, ONNX Runtime and OpenVINO take a thread count of their own: every CPU
+    this process may use unless set (torch's default)."""
     if engine.name in ("faster-whisper", *ONNX_ENGINES) and not threads:
         return len(os.sched_getaffinity(0))
     return threads

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "services"))
 
-from bench_service import load, raw_forward  # noqa: E402
+from bench_service import load, raw_forward, time_forwards  # noqa: E402
 from benchlib import (  # noqa: E402  (also puts the project on sys.path)
     EMBED,
     JSON,
@@ -203,18 +203,8 @@ def ort_forward(graph: Path, snapshot: Path, n: int, batch_reps: int) -> dict:
         pooled = (hidden * weights).sum(1) / weights.sum(1)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
-    single, batched = [], []
     batch = [f"{TEXT} {c}" for c in range(BATCH)]  # the texts the 32 clients send
-    for i in range(n + 10):
-        started = time.perf_counter()
-        forward([f"{TEXT} {i}"])
-        if i >= 10:  # the first calls warm up
-            single.append(time.perf_counter() - started)
-    for i in range(batch_reps + 2):
-        started = time.perf_counter()
-        forward(batch)
-        if i >= 2:
-            batched.append(time.perf_counter() - started)
+    single, batched = time_forwards(forward, batch, n, batch_reps)
     return {
         "graph": graph.name,
         "graph_bytes": graph.stat().st_size,

@@ -188,6 +188,23 @@ print(time.perf_counter() - t0)
 # --- in-process anchors (this process's main thread) ---------------------------------------
 
 
+def time_forwards(forward, batch: list[str], n: int, batch_reps: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``n`` one-text calls of ``forward`` and of ``batch_reps`` calls on ``batch``,
+    after a few warm-up calls of each."""
+    single, batched = [], []
+    for i in range(n + 10):
+        started = time.perf_counter()
+        forward([f"{TEXT} {i}"])
+        if i >= 10:  # the first calls warm up
+            single.append(time.perf_counter() - started)
+    for i in range(batch_reps + 2):
+        started = time.perf_counter()
+        forward(batch)
+        if i >= 2:
+            batched.append(time.perf_counter() - started)
+    return single, batched
+
+
 def raw_forward(minilm: Path, n: int, batch_reps: int) -> dict:
     """MiniLM in-process: the latencies of ``n`` single-text forwards (tokenise + model + mean
     pool + normalise, what the service's engine does per call), and the texts per second of
@@ -204,19 +221,9 @@ def raw_forward(minilm: Path, n: int, batch_reps: int) -> dict:
         mask = enc["attention_mask"].unsqueeze(-1).float()
         return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
 
-    single, batched = [], []
     batch = [f"{TEXT} {c}" for c in range(32)]  # the texts the 32 clients send
     with torch.inference_mode():
-        for i in range(n + 10):
-            started = time.perf_counter()
-            forward([f"{TEXT} {i}"])
-            if i >= 10:  # the first calls warm up
-                single.append(time.perf_counter() - started)
-        for i in range(batch_reps + 2):
-            started = time.perf_counter()
-            forward(batch)
-            if i >= 2:
-                batched.append(time.perf_counter() - started)
+        single, batched = time_forwards(forward, batch, n, batch_reps)
     return {
         "single_s": single,
         "one_forward_rps": n / sum(single),
